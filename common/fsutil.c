@@ -1,0 +1,113 @@
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "remora/cleanup.h"
+#include "remora/fsutil.h"
+#include "remora/xalloc.h"
+
+int rm_mkdir_p(const char *path, mode_t mode, struct rm_error **err)
+{
+        if (path == NULL || *path == '\0')
+                return rm_error_set(err, RM_INVALID_ARGUMENT, "empty directory path");
+
+        cleanup_free char *buf = xstrdup(path);
+        size_t len = strlen(buf);
+        while (len > 1 && buf[len - 1] == '/')
+                buf[--len] = '\0';
+
+        for (char *p = buf + 1;; p++) {
+                char c = *p;
+                if (c != '/' && c != '\0')
+                        continue;
+                *p = '\0';
+                if (mkdir(buf, mode) < 0 && errno != EEXIST)
+                        return rm_error_sys(err, "create directory %s", buf);
+                *p = c;
+                if (c == '\0')
+                        break;
+        }
+
+        struct stat st;
+        if (stat(buf, &st) < 0)
+                return rm_error_sys(err, "stat %s", buf);
+        if (!S_ISDIR(st.st_mode))
+                return rm_error_set(err, RM_FAILED_PRECONDITION, "%s exists and is not a directory",
+                                    buf);
+        return 0;
+}
+
+char *rm_read_file(const char *path, size_t max, size_t *len, struct rm_error **err)
+{
+        cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+                rm_error_sys(err, "open %s", path);
+                return NULL;
+        }
+        struct stat st;
+        if (fstat(fd, &st) < 0) {
+                rm_error_sys(err, "stat %s", path);
+                return NULL;
+        }
+        if (!S_ISREG(st.st_mode)) {
+                rm_error_set(err, RM_INVALID_ARGUMENT, "%s is not a regular file", path);
+                return NULL;
+        }
+        if ((size_t)st.st_size > max) {
+                rm_error_set(err, RM_RESOURCE_EXHAUSTED, "%s is %lld bytes, over the limit of %zu",
+                             path, (long long)st.st_size, max);
+                return NULL;
+        }
+
+        size_t cap = (size_t)st.st_size + 1, used = 0;
+        cleanup_free char *buf = xmalloc(cap);
+        for (;;) {
+                if (used + 1 >= cap) {
+                        if (cap > max + 1) {
+                                rm_error_set(err, RM_RESOURCE_EXHAUSTED,
+                                             "%s grew over the limit of %zu bytes", path, max);
+                                return NULL;
+                        }
+                        cap *= 2;
+                        buf = xrealloc(buf, cap);
+                }
+                ssize_t r = read(fd, buf + used, cap - used - 1);
+                if (r < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        rm_error_sys(err, "read %s", path);
+                        return NULL;
+                }
+                if (r == 0)
+                        break;
+                used += (size_t)r;
+        }
+        if (used > max) {
+                rm_error_set(err, RM_RESOURCE_EXHAUSTED, "%s grew over the limit of %zu bytes",
+                             path, max);
+                return NULL;
+        }
+        buf[used] = '\0';
+        if (len)
+                *len = used;
+        return steal_pointer(&buf);
+}
+
+int rm_write_all(int fd, const void *buf, size_t len)
+{
+        const char *p = buf;
+        while (len > 0) {
+                ssize_t w = write(fd, p, len);
+                if (w < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -1;
+                }
+                p += w;
+                len -= (size_t)w;
+        }
+        return 0;
+}

@@ -1,0 +1,21 @@
+/* Small filesystem helpers shared by every module. */
+#ifndef REMORA_FSUTIL_H
+#define REMORA_FSUTIL_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "remora/error.h"
+
+/* Create a directory and its missing parents with mode. An existing directory is fine;
+ * an existing non-directory is an error naming the path. */
+int rm_mkdir_p(const char *path, mode_t mode, struct rm_error **err);
+
+/* Read a whole file into a NUL-terminated buffer, refusing files over max bytes.
+ * *len (if given) receives the size without the NUL. */
+char *rm_read_file(const char *path, size_t max, size_t *len, struct rm_error **err);
+
+/* write(2) the whole buffer, retrying on EINTR and short writes. */
+int rm_write_all(int fd, const void *buf, size_t len);
+
+#endif

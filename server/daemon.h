@@ -1,0 +1,32 @@
+/* The daemon's state, passed down to every handler (no mutable globals). */
+#ifndef REMORA_DAEMON_H
+#define REMORA_DAEMON_H
+
+#include <time.h>
+
+#include "remora/container.h"
+#include "remora/image.h"
+#include "remora/network.h"
+#include "remora/sandbox.h"
+#include "remora/server.h"
+#include "remora/store.h"
+
+struct rm_dispatch;
+struct rm_grpc_server;
+
+struct rm_daemon {
+        const struct rm_config *cfg;
+        char *socket_path;
+        /* flock'd <state>/remorad.lock and <root>/remorad.lock, held while running */
+        int lock_fds[2];
+        time_t started;
+        struct rm_store *store;
+        struct rm_runtime *runtime;
+        struct rm_network *network;
+        struct rm_image_service *images;
+        struct rm_sandbox_manager *sandboxes;
+        struct rm_dispatch *dispatch;
+        struct rm_grpc_server *grpc;
+};
+
+#endif

@@ -1,0 +1,52 @@
+/* Method table and protobuf-c glue: bytes in, a typed handler, bytes out. The table is
+ * built from protoc-c's service descriptors, so it lists every RPC of RuntimeService and
+ * ImageService by construction; methods without a handler answer UNIMPLEMENTED. */
+#ifndef REMORA_DISPATCH_H
+#define REMORA_DISPATCH_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <protobuf-c/protobuf-c.h>
+
+#include "remora/arena.h"
+#include "remora/error.h"
+
+struct rm_daemon;
+
+/* What a handler gets for one call. Build the response from the arena; it is freed
+ * after the response is encoded. */
+struct rm_call {
+        struct rm_daemon *daemon;
+        struct rm_arena *arena;
+        const char *method;
+};
+
+typedef int (*rm_handler_fn)(struct rm_call *call, const ProtobufCMessage *req,
+                             ProtobufCMessage **resp, struct rm_error **err);
+
+struct rm_handler_entry {
+        const char *service; /* "runtime.v1.RuntimeService" */
+        const char *method;  /* "Version" */
+        rm_handler_fn fn;
+};
+
+/* The handlers remorad serves; ends with an entry whose fn is NULL. */
+extern const struct rm_handler_entry rm_handlers[];
+
+struct rm_dispatch;
+
+/* Build the table for both CRI services. A handler naming a method the proto does not
+ * have is INTERNAL (a programming error caught at start-up). */
+struct rm_dispatch *rm_dispatch_new(const struct rm_handler_entry *handlers,
+                                    struct rm_daemon *daemon, struct rm_error **err);
+void rm_dispatch_free(struct rm_dispatch *d);
+
+/* Number of RPCs in the table, and how many of them have a handler. */
+size_t rm_dispatch_count(const struct rm_dispatch *d, size_t *implemented);
+
+/* rm_dispatch_fn for the gRPC front end (ctx is the struct rm_dispatch). Unknown or
+ * unimplemented method: UNIMPLEMENTED naming it; undecodable request: INVALID_ARGUMENT. */
+int rm_dispatch_call(void *ctx, const char *method, const uint8_t *in, size_t in_len, uint8_t **out,
+                     size_t *out_len, struct rm_error **err);
+
+#endif

@@ -1,0 +1,27 @@
+/* The gRPC C core front end: a unix-socket HTTP/2 server and a pool of worker threads,
+ * each with its own completion queue, each running a call to completion. It knows bytes
+ * and method names only; decoding and dispatch live in dispatch.c. */
+#ifndef REMORA_GRPC_SERVER_H
+#define REMORA_GRPC_SERVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "remora/error.h"
+
+/* Serve one unary call: method is the full path ("/runtime.v1.RuntimeService/Version"),
+ * in the request bytes. On success *out (malloc'd, may be empty) is the response. */
+typedef int (*rm_dispatch_fn)(void *ctx, const char *method, const uint8_t *in, size_t in_len,
+                              uint8_t **out, size_t *out_len, struct rm_error **err);
+
+struct rm_grpc_server;
+
+/* Listen on the unix socket at path (mode 0660) and start workers threads. */
+struct rm_grpc_server *rm_grpc_server_start(const char *path, int workers, int max_message_bytes,
+                                            rm_dispatch_fn dispatch, void *ctx,
+                                            struct rm_error **err);
+
+/* Stop accepting, wait for calls in flight, join the workers and free everything. */
+void rm_grpc_server_stop(struct rm_grpc_server *srv);
+
+#endif

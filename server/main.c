@@ -1,0 +1,56 @@
+/* remorad: the Remora CRI daemon. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <grpc/grpc.h>
+
+#include "remora/cleanup.h"
+#include "remora/log.h"
+#include "remora/server.h"
+
+int main(int argc, char **argv)
+{
+        struct rm_config cfg;
+        rm_config_init(&cfg);
+        switch (rm_cli_parse(&cfg, argc, argv)) {
+        case RM_CLI_EXIT_OK:
+                rm_config_release(&cfg);
+                return 0;
+        case RM_CLI_EXIT_USAGE:
+                rm_config_release(&cfg);
+                return 2;
+        case RM_CLI_RUN:
+                break;
+        }
+        rm_log_set_level(cfg.log_level);
+
+        /* Block the stop signals in every thread (gRPC's included, so block before
+         * grpc_init) and take them synchronously here. */
+        sigset_t stop;
+        sigemptyset(&stop);
+        sigaddset(&stop, SIGTERM);
+        sigaddset(&stop, SIGINT);
+        pthread_sigmask(SIG_BLOCK, &stop, NULL);
+        signal(SIGPIPE, SIG_IGN);
+
+        grpc_init();
+        cleanup_error struct rm_error *err = NULL;
+        struct rm_daemon *d = rm_daemon_start(&cfg, &err);
+        if (d == NULL) {
+                rm_log_error("cannot start: %s", err->msg);
+                grpc_shutdown();
+                rm_config_release(&cfg);
+                return 1;
+        }
+
+        int sig = 0;
+        sigwait(&stop, &sig);
+        rm_log_info("received %s: no new calls, finishing calls in flight", strsignal(sig));
+        rm_daemon_stop(d);
+        grpc_shutdown();
+        rm_log_info("remorad stopped");
+        rm_config_release(&cfg);
+        return 0;
+}

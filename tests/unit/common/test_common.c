@@ -1,0 +1,225 @@
+#include <errno.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "remora/arena.h"
+#include "remora/cleanup.h"
+#include "remora/error.h"
+#include "remora/fsutil.h"
+#include "remora/log.h"
+#include "remora/xalloc.h"
+
+static void test_error_set_and_wrap(void **state)
+{
+        (void)state;
+        cleanup_error struct rm_error *err = NULL;
+        assert_int_equal(rm_error_set(&err, RM_NOT_FOUND, "container %s", "abc"), -1);
+        assert_int_equal(err->code, RM_NOT_FOUND);
+        assert_int_equal(err->errnum, 0);
+        assert_string_equal(err->msg, "container abc");
+        assert_int_equal(rm_error_wrap(&err, "stop %d", 7), -1);
+        assert_string_equal(err->msg, "stop 7: container abc");
+        assert_int_equal(err->code, RM_NOT_FOUND);
+
+        /* Replacing an error frees the old one (ASan would see a leak otherwise). */
+        rm_error_set(&err, RM_INTERNAL, "second");
+        assert_string_equal(err->msg, "second");
+
+        /* NULL is accepted everywhere: the caller does not care about the detail. */
+        assert_int_equal(rm_error_set(NULL, RM_INTERNAL, "dropped"), -1);
+        assert_int_equal(rm_error_wrap(NULL, "x"), -1);
+        struct rm_error *none = NULL;
+        assert_int_equal(rm_error_wrap(&none, "x"), -1);
+        assert_null(none);
+}
+
+static void test_error_sys(void **state)
+{
+        (void)state;
+        cleanup_error struct rm_error *err = NULL;
+        errno = ENOENT;
+        rm_error_sys(&err, "open %s", "/nope");
+        assert_int_equal(errno, ENOENT); /* preserved for the caller */
+        assert_int_equal(err->errnum, ENOENT);
+        assert_int_equal(err->code, RM_NOT_FOUND);
+        assert_string_equal(err->msg, "open /nope: No such file or directory");
+
+        rm_error_sys_errno(&err, EACCES, "read %s", "/x");
+        assert_int_equal(err->code, RM_PERMISSION_DENIED);
+        assert_string_equal(err->msg, "read /x: Permission denied");
+
+        assert_int_equal(rm_code_from_errno(EEXIST), RM_ALREADY_EXISTS);
+        assert_int_equal(rm_code_from_errno(EINVAL), RM_INVALID_ARGUMENT);
+        assert_int_equal(rm_code_from_errno(ENOSPC), RM_RESOURCE_EXHAUSTED);
+        assert_int_equal(rm_code_from_errno(EIO), RM_INTERNAL);
+        assert_string_equal(rm_code_name(RM_INVALID_ARGUMENT), "INVALID_ARGUMENT");
+        assert_string_equal(rm_code_name(RM_UNAUTHENTICATED), "UNAUTHENTICATED");
+        assert_string_equal(rm_code_name((enum rm_code)99), "UNKNOWN");
+}
+
+static char *temp_dir(void)
+{
+        char tmpl[] = "/tmp/remora-common-XXXXXX";
+        assert_non_null(mkdtemp(tmpl));
+        return xstrdup(tmpl);
+}
+
+static void remove_tree(const char *dir)
+{
+        cleanup_free char *cmd = xasprintf("rm -rf '%s'", dir);
+        assert_int_equal(system(cmd), 0);
+}
+
+static void test_mkdir_p(void **state)
+{
+        (void)state;
+        cleanup_free char *base = temp_dir();
+        cleanup_free char *deep = xasprintf("%s/a/b/c/", base);
+        assert_int_equal(rm_mkdir_p(deep, 0700, NULL), 0);
+        struct stat st;
+        cleanup_free char *c = xasprintf("%s/a/b/c", base);
+        assert_int_equal(stat(c, &st), 0);
+        assert_true(S_ISDIR(st.st_mode));
+        assert_int_equal(st.st_mode & 0777, 0700);
+        /* Existing: fine. */
+        assert_int_equal(rm_mkdir_p(c, 0700, NULL), 0);
+
+        /* A file in the way is an error naming it. */
+        cleanup_free char *file = xasprintf("%s/file", base);
+        FILE *f = fopen(file, "w");
+        fclose(f);
+        cleanup_error struct rm_error *err = NULL;
+        assert_int_equal(rm_mkdir_p(file, 0700, &err), -1);
+        assert_non_null(strstr(err->msg, file));
+        cleanup_free char *under = xasprintf("%s/sub", file);
+        assert_int_equal(rm_mkdir_p(under, 0700, &err), -1);
+        assert_int_equal(rm_mkdir_p("", 0700, &err), -1);
+        assert_int_equal(err->code, RM_INVALID_ARGUMENT);
+        remove_tree(base);
+}
+
+static void test_read_file(void **state)
+{
+        (void)state;
+        cleanup_free char *base = temp_dir();
+        cleanup_free char *path = xasprintf("%s/data", base);
+        FILE *f = fopen(path, "w");
+        fputs("hello, world", f);
+        fclose(f);
+
+        size_t len = 0;
+        cleanup_free char *text = rm_read_file(path, 100, &len, NULL);
+        assert_non_null(text);
+        assert_int_equal(len, 12);
+        assert_string_equal(text, "hello, world");
+
+        cleanup_error struct rm_error *err = NULL;
+        assert_null(rm_read_file(path, 5, NULL, &err));
+        assert_int_equal(err->code, RM_RESOURCE_EXHAUSTED);
+        assert_non_null(strstr(err->msg, path));
+
+        cleanup_free char *missing = xasprintf("%s/missing", base);
+        assert_null(rm_read_file(missing, 100, NULL, &err));
+        assert_int_equal(err->code, RM_NOT_FOUND);
+        assert_non_null(strstr(err->msg, missing));
+
+        assert_null(rm_read_file(base, 100, NULL, &err));
+        assert_int_equal(err->code, RM_INVALID_ARGUMENT);
+
+        cleanup_free char *empty_path = xasprintf("%s/empty", base);
+        f = fopen(empty_path, "w");
+        fclose(f);
+        cleanup_free char *empty = rm_read_file(empty_path, 100, &len, NULL);
+        assert_non_null(empty);
+        assert_int_equal(len, 0);
+        remove_tree(base);
+}
+
+static void test_log_levels(void **state)
+{
+        (void)state;
+        enum rm_log_level lvl = RM_LOG_ERROR;
+        assert_true(rm_log_parse_level("debug", &lvl));
+        assert_int_equal(lvl, RM_LOG_DEBUG);
+        assert_true(rm_log_parse_level("WARN", &lvl));
+        assert_int_equal(lvl, RM_LOG_WARN);
+        assert_false(rm_log_parse_level("verbose", &lvl));
+        assert_string_equal(rm_log_level_name(RM_LOG_INFO), "info");
+}
+
+static void test_log_one_line_per_event(void **state)
+{
+        (void)state;
+        int pipefd[2];
+        assert_int_equal(pipe(pipefd), 0);
+        int saved = dup(STDERR_FILENO);
+        dup2(pipefd[1], STDERR_FILENO);
+        enum rm_log_level old = rm_log_get_level();
+        rm_log_set_level(RM_LOG_INFO);
+        rm_log_info("two\nlines %d", 2);
+        rm_log_debug("filtered out");
+        rm_log_set_level(old);
+        dup2(saved, STDERR_FILENO);
+        close(saved);
+        close(pipefd[1]);
+        char buf[512] = "";
+        ssize_t n = read(pipefd[0], buf, sizeof(buf) - 1);
+        close(pipefd[0]);
+        assert_true(n > 0);
+        buf[n] = '\0';
+        assert_non_null(strstr(buf, " info  two\\nlines 2\n"));
+        assert_null(strstr(buf, "filtered"));
+        assert_ptr_equal(strchr(buf, '\n'), buf + n - 1); /* exactly one line */
+}
+
+static void test_arena(void **state)
+{
+        (void)state;
+        struct rm_arena *a = rm_arena_new();
+        char *s = rm_arena_strdup(a, "abc");
+        char *p = rm_arena_printf(a, "%s-%d", s, 42);
+        assert_string_equal(p, "abc-42");
+        void **ptrs = rm_arena_ptrs(a, 4);
+        for (int i = 0; i < 4; i++)
+                assert_null(ptrs[i]);
+        uint64_t *big = rm_arena_alloc(a, 1 << 20);
+        assert_int_equal(big[(1 << 17) - 1], 0);
+        rm_arena_free(a);
+        rm_arena_free(NULL);
+}
+
+static void test_steal_pointer(void **state)
+{
+        (void)state;
+        cleanup_free char *owned = xstrdup("x");
+        char *taken = steal_pointer(&owned);
+        assert_null(owned);
+        free(taken);
+        cleanup_close int fd = dup(STDIN_FILENO);
+        int kept = steal_fd(&fd);
+        assert_int_equal(fd, -1);
+        close(kept);
+}
+
+int main(void)
+{
+        const struct CMUnitTest tests[] = {
+            cmocka_unit_test(test_error_set_and_wrap),
+            cmocka_unit_test(test_error_sys),
+            cmocka_unit_test(test_mkdir_p),
+            cmocka_unit_test(test_read_file),
+            cmocka_unit_test(test_log_levels),
+            cmocka_unit_test(test_log_one_line_per_event),
+            cmocka_unit_test(test_arena),
+            cmocka_unit_test(test_steal_pointer),
+        };
+        return cmocka_run_group_tests_name("common", tests, NULL, NULL);
+}

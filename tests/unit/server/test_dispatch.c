@@ -1,0 +1,160 @@
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api.pb-c.h"
+#include "dispatch.h"
+#include "remora/cleanup.h"
+#include "tests.h"
+
+static const struct rm_handler_entry no_handlers[] = {{NULL, NULL, NULL}};
+
+static char seen_version[64];
+
+/* Echoes the request's version field back as runtime_version. */
+static int echo_version(struct rm_call *call, const ProtobufCMessage *req, ProtobufCMessage **resp,
+                        struct rm_error **err)
+{
+        (void)err;
+        const Runtime__V1__VersionRequest *in = (const Runtime__V1__VersionRequest *)req;
+        snprintf(seen_version, sizeof(seen_version), "%s", in->version);
+        Runtime__V1__VersionResponse *r = rm_arena_alloc(call->arena, sizeof(*r));
+        runtime__v1__version_response__init(r);
+        r->runtime_version = rm_arena_strdup(call->arena, in->version);
+        *resp = &r->base;
+        return 0;
+}
+
+static int refuse(struct rm_call *call, const ProtobufCMessage *req, ProtobufCMessage **resp,
+                  struct rm_error **err)
+{
+        (void)call;
+        (void)req;
+        (void)resp;
+        return rm_error_set(err, RM_NOT_FOUND, "image %s not found", "busybox");
+}
+
+static const struct rm_handler_entry test_handlers[] = {
+    {"runtime.v1.RuntimeService", "Version", echo_version},
+    {"runtime.v1.ImageService", "ImageStatus", refuse},
+    {NULL, NULL, NULL},
+};
+
+static void test_table_covers_both_services(void **state)
+{
+        (void)state;
+        cleanup_error struct rm_error *err = NULL;
+        struct rm_dispatch *d = rm_dispatch_new(no_handlers, NULL, &err);
+        assert_non_null(d);
+        size_t implemented = 99;
+        size_t total = rm_dispatch_count(d, &implemented);
+        assert_int_equal(total, runtime__v1__runtime_service__descriptor.n_methods +
+                                    runtime__v1__image_service__descriptor.n_methods);
+        assert_true(runtime__v1__image_service__descriptor.n_methods >= 5);
+        assert_int_equal(implemented, 0);
+        rm_dispatch_free(d);
+}
+
+static void test_daemon_handlers_all_exist(void **state)
+{
+        (void)state;
+        cleanup_error struct rm_error *err = NULL;
+        struct rm_dispatch *d = rm_dispatch_new(rm_handlers, NULL, &err);
+        assert_non_null(d);
+        size_t implemented = 0, expected = 0;
+        rm_dispatch_count(d, &implemented);
+        for (const struct rm_handler_entry *h = rm_handlers; h->fn; h++)
+                expected++;
+        assert_int_equal(implemented, expected);
+        rm_dispatch_free(d);
+}
+
+static void test_handler_for_unknown_method_is_refused(void **state)
+{
+        (void)state;
+        const struct rm_handler_entry bad[] = {
+            {"runtime.v1.RuntimeService", "Versionn", echo_version},
+            {NULL, NULL, NULL},
+        };
+        cleanup_error struct rm_error *err = NULL;
+        assert_null(rm_dispatch_new(bad, NULL, &err));
+        assert_int_equal(err->code, RM_INTERNAL);
+        assert_non_null(strstr(err->msg, "/runtime.v1.RuntimeService/Versionn"));
+}
+
+static void call(struct rm_dispatch *d, const char *method, const uint8_t *in, size_t len,
+                 enum rm_code want, const char *needle)
+{
+        cleanup_error struct rm_error *err = NULL;
+        uint8_t *out = NULL;
+        size_t out_len = 0;
+        int rc = rm_dispatch_call(d, method, in, len, &out, &out_len, &err);
+        assert_int_equal(rc, -1);
+        assert_null(out);
+        assert_int_equal(err->code, want);
+        if (strstr(err->msg, needle) == NULL)
+                fail_msg("\"%s\" not in \"%s\"", needle, err->msg);
+}
+
+static void test_errors(void **state)
+{
+        (void)state;
+        struct rm_dispatch *d = rm_dispatch_new(test_handlers, NULL, NULL);
+        assert_non_null(d);
+        call(d, "/runtime.v1.RuntimeService/Nope", NULL, 0, RM_UNIMPLEMENTED,
+             "unknown method /runtime.v1.RuntimeService/Nope");
+        call(d, "/runtime.v1.RuntimeService/ListContainers", NULL, 0, RM_UNIMPLEMENTED,
+             "/runtime.v1.RuntimeService/ListContainers is not implemented");
+        /* A method name without its service is not the same method. */
+        call(d, "Version", NULL, 0, RM_UNIMPLEMENTED, "unknown method Version");
+
+        static const uint8_t truncated[] = {0x0a, 0x05, 'a', 'b'};
+        call(d, "/runtime.v1.RuntimeService/Version", truncated, sizeof(truncated),
+             RM_INVALID_ARGUMENT, "does not decode as runtime.v1.VersionRequest");
+        static const uint8_t bad_wire[] = {0x0f};
+        call(d, "/runtime.v1.RuntimeService/Version", bad_wire, sizeof(bad_wire),
+             RM_INVALID_ARGUMENT, "VersionRequest");
+
+        /* A handler's error reaches the caller with its code and message intact. */
+        call(d, "/runtime.v1.ImageService/ImageStatus", NULL, 0, RM_NOT_FOUND,
+             "image busybox not found");
+        rm_dispatch_free(d);
+}
+
+static void test_round_trip(void **state)
+{
+        (void)state;
+        struct rm_dispatch *d = rm_dispatch_new(test_handlers, NULL, NULL);
+        Runtime__V1__VersionRequest req = RUNTIME__V1__VERSION_REQUEST__INIT;
+        req.version = "v1alpha-test";
+        uint8_t buf[64];
+        size_t len = runtime__v1__version_request__pack(&req, buf);
+
+        uint8_t *out = NULL;
+        size_t out_len = 0;
+        cleanup_error struct rm_error *err = NULL;
+        assert_int_equal(rm_dispatch_call(d, "/runtime.v1.RuntimeService/Version", buf, len, &out,
+                                          &out_len, &err),
+                         0);
+        assert_null(err);
+        assert_string_equal(seen_version, "v1alpha-test");
+        Runtime__V1__VersionResponse *resp =
+            runtime__v1__version_response__unpack(NULL, out_len, out);
+        assert_non_null(resp);
+        assert_string_equal(resp->runtime_version, "v1alpha-test");
+        runtime__v1__version_response__free_unpacked(resp, NULL);
+        free(out);
+        rm_dispatch_free(d);
+}
+
+int run_dispatch_tests(void)
+{
+        const struct CMUnitTest tests[] = {
+            cmocka_unit_test(test_table_covers_both_services),
+            cmocka_unit_test(test_daemon_handlers_all_exist),
+            cmocka_unit_test(test_handler_for_unknown_method_is_refused),
+            cmocka_unit_test(test_errors),
+            cmocka_unit_test(test_round_trip),
+        };
+        return cmocka_run_group_tests_name("dispatch", tests, NULL, NULL);
+}
