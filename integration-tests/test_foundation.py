@@ -353,6 +353,8 @@ def test_flags_override_config_file(remorad_bin, tmp_path):
     ('{"log_level": "loud"}', '"log_level"'),
     ('{"listen": "tcp://0.0.0.0:1"}', '"listen"'),
     ('[1, 2]', "must be a JSON object"),
+    ('{"image": 5}', '"image" must be an object'),
+    ('{"network": []}', '"network" must be an object'),
     ('{"root": ', "not valid JSON"),
 ])
 def test_bad_config_is_rejected_naming_the_key(remorad_bin, tmp_path, doc, needle):
@@ -362,6 +364,16 @@ def test_bad_config_is_rejected_naming_the_key(remorad_bin, tmp_path, doc, needl
     assert r.returncode == 2
     assert needle in r.stderr, r.stderr
     assert str(cfg) in r.stderr
+
+
+@pytest.mark.parametrize("section", ["image", "sandbox", "network", "streaming"])
+def test_unknown_key_in_a_module_section_stops_start(make_daemon, section):
+    """Module sections are checked by their module when the daemon starts."""
+    d = make_daemon(config='{"%s": {"no_such_key": true}}' % section)
+    d.start(wait=False)
+    assert d.proc.wait(timeout=10) != 0
+    assert 'unknown config key "%s.no_such_key"' % section in d.read_log()
+    assert not os.path.exists(d.socket)
 
 
 def test_missing_explicit_config_is_an_error(remorad_bin, tmp_path):

@@ -1,15 +1,18 @@
 #include "remora/network.h"
 #include <stdlib.h>
 
+#include "remora/confsect.h"
 #include "remora/xalloc.h"
 
 struct rm_network {
         bool ready;
 };
 
-struct rm_network *rm_network_open(struct rm_error **err)
+struct rm_network *rm_network_open(struct json_object *section, struct rm_error **err)
 {
-        (void)err;
+        static const char *const known[] = {NULL};
+        if (rm_confsect_check_keys("network", section, known, err) < 0)
+                return NULL;
         struct rm_network *net = xzalloc(sizeof(*net));
         /* Neither the built-in bridge nor CNI mode exists in this build. */
         net->ready = false;

@@ -1,6 +1,7 @@
 #include <stdlib.h>
 
 #include "remora/cleanup.h"
+#include "remora/confsect.h"
 #include "remora/fsutil.h"
 #include "remora/sandbox.h"
 #include "remora/xalloc.h"
@@ -12,8 +13,12 @@ struct rm_sandbox_manager {
 };
 
 struct rm_sandbox_manager *rm_sandbox_manager_open(const char *root, const char *state,
+                                                   struct json_object *section,
                                                    struct rm_store *store, struct rm_error **err)
 {
+        static const char *const known[] = {NULL};
+        if (rm_confsect_check_keys("sandbox", section, known, err) < 0)
+                return NULL;
         cleanup_free char *pods = xasprintf("%s/sandboxes", root);
         cleanup_free char *netns = xasprintf("%s/netns", state);
         if (rm_mkdir_p(pods, 0700, err) < 0 || rm_mkdir_p(netns, 0700, err) < 0) {

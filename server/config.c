@@ -21,8 +21,31 @@ void rm_config_init(struct rm_config *cfg)
         cfg->runtime_path = xstrdup(RM_DEFAULT_RUNTIME);
 }
 
+static const char *const section_names[RM_CONFIG_SECTIONS] = {
+    [RM_SECTION_IMAGE] = "image",
+    [RM_SECTION_SANDBOX] = "sandbox",
+    [RM_SECTION_NETWORK] = "network",
+    [RM_SECTION_STREAMING] = "streaming",
+};
+
+const char *rm_config_section_name(enum rm_config_section s)
+{
+        return section_names[s];
+}
+
+static int section_index(const char *key)
+{
+        for (int i = 0; i < RM_CONFIG_SECTIONS; i++) {
+                if (strcmp(key, section_names[i]) == 0)
+                        return i;
+        }
+        return -1;
+}
+
 void rm_config_release(struct rm_config *cfg)
 {
+        for (int i = 0; i < RM_CONFIG_SECTIONS; i++)
+                json_object_put(cfg->sections[i]);
         free(cfg->listen);
         free(cfg->root);
         free(cfg->state);
@@ -73,9 +96,18 @@ int rm_config_apply_json(struct rm_config *cfg, struct json_object *doc, struct 
         const char *listen = NULL, *root = NULL, *state = NULL, *level = NULL, *runtime = NULL;
         int workers = -1;
         enum rm_log_level lvl = cfg->log_level;
+        struct json_object *sections[RM_CONFIG_SECTIONS] = {NULL};
         json_object_object_foreach(doc, key, val)
         {
-                if (strcmp(key, "listen") == 0) {
+                int section = section_index(key);
+                if (section >= 0) {
+                        if (!json_object_is_type(val, json_type_object))
+                                return rm_error_set(err, RM_INVALID_ARGUMENT,
+                                                    "config key \"%s\" must be an object, got %s",
+                                                    key,
+                                                    json_type_to_name(json_object_get_type(val)));
+                        sections[section] = val;
+                } else if (strcmp(key, "listen") == 0) {
                         if (want_string(val, key, &listen, err) < 0)
                                 return -1;
                         cleanup_free char *path = rm_config_socket_path(listen, err);
@@ -114,7 +146,8 @@ int rm_config_apply_json(struct rm_config *cfg, struct json_object *doc, struct 
                 } else {
                         return rm_error_set(err, RM_INVALID_ARGUMENT,
                                             "unknown config key \"%s\" (known keys: listen, root, "
-                                            "state, log_level, workers, runtime_path)",
+                                            "state, log_level, workers, runtime_path, image, "
+                                            "sandbox, network, streaming)",
                                             key);
                 }
         }
@@ -131,6 +164,12 @@ int rm_config_apply_json(struct rm_config *cfg, struct json_object *doc, struct 
                 cfg->workers = workers;
         if (runtime)
                 replace(&cfg->runtime_path, runtime);
+        for (int i = 0; i < RM_CONFIG_SECTIONS; i++) {
+                if (sections[i] == NULL)
+                        continue;
+                json_object_put(cfg->sections[i]);
+                cfg->sections[i] = json_object_get(sections[i]);
+        }
         return 0;
 }
 
@@ -229,5 +268,10 @@ struct json_object *rm_config_to_json(const struct rm_config *cfg)
                                json_object_new_string(rm_log_level_name(cfg->log_level)));
         json_object_object_add(o, "workers", json_object_new_int(cfg->workers));
         json_object_object_add(o, "runtime_path", json_object_new_string(cfg->runtime_path));
+        for (int i = 0; i < RM_CONFIG_SECTIONS; i++) {
+                if (cfg->sections[i])
+                        json_object_object_add(o, section_names[i],
+                                               json_object_get(cfg->sections[i]));
+        }
         return o;
 }

@@ -14,6 +14,7 @@
 #include "dispatch.h"
 #include "grpc_server.h"
 #include "remora/cleanup.h"
+#include "remora/confsect.h"
 #include "remora/fsutil.h"
 #include "remora/log.h"
 #include "remora/xalloc.h"
@@ -96,13 +97,20 @@ static int open_managers(struct rm_daemon *d, struct rm_error **err)
                 rm_log_warn("OCI runtime %s not found; RuntimeReady stays false until it is "
                             "installed and remorad restarted",
                             cfg->runtime_path);
-        d->network = rm_network_open(err);
+        /* No module owns the streaming section yet: any key in it is unknown. */
+        static const char *const no_keys[] = {NULL};
+        if (rm_confsect_check_keys("streaming", cfg->sections[RM_SECTION_STREAMING], no_keys, err) <
+            0)
+                return -1;
+        d->network = rm_network_open(cfg->sections[RM_SECTION_NETWORK], err);
         if (d->network == NULL)
                 return -1;
-        d->images = rm_image_service_open(cfg->root, d->store, err);
+        d->images =
+            rm_image_service_open(cfg->root, cfg->sections[RM_SECTION_IMAGE], d->store, err);
         if (d->images == NULL)
                 return -1;
-        d->sandboxes = rm_sandbox_manager_open(cfg->root, cfg->state, d->store, err);
+        d->sandboxes = rm_sandbox_manager_open(cfg->root, cfg->state,
+                                               cfg->sections[RM_SECTION_SANDBOX], d->store, err);
         if (d->sandboxes == NULL)
                 return -1;
         d->dispatch = rm_dispatch_new(rm_handlers, d, err);

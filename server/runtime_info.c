@@ -5,14 +5,14 @@
 #include "api.pb-c.h"
 #include "daemon.h"
 #include "dispatch.h"
+#include "handlers.h"
 #include "remora/cleanup.h"
 #include "version.h"
 
 /* The CRI's own "version of the kubelet runtime API" field; every runtime reports 0.1.0. */
 #define CRI_VERSION_FIELD "0.1.0"
 
-static int handle_version(struct rm_call *call, const ProtobufCMessage *req,
-                          ProtobufCMessage **resp, struct rm_error **err)
+RM_HANDLER(version)
 {
         (void)req;
         (void)err;
@@ -91,8 +91,7 @@ static struct json_object *build_json(const struct rm_daemon *d)
         return o;
 }
 
-static int handle_status(struct rm_call *call, const ProtobufCMessage *req, ProtobufCMessage **resp,
-                         struct rm_error **err)
+RM_HANDLER(status)
 {
         (void)err;
         const Runtime__V1__StatusRequest *in = (const Runtime__V1__StatusRequest *)req;
@@ -124,9 +123,3 @@ static int handle_status(struct rm_call *call, const ProtobufCMessage *req, Prot
         *resp = &r->base;
         return 0;
 }
-
-const struct rm_handler_entry rm_handlers[] = {
-    {"runtime.v1.RuntimeService", "Version", handle_version},
-    {"runtime.v1.RuntimeService", "Status", handle_status},
-    {NULL, NULL, NULL},
-};

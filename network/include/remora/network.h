@@ -5,11 +5,15 @@
 
 #include <stdbool.h>
 
+#include <json-c/json.h>
+
 #include "remora/error.h"
 
 struct rm_network;
 
-struct rm_network *rm_network_open(struct rm_error **err);
+/* section is the config file's "network" object (NULL when absent); unknown keys are
+ * INVALID_ARGUMENT. */
+struct rm_network *rm_network_open(struct json_object *section, struct rm_error **err);
 void rm_network_close(struct rm_network *net);
 
 /* Whether pods can get a network now. When not, *reason is a CamelCase reason for the

@@ -16,6 +16,8 @@
 #define RM_MAX_WORKERS         256
 #define RM_MAX_MESSAGE_BYTES   (16 * 1024 * 1024)
 
+#define RM_CONFIG_SECTIONS 4
+
 /* Effective configuration: built-in defaults, then the config file, then flags. */
 struct rm_config {
         char *listen; /* "unix:///abs/path"; NULL means unix://<state>/remora.sock */
@@ -25,7 +27,22 @@ struct rm_config {
         int workers;
         char *runtime_path;
         char *config_path; /* the file the config came from, NULL when none */
+        /* Sections owned by a module ("image", "sandbox", "network", "streaming"), kept as
+         * given (NULL when absent) and validated by that module when the daemon starts, so
+         * each module names its own keys in errors and documents its own defaults. */
+        struct json_object *sections[RM_CONFIG_SECTIONS];
 };
+
+/* Index of a module-owned section in struct rm_config.sections. */
+enum rm_config_section {
+        RM_SECTION_IMAGE,
+        RM_SECTION_SANDBOX,
+        RM_SECTION_NETWORK,
+        RM_SECTION_STREAMING,
+};
+
+/* The key of a module-owned section ("image", ...). */
+const char *rm_config_section_name(enum rm_config_section s);
 
 void rm_config_init(struct rm_config *cfg);
 void rm_config_release(struct rm_config *cfg);

@@ -12,6 +12,7 @@
 
 #include "remora/arena.h"
 #include "remora/cleanup.h"
+#include "remora/confsect.h"
 #include "remora/error.h"
 #include "remora/fsutil.h"
 #include "remora/log.h"
@@ -209,6 +210,62 @@ static void test_steal_pointer(void **state)
         close(kept);
 }
 
+static void expect_error(struct rm_error **err, const char *needle)
+{
+        assert_non_null(*err);
+        assert_int_equal((*err)->code, RM_INVALID_ARGUMENT);
+        if (strstr((*err)->msg, needle) == NULL)
+                fail_msg("\"%s\" not in \"%s\"", needle, (*err)->msg);
+        rm_error_free(*err);
+        *err = NULL;
+}
+
+static void test_confsect(void **state)
+{
+        (void)state;
+        cleanup_json struct json_object *o = json_tokener_parse(
+            "{\"name\": \"x\", \"empty\": \"\", \"on\": true, \"n\": 7, \"list\": [\"a\", \"b\"],"
+            " \"badlist\": [\"a\", 3]}");
+        struct rm_error *err = NULL;
+        static const char *const known[] = {"name", "empty", "on", "n", "list", "badlist", NULL};
+        static const char *const fewer[] = {"name", NULL};
+        assert_int_equal(rm_confsect_check_keys("s", o, known, &err), 0);
+        assert_int_equal(rm_confsect_check_keys("s", NULL, fewer, &err), 0);
+        assert_int_equal(rm_confsect_check_keys("s", o, fewer, &err), -1);
+        expect_error(&err, "unknown config key \"s.empty\"");
+
+        const char *str = "default";
+        assert_int_equal(rm_confsect_string("s", o, "absent", &str, &err), 0);
+        assert_string_equal(str, "default");
+        assert_int_equal(rm_confsect_string("s", o, "name", &str, &err), 0);
+        assert_string_equal(str, "x");
+        assert_int_equal(rm_confsect_string("s", o, "empty", &str, &err), -1);
+        expect_error(&err, "\"s.empty\" is empty");
+        assert_int_equal(rm_confsect_string("s", o, "n", &str, &err), -1);
+        expect_error(&err, "\"s.n\" must be a string");
+
+        bool b = false;
+        assert_int_equal(rm_confsect_bool("s", o, "on", &b, &err), 0);
+        assert_true(b);
+        assert_int_equal(rm_confsect_bool("s", o, "name", &b, &err), -1);
+        expect_error(&err, "\"s.name\" must be true or false");
+
+        int64_t n = 1;
+        assert_int_equal(rm_confsect_int("s", o, "n", 0, 10, &n, &err), 0);
+        assert_int_equal(n, 7);
+        assert_int_equal(rm_confsect_int("s", o, "n", 8, 10, &n, &err), -1);
+        expect_error(&err, "\"s.n\" must be between 8 and 10, got 7");
+        assert_int_equal(n, 7);
+
+        struct json_object *list = NULL;
+        assert_int_equal(rm_confsect_strings("s", o, "list", &list, &err), 0);
+        assert_int_equal(json_object_array_length(list), 2);
+        assert_int_equal(rm_confsect_strings("s", o, "badlist", &list, &err), -1);
+        expect_error(&err, "\"s.badlist\" item 1");
+        assert_int_equal(rm_confsect_strings("s", o, "on", &list, &err), -1);
+        expect_error(&err, "must be a list of strings");
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -220,6 +277,7 @@ int main(void)
             cmocka_unit_test(test_log_one_line_per_event),
             cmocka_unit_test(test_arena),
             cmocka_unit_test(test_steal_pointer),
+            cmocka_unit_test(test_confsect),
         };
         return cmocka_run_group_tests_name("common", tests, NULL, NULL);
 }

@@ -1,0 +1,17 @@
+/* The CRI handlers remorad serves, one group per area. Each area keeps its handlers in
+ * its own server/<area>_handlers.c and lists them in handlers.c's table; the handlers
+ * are thin: decode fields, call the manager, build the response from the call's arena. */
+#ifndef REMORA_HANDLERS_H
+#define REMORA_HANDLERS_H
+
+#include "dispatch.h"
+
+#define RM_HANDLER(name)                                                                           \
+        int rm__handle_##name(struct rm_call *call, const ProtobufCMessage *req,                   \
+                              ProtobufCMessage **resp, struct rm_error **err)
+
+/* runtime_info.c */
+RM_HANDLER(version);
+RM_HANDLER(status);
+
+#endif
