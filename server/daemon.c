@@ -102,7 +102,8 @@ static int open_managers(struct rm_daemon *d, struct rm_error **err)
         if (rm_confsect_check_keys("streaming", cfg->sections[RM_SECTION_STREAMING], no_keys, err) <
             0)
                 return -1;
-        d->network = rm_network_open(cfg->sections[RM_SECTION_NETWORK], err);
+        d->network = rm_network_open(cfg->sections[RM_SECTION_NETWORK], cfg->root, cfg->state,
+                                     d->store, err);
         if (d->network == NULL)
                 return -1;
         d->images =

@@ -1,23 +1,68 @@
-/* Pod networking. This build has no pod network yet: the module reports that truthfully
- * so the Status RPC's NetworkReady condition stays false until networking lands. */
+/* Pod networking: what a pod's network namespace gets between RunPodSandbox and
+ * StopPodSandbox. The sandbox layer creates and pins the namespace; this module fills it
+ * (interfaces, addresses, routes, port mappings) and empties it again. It knows nothing
+ * of containers. Until the built-in bridge or CNI mode is configured the module reports
+ * NetworkReady false and gives pods loopback only. */
 #ifndef REMORA_NETWORK_H
 #define REMORA_NETWORK_H
 
 #include <stdbool.h>
-
+#include <stddef.h>
+#include <stdint.h>
 #include <json-c/json.h>
 
 #include "remora/error.h"
+#include "remora/store.h"
 
 struct rm_network;
 
-/* section is the config file's "network" object (NULL when absent); unknown keys are
- * INVALID_ARGUMENT. */
-struct rm_network *rm_network_open(struct json_object *section, struct rm_error **err);
+/* Open pod networking. section is the config file's "network" object (NULL when absent);
+ * unknown keys are INVALID_ARGUMENT. Persistent records (IP allocations, the journal) go
+ * through store; runtime files under <state>/network. */
+struct rm_network *rm_network_open(struct json_object *section, const char *root, const char *state,
+                                   struct rm_store *store, struct rm_error **err);
 void rm_network_close(struct rm_network *net);
 
 /* Whether pods can get a network now. When not, *reason is a CamelCase reason for the
  * NetworkReady condition and *message says why in words. Strings are static. */
 bool rm_network_ready(const struct rm_network *net, const char **reason, const char **message);
+
+/* One CRI PortMapping. protocol is IPPROTO_TCP, IPPROTO_UDP or IPPROTO_SCTP. */
+struct rm_port_mapping {
+        int protocol;
+        int32_t container_port;
+        int32_t host_port;
+        const char *host_ip; /* "" or NULL: every host address */
+};
+
+/* What the sandbox layer knows about a pod when it asks for its network. */
+struct rm_pod_network_request {
+        const char *pod_id; /* 64 hex characters */
+        const char *name;   /* PodSandboxMetadata name and namespace, for CNI args */
+        const char *namespace_;
+        const char *netns_path; /* the pinned network namespace */
+        const struct rm_port_mapping *ports;
+        size_t n_ports;
+};
+
+/* The addresses a pod got, primary first (IPv4 before IPv6 in dual stack). */
+#define RM_POD_MAX_IPS 2
+struct rm_pod_network_result {
+        char *ips[RM_POD_MAX_IPS];
+        size_t n_ips;
+};
+void rm_pod_network_result_release(struct rm_pod_network_result *res);
+
+/* Give the pod in req->netns_path its network. On failure everything made so far is
+ * undone and the error names the step. With no pod network configured this succeeds
+ * and leaves res empty (the pod has loopback only). */
+int rm_network_pod_setup(struct rm_network *net, const struct rm_pod_network_request *req,
+                         struct rm_pod_network_result *res, struct rm_error **err);
+
+/* Undo rm_network_pod_setup for pod_id: addresses, links, rules. netns_path may be NULL
+ * or name a namespace that is already gone; teardown still releases what the records
+ * say the pod held. Tearing down a pod that has nothing is not an error. */
+int rm_network_pod_teardown(struct rm_network *net, const char *pod_id, const char *netns_path,
+                            struct rm_error **err);
 
 #endif
