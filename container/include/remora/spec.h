@@ -22,7 +22,8 @@ struct rm_spec_image {
         char **env; /* "KEY=value" */
         size_t n_env;
         const char *working_dir;
-        const char *user; /* "uid", "name", "uid:gid", "name:group", ... */
+        const char *user;        /* "uid", "name", "uid:gid", "name:group", ... */
+        const char *stop_signal; /* STOPSIGNAL: "SIGQUIT", "QUIT" or "3" */
 };
 
 /* What a container takes from its pod. Namespace paths are the pod's pinned namespaces;

@@ -1,0 +1,138 @@
+/* The container manager: CRI containers from CreateContainer to RemoveContainer. It owns
+ * the records (meta store kind "containers"), the in-memory index every Status and List
+ * call is served from, and the state machine; images, pods and the OCI runtime are
+ * reached through the ops below, so the server wires the real ones and tests fakes. */
+#ifndef REMORA_CONTAINERS_H
+#define REMORA_CONTAINERS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "api.pb-c.h"
+#include "remora/arena.h"
+#include "remora/error.h"
+#include "remora/spec.h"
+#include "remora/store.h"
+
+/* An image as a container uses it. Strings live in the arena passed to image_lookup. */
+struct rm_ctr_image {
+        const char *id;  /* "sha256:<config digest>" */
+        const char *ref; /* a name the image is known by (repo digest or tag) */
+        struct rm_spec_image config;
+};
+
+/* A pod as its containers see it. Strings live in the arena passed to pod_lookup. */
+struct rm_ctr_pod {
+        bool ready;
+        const char *log_directory;   /* "" when the pod keeps no logs */
+        const char *runtime_handler; /* "" for the default */
+        const char *pid_ns_path;     /* the infra process's PID namespace, NULL without */
+        struct rm_spec_pod spec;     /* namespaces, pod files, cgroup parent */
+};
+
+/* Everything a runtime needs to create a container (runc create under a monitor). */
+struct rm_ctr_create {
+        const char *id;
+        const char *bundle;   /* holds config.json */
+        const char *log_path; /* CRI log file, NULL for none */
+        const char *runtime_handler;
+        bool tty;
+        bool stdin;
+        bool stdin_once;
+};
+
+/* The result of a command run to completion in a container. */
+struct rm_ctr_exec_result {
+        int exit_code;
+        uint8_t *out; /* malloc'd, may be NULL */
+        size_t out_len;
+        uint8_t *err;
+        size_t err_len;
+        bool timed_out;
+};
+
+struct rm_container_ops {
+        void *ctx;
+        /* Resolve a CRI image reference (name, ID or digest) to a pulled image. */
+        int (*image_lookup)(void *ctx, const char *ref, struct rm_arena *a,
+                            struct rm_ctr_image *out, struct rm_error **err);
+        /* Mount the image's layers at target with upper and work dirs under dir, and hold
+         * the image while mounted. */
+        int (*rootfs_mount)(void *ctx, const char *image_id, const char *dir, const char *target,
+                            struct rm_error **err);
+        int (*rootfs_unmount)(void *ctx, const char *image_id, const char *dir, const char *target,
+                              struct rm_error **err);
+        /* The pod a container joins, by ID or unique prefix; NOT_FOUND when there is none.
+         * out->spec.pod_id is the pod's full ID. */
+        int (*pod_lookup)(void *ctx, const char *pod_id, struct rm_arena *a, struct rm_ctr_pod *out,
+                          struct rm_error **err);
+
+        /* The OCI runtime behind a monitor process. */
+        int (*create)(void *ctx, const struct rm_ctr_create *c, pid_t *pid, struct rm_error **err);
+        int (*start)(void *ctx, const char *id, struct rm_error **err);
+        int (*kill)(void *ctx, const char *id, int sig, struct rm_error **err);
+        /* Remove the runtime's state of a stopped (or, with force, any) container. */
+        int (*delete)(void *ctx, const char *id, bool force, struct rm_error **err);
+        /* 1 with the exit code and time (ns) once the container's process has exited,
+         * 0 while it runs, -1 on error. */
+        int (*exit_status)(void *ctx, const char *id, int *code, int64_t *finished_ns,
+                           struct rm_error **err);
+        int (*exec_sync)(void *ctx, const char *id, char *const *argv, int64_t timeout_s,
+                         struct rm_ctr_exec_result *res, struct rm_error **err);
+        /* A directory in which a file named after the container appears (created or
+         * renamed in) when it exits, so the manager notices exits without polling; NULL
+         * to rely on polling only. */
+        const char *exit_dir;
+};
+
+struct rm_container_manager;
+
+/* Open the manager: per-container directories under <root>/containers, bundles under
+ * <state>/containers. Loads every record and reconciles it with the runtime: containers
+ * that exited while the daemon was away are marked EXITED with their exit status. */
+struct rm_container_manager *rm_containers_open(const char *root, const char *state,
+                                                struct rm_store *store,
+                                                const struct rm_container_ops *ops,
+                                                const struct rm_spec_host *host,
+                                                struct rm_error **err);
+void rm_containers_close(struct rm_container_manager *mgr);
+
+/* CreateContainer. An identical request retried while the first exists returns the
+ * first container's ID; a different one with the same (pod, name, attempt) is
+ * ALREADY_EXISTS naming it. Nothing is left behind on failure. */
+int rm_containers_create(struct rm_container_manager *mgr,
+                         const Runtime__V1__CreateContainerRequest *req, char **id,
+                         struct rm_error **err);
+int rm_containers_start(struct rm_container_manager *mgr, const char *id, struct rm_error **err);
+/* SIGTERM (or the container's stop signal), SIGKILL after timeout seconds; stopping an
+ * exited container succeeds. */
+int rm_containers_stop(struct rm_container_manager *mgr, const char *id, int64_t timeout,
+                       struct rm_error **err);
+/* Removing a container that does not exist succeeds, as the CRI requires. */
+int rm_containers_remove(struct rm_container_manager *mgr, const char *id, struct rm_error **err);
+
+/* ContainerStatus response built in the arena. NOT_FOUND for an unknown ID. */
+Runtime__V1__ContainerStatusResponse *rm_containers_status(struct rm_container_manager *mgr,
+                                                           const char *id, bool verbose,
+                                                           struct rm_arena *a,
+                                                           struct rm_error **err);
+/* ListContainers response built in the arena. */
+Runtime__V1__ListContainersResponse *rm_containers_list(struct rm_container_manager *mgr,
+                                                        const Runtime__V1__ContainerFilter *f,
+                                                        struct rm_arena *a);
+int rm_containers_exec_sync(struct rm_container_manager *mgr,
+                            const Runtime__V1__ExecSyncRequest *req, struct rm_ctr_exec_result *res,
+                            struct rm_error **err);
+
+/* IDs of the containers in pod_id (for pod stop/remove); a malloc'd NULL-terminated
+ * array. */
+char **rm_containers_of_pod(struct rm_container_manager *mgr, const char *pod_id);
+
+/* A full ID from a unique prefix (as crictl users type them). NOT_FOUND or
+ * INVALID_ARGUMENT (ambiguous, naming the candidates' count). */
+char *rm_containers_resolve(struct rm_container_manager *mgr, const char *id_or_prefix,
+                            struct rm_error **err);
+
+#endif

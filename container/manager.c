@@ -1,0 +1,933 @@
+/* Container lifecycle: create, start, stop, remove, exec, and noticing exits. */
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "manager_internal.h"
+#include "remora/cleanup.h"
+#include "remora/fsutil.h"
+#include "remora/log.h"
+#include "remora/xalloc.h"
+
+/* After SIGKILL a process is gone within milliseconds unless stuck in the kernel; how
+ * long to wait for that before giving up on the stop. */
+#define KILL_WAIT_SECONDS 10
+/* How often running containers are checked when no exit notification arrives. */
+#define SWEEP_MS 1000
+
+static int64_t now_ns(void)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static void replace_str(char **slot, const char *v)
+{
+        free(*slot);
+        *slot = xstrdup(v ? v : "");
+}
+
+/* ---- the index (callers hold mgr->lock) ---- */
+
+static void index_add(struct rm_container_manager *mgr, struct ctr *c)
+{
+        mgr->ctrs = xrealloc(mgr->ctrs, sizeof(*mgr->ctrs) * (mgr->n + 1));
+        mgr->ctrs[mgr->n++] = c;
+}
+
+static void index_drop(struct rm_container_manager *mgr, struct ctr *c)
+{
+        for (size_t i = 0; i < mgr->n; i++) {
+                if (mgr->ctrs[i] == c) {
+                        mgr->ctrs[i] = mgr->ctrs[--mgr->n];
+                        break;
+                }
+        }
+        c->removed = true;
+        if (c->refs == 0)
+                rm__ctr_free(c);
+}
+
+static struct ctr *find_locked(struct rm_container_manager *mgr, const char *id_or_prefix,
+                               struct rm_error **err)
+{
+        cleanup_free const char **ids = xzalloc(sizeof(char *) * (mgr->n + 1));
+        for (size_t i = 0; i < mgr->n; i++)
+                ids[i] = mgr->ctrs[i]->creating ? "" : mgr->ctrs[i]->id;
+        long i = rm_id_match(ids, mgr->n, id_or_prefix, "container", err);
+        return i < 0 ? NULL : mgr->ctrs[i];
+}
+
+/* Find a container and hold a reference so it outlives a concurrent remove. */
+static struct ctr *get(struct rm_container_manager *mgr, const char *id, struct rm_error **err)
+{
+        pthread_mutex_lock(&mgr->lock);
+        struct ctr *c = find_locked(mgr, id, err);
+        if (c)
+                c->refs++;
+        pthread_mutex_unlock(&mgr->lock);
+        return c;
+}
+
+static void put(struct rm_container_manager *mgr, struct ctr *c)
+{
+        pthread_mutex_lock(&mgr->lock);
+        if (--c->refs == 0 && c->removed)
+                rm__ctr_free(c);
+        pthread_mutex_unlock(&mgr->lock);
+}
+
+static int save(struct rm_container_manager *mgr, struct ctr *c, struct rm_error **err)
+{
+        pthread_mutex_lock(&mgr->lock);
+        cleanup_json struct json_object *doc = rm__ctr_to_json(c);
+        pthread_mutex_unlock(&mgr->lock);
+        return rm_store_put(mgr->store, CTR_KIND, c->id, doc, err);
+}
+
+/* ---- exits ---- */
+
+/* Ask the runtime whether c has exited; if so record it. Returns true when exited. */
+static bool refresh_exit(struct rm_container_manager *mgr, struct ctr *c)
+{
+        pthread_mutex_lock(&mgr->lock);
+        Runtime__V1__ContainerState state = c->state;
+        pthread_mutex_unlock(&mgr->lock);
+        if (state == RUNTIME__V1__CONTAINER_STATE__CONTAINER_EXITED)
+                return true;
+        if (state != RUNTIME__V1__CONTAINER_STATE__CONTAINER_RUNNING &&
+            state != RUNTIME__V1__CONTAINER_STATE__CONTAINER_CREATED)
+                return false;
+        int code = 0;
+        int64_t finished = 0;
+        cleanup_error struct rm_error *err = NULL;
+        int rc = mgr->ops.exit_status(mgr->ops.ctx, c->id, &code, &finished, &err);
+        if (rc < 0) {
+                rm_log_warn("container %s: reading its exit status: %s", c->id, err->msg);
+                return false;
+        }
+        if (rc == 0)
+                return false;
+        pthread_mutex_lock(&mgr->lock);
+        c->state = RUNTIME__V1__CONTAINER_STATE__CONTAINER_EXITED;
+        c->exit_code = code;
+        c->finished_at = finished ? finished : now_ns();
+        replace_str(&c->reason, code == 0 ? "Completed" : "Error");
+        pthread_cond_broadcast(&mgr->changed);
+        pthread_mutex_unlock(&mgr->lock);
+        cleanup_error struct rm_error *save_err = NULL;
+        if (save(mgr, c, &save_err) < 0)
+                rm_log_warn("container %s exited with %d but its record was not updated: %s", c->id,
+                            code, save_err->msg);
+        else
+                rm_log_info("container %s exited with code %d", c->id, code);
+        return true;
+}
+
+/* Wait until c exits or timeout_ms passes; true when it exited. */
+static bool wait_exit(struct rm_container_manager *mgr, struct ctr *c, int64_t timeout_ms)
+{
+        struct timespec deadline;
+        clock_gettime(CLOCK_REALTIME, &deadline);
+        int64_t end_ns =
+            (int64_t)deadline.tv_sec * 1000000000LL + deadline.tv_nsec + timeout_ms * 1000000LL;
+        for (;;) {
+                if (refresh_exit(mgr, c))
+                        return true;
+                int64_t now = now_ns();
+                if (now >= end_ns)
+                        return false;
+                /* Woken by the watcher on an exit; re-check at least every 50 ms anyway. */
+                int64_t until = now + 50000000LL < end_ns ? now + 50000000LL : end_ns;
+                struct timespec ts = {.tv_sec = until / 1000000000LL,
+                                      .tv_nsec = until % 1000000000LL};
+                pthread_mutex_lock(&mgr->lock);
+                pthread_cond_timedwait(&mgr->changed, &mgr->lock, &ts);
+                pthread_mutex_unlock(&mgr->lock);
+        }
+}
+
+/* The snapshot of running containers' IDs the watcher checks. */
+static char **live_ids(struct rm_container_manager *mgr)
+{
+        pthread_mutex_lock(&mgr->lock);
+        char **ids = xzalloc(sizeof(char *) * (mgr->n + 1));
+        size_t k = 0;
+        for (size_t i = 0; i < mgr->n; i++) {
+                Runtime__V1__ContainerState s = mgr->ctrs[i]->state;
+                if (!mgr->ctrs[i]->creating &&
+                    (s == RUNTIME__V1__CONTAINER_STATE__CONTAINER_RUNNING ||
+                     s == RUNTIME__V1__CONTAINER_STATE__CONTAINER_CREATED))
+                        ids[k++] = xstrdup(mgr->ctrs[i]->id);
+        }
+        pthread_mutex_unlock(&mgr->lock);
+        return ids;
+}
+
+static void check_one(struct rm_container_manager *mgr, const char *id)
+{
+        if (!rm_id_valid(id))
+                return;
+        struct ctr *c = get(mgr, id, NULL);
+        if (c == NULL)
+                return;
+        refresh_exit(mgr, c);
+        put(mgr, c);
+}
+
+/* Notices exits: an inotify watch on the runtime's exit directory for prompt updates,
+ * and a sweep of running containers every second in case an event was missed. */
+static void *watcher(void *arg)
+{
+        struct rm_container_manager *mgr = arg;
+        cleanup_close int ino = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+        if (ino >= 0 && mgr->ops.exit_dir &&
+            inotify_add_watch(ino, mgr->ops.exit_dir, IN_CLOSE_WRITE | IN_MOVED_TO) < 0)
+                rm_log_warn("watching %s for container exits: %s; relying on polling",
+                            mgr->ops.exit_dir, strerror(errno));
+        for (;;) {
+                struct pollfd p[2] = {{.fd = mgr->wake[0], .events = POLLIN},
+                                      {.fd = ino, .events = POLLIN}};
+                int n = poll(p, ino >= 0 ? 2 : 1, SWEEP_MS);
+                if (n > 0 && p[0].revents)
+                        return NULL;
+                if (n > 0 && ino >= 0 && p[1].revents) {
+                        char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+                        ssize_t len = read(ino, buf, sizeof(buf));
+                        for (ssize_t off = 0; off < len;) {
+                                const struct inotify_event *ev = (const void *)(buf + off);
+                                if (ev->len)
+                                        check_one(mgr, ev->name);
+                                off += (ssize_t)(sizeof(*ev) + ev->len);
+                        }
+                        continue;
+                }
+                char **ids = live_ids(mgr);
+                for (char **id = ids; *id; id++)
+                        check_one(mgr, *id);
+                rm_strv_free(ids);
+        }
+}
+
+/* ---- directories ---- */
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+        (void)st;
+        (void)ftw;
+        if (flag == FTW_DP)
+                return rmdir(path) < 0 && errno != ENOENT ? -1 : 0;
+        return unlink(path) < 0 && errno != ENOENT ? -1 : 0;
+}
+
+/* rm -rf that never crosses into another mount (a rootfs left mounted stays intact). */
+static int remove_tree(const char *path, struct rm_error **err)
+{
+        if (nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT) < 0 && errno != ENOENT)
+                return rm_error_sys(err, "remove %s", path);
+        return 0;
+}
+
+struct paths {
+        char *dir;    /* <root>/containers/<id> */
+        char *bundle; /* <state>/containers/<id> */
+        char *rootfs; /* <bundle>/rootfs */
+};
+
+static void paths_init(const struct rm_container_manager *mgr, const char *id, struct paths *p)
+{
+        p->dir = xasprintf("%s/%s", mgr->dir, id);
+        p->bundle = xasprintf("%s/%s", mgr->bundles, id);
+        p->rootfs = xasprintf("%s/rootfs", p->bundle);
+}
+
+static void paths_release(struct paths *p)
+{
+        free(p->dir);
+        free(p->bundle);
+        free(p->rootfs);
+}
+
+/* ---- create ---- */
+
+/* FNV-1a over the packed request: equal requests hash equal, so a client retrying a
+ * CreateContainer it gave up on gets the first container back. */
+static uint64_t request_hash(const Runtime__V1__CreateContainerRequest *req)
+{
+        size_t len = protobuf_c_message_get_packed_size(&req->base);
+        cleanup_free uint8_t *buf = xmalloc(len ? len : 1);
+        protobuf_c_message_pack(&req->base, buf);
+        uint64_t h = 1469598103934665603ULL;
+        for (size_t i = 0; i < len; i++)
+                h = (h ^ buf[i]) * 1099511628211ULL;
+        return h;
+}
+
+static struct json_object *json_map(size_t n, void *const *entries)
+{
+        struct json_object *o = json_object_new_object();
+        for (size_t i = 0; i < n; i++) {
+                const Runtime__V1__ContainerConfig__LabelsEntry *e = entries[i];
+                json_object_object_add(o, e->key, json_object_new_string(e->value ? e->value : ""));
+        }
+        return o;
+}
+
+static struct json_object *json_mounts(const Runtime__V1__ContainerConfig *cfg)
+{
+        struct json_object *a = json_object_new_array();
+        for (size_t i = 0; i < cfg->n_mounts; i++) {
+                const Runtime__V1__Mount *m = cfg->mounts[i];
+                struct json_object *o = json_object_new_object();
+                json_object_object_add(
+                    o, "container_path",
+                    json_object_new_string(m->container_path ? m->container_path : ""));
+                json_object_object_add(o, "host_path",
+                                       json_object_new_string(m->host_path ? m->host_path : ""));
+                json_object_object_add(o, "readonly", json_object_new_boolean(m->readonly));
+                json_object_object_add(o, "propagation", json_object_new_int(m->propagation));
+                json_object_array_add(a, o);
+        }
+        return a;
+}
+
+/* A name kubelet builds from a pod's container name: a DNS label, which also keeps it
+ * safe in paths and logs. */
+static bool name_valid(const char *s)
+{
+        size_t n = s ? strlen(s) : 0;
+        return n > 0 && n <= 253 &&
+               strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                         "0123456789-_.") == n;
+}
+
+/* The stop signal of a CRI Signal enum value, 0 for the runtime default. */
+static int cri_signal(Runtime__V1__Signal s)
+{
+        const ProtobufCEnumValue *v =
+            protobuf_c_enum_descriptor_get_value(&runtime__v1__signal__descriptor, (int)s);
+        if (v == NULL || s == RUNTIME__V1__SIGNAL__RUNTIME_DEFAULT)
+                return 0;
+        static const struct {
+                const char *name;
+                int sig;
+        } table[] = {{"SIGHUP", SIGHUP},   {"SIGINT", SIGINT},     {"SIGQUIT", SIGQUIT},
+                     {"SIGKILL", SIGKILL}, {"SIGUSR1", SIGUSR1},   {"SIGUSR2", SIGUSR2},
+                     {"SIGTERM", SIGTERM}, {"SIGWINCH", SIGWINCH}, {"SIGPWR", SIGPWR},
+                     {"SIGSTOP", SIGSTOP}, {"SIGCONT", SIGCONT}};
+        for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++) {
+                if (strcmp(v->name, table[i].name) == 0)
+                        return table[i].sig;
+        }
+        return 0;
+}
+
+/* The image's STOPSIGNAL ("SIGQUIT", "QUIT" or "3"); 0 when unset or unknown. */
+static int image_signal(const char *s)
+{
+        if (s == NULL || *s == '\0')
+                return 0;
+        if (strspn(s, "0123456789") == strlen(s))
+                return atoi(s) > 0 && atoi(s) < 65 ? atoi(s) : 0;
+        const char *name = strncmp(s, "SIG", 3) == 0 ? s + 3 : s;
+        for (int sig = 1; sig < 32; sig++) {
+                const char *abbrev = sigabbrev_np(sig);
+                if (abbrev && strcmp(abbrev, name) == 0)
+                        return sig;
+        }
+        return 0;
+}
+
+/* What a failed create must undo, in reverse order of doing. */
+struct undo {
+        bool dirs;
+        bool mounted;
+        bool created;
+        const char *image_id;
+};
+
+static void rollback(struct rm_container_manager *mgr, const char *id, const struct paths *p,
+                     const struct undo *u)
+{
+        struct rm_error *e = NULL;
+        if (u->created && mgr->ops.delete(mgr->ops.ctx, id, true, &e) < 0) {
+                rm_log_warn("container %s: undoing a failed create: %s", id, e->msg);
+                rm_error_free(e);
+                e = NULL;
+        }
+        if (u->mounted &&
+            mgr->ops.rootfs_unmount(mgr->ops.ctx, u->image_id, p->dir, p->rootfs, &e) < 0) {
+                rm_log_warn("container %s: undoing a failed create: %s", id, e->msg);
+                rm_error_free(e);
+                e = NULL;
+        }
+        if (u->dirs && (remove_tree(p->bundle, &e) < 0 || remove_tree(p->dir, &e) < 0)) {
+                rm_log_warn("container %s: undoing a failed create: %s", id, e->msg);
+                rm_error_free(e);
+        }
+}
+
+/* Make the log file's directory; kubelet names it <pod log dir>/<container>/<n>.log. */
+static char *log_path_for(const char *log_dir, const char *rel, struct rm_error **err)
+{
+        if (log_dir == NULL || *log_dir == '\0' || rel == NULL || *rel == '\0')
+                return xstrdup("");
+        if (rel[0] == '/' || strstr(rel, "..")) {
+                rm_error_set(err, RM_INVALID_ARGUMENT,
+                             "config.log_path \"%s\" must be relative to the pod's log "
+                             "directory and free of \"..\"",
+                             rel);
+                return NULL;
+        }
+        char *path = xasprintf("%s/%s", log_dir, rel);
+        cleanup_free char *parent = xstrdup(path);
+        *strrchr(parent, '/') = '\0';
+        if (rm_mkdir_p(parent, 0755, err) < 0) {
+                free(path);
+                rm_error_wrap(err, "config.log_path");
+                return NULL;
+        }
+        return path;
+}
+
+static int build_and_create(struct rm_container_manager *mgr, struct ctr *c,
+                            const Runtime__V1__CreateContainerRequest *req, struct paths *p,
+                            struct undo *u, struct rm_arena *a, struct rm_error **err)
+{
+        const Runtime__V1__ContainerConfig *cfg = req->config;
+        struct rm_ctr_pod pod;
+        memset(&pod, 0, sizeof(pod));
+        if (mgr->ops.pod_lookup(mgr->ops.ctx, c->pod_id, a, &pod, err) < 0)
+                return rm_error_wrap(err, "pod_sandbox_id");
+        if (!pod.ready)
+                return rm_error_set(err, RM_FAILED_PRECONDITION,
+                                    "pod sandbox %s is not ready; start a new pod", c->pod_id);
+        const char *ref = cfg->image ? cfg->image->image : NULL;
+        if (ref == NULL || *ref == '\0')
+                return rm_error_set(err, RM_INVALID_ARGUMENT, "config.image.image is empty");
+        struct rm_ctr_image img;
+        memset(&img, 0, sizeof(img));
+        if (mgr->ops.image_lookup(mgr->ops.ctx, ref, a, &img, err) < 0)
+                return rm_error_wrap(err, "config.image.image");
+
+        /* The container's PID namespace: its own, the host's, the pod's or a target's. */
+        const Runtime__V1__LinuxContainerSecurityContext *sc =
+            cfg->linux ? cfg->linux->security_context : NULL;
+        const Runtime__V1__NamespaceOption *ns = sc ? sc->namespace_options : NULL;
+        pod.spec.pid_mode = ns ? ns->pid : RUNTIME__V1__NAMESPACE_MODE__CONTAINER;
+        pod.spec.pidns_path = NULL;
+        if (pod.spec.pid_mode == RUNTIME__V1__NAMESPACE_MODE__POD)
+                pod.spec.pidns_path = pod.pid_ns_path;
+        if (pod.spec.pid_mode == RUNTIME__V1__NAMESPACE_MODE__TARGET) {
+                struct ctr *t = get(mgr, ns->target_id ? ns->target_id : "", err);
+                if (t == NULL)
+                        return rm_error_wrap(err, "namespace_options.target_id");
+                pthread_mutex_lock(&mgr->lock);
+                bool running = t->state == RUNTIME__V1__CONTAINER_STATE__CONTAINER_RUNNING;
+                pod.spec.pidns_path =
+                    running ? rm_arena_printf(a, "/proc/%d/ns/pid", t->pid) : NULL;
+                pthread_mutex_unlock(&mgr->lock);
+                put(mgr, t);
+                if (!running)
+                        return rm_error_set(err, RM_FAILED_PRECONDITION,
+                                            "namespace_options.target_id %s is not running",
+                                            ns->target_id);
+        }
+
+        pthread_mutex_lock(&mgr->lock);
+        replace_str(&c->image_id, img.id);
+        replace_str(&c->image_ref, img.ref ? img.ref : img.id);
+        replace_str(&c->runtime_handler, pod.runtime_handler);
+        pthread_mutex_unlock(&mgr->lock);
+
+        if (rm_mkdir_p(p->dir, 0700, err) < 0 || rm_mkdir_p(p->rootfs, 0700, err) < 0)
+                return -1;
+        u->dirs = true;
+        cleanup_free char *log = log_path_for(pod.log_directory, cfg->log_path, err);
+        if (log == NULL)
+                return -1;
+        if (mgr->ops.rootfs_mount(mgr->ops.ctx, img.id, p->dir, p->rootfs, err) < 0)
+                return rm_error_wrap(err, "mount the root filesystem of image %s", img.id);
+        u->mounted = true;
+        u->image_id = rm_arena_strdup(a, img.id);
+
+        cleanup_json struct json_object *spec =
+            rm_spec_build(c->id, cfg, &img.config, &pod.spec, &mgr->host, p->rootfs, err);
+        if (spec == NULL)
+                return -1;
+        cleanup_free char *config = xasprintf("%s/config.json", p->bundle);
+        if (json_object_to_file_ext(config, spec, JSON_C_TO_STRING_PLAIN) < 0)
+                return rm_error_set(err, RM_INTERNAL, "write %s: %s", config,
+                                    json_util_get_last_err());
+        struct json_object *uid = NULL, *gid = NULL, *user = NULL, *process = NULL;
+        json_object_object_get_ex(spec, "process", &process);
+        json_object_object_get_ex(process, "user", &user);
+        json_object_object_get_ex(user, "uid", &uid);
+        json_object_object_get_ex(user, "gid", &gid);
+
+        struct rm_ctr_create cc = {
+            .id = c->id,
+            .bundle = p->bundle,
+            .log_path = *log ? log : NULL,
+            .runtime_handler = pod.runtime_handler,
+            .tty = cfg->tty,
+            .stdin = cfg->stdin,
+            .stdin_once = cfg->stdin_once,
+        };
+        pid_t pid = 0;
+        if (mgr->ops.create(mgr->ops.ctx, &cc, &pid, err) < 0)
+                return -1;
+        u->created = true;
+
+        pthread_mutex_lock(&mgr->lock);
+        c->pid = pid;
+        c->uid = (uint32_t)json_object_get_int64(uid);
+        c->gid = (uint32_t)json_object_get_int64(gid);
+        replace_str(&c->log_path, log);
+        c->stop_signal = cri_signal(cfg->stop_signal);
+        if (c->stop_signal == 0)
+                c->stop_signal = image_signal(img.config.stop_signal);
+        pthread_mutex_unlock(&mgr->lock);
+        return 0;
+}
+
+/* Reserve (pod, name, attempt), or find the container an identical request made. */
+static struct ctr *reserve(struct rm_container_manager *mgr,
+                           const Runtime__V1__CreateContainerRequest *req, const char *pod_id,
+                           uint64_t hash, char **existing, struct rm_error **err)
+{
+        const Runtime__V1__ContainerConfig *cfg = req->config;
+        pthread_mutex_lock(&mgr->lock);
+        for (size_t i = 0; i < mgr->n; i++) {
+                struct ctr *o = mgr->ctrs[i];
+                if (strcmp(o->pod_id, pod_id) != 0 || strcmp(o->name, cfg->metadata->name) != 0 ||
+                    o->attempt != cfg->metadata->attempt)
+                        continue;
+                if (o->request_hash == hash && !o->creating) {
+                        *existing = xstrdup(o->id);
+                } else {
+                        rm_error_set(err, RM_ALREADY_EXISTS,
+                                     "container name %s (attempt %u) is already used in pod %s "
+                                     "by container %s; remove it first",
+                                     cfg->metadata->name, cfg->metadata->attempt, pod_id, o->id);
+                }
+                pthread_mutex_unlock(&mgr->lock);
+                return NULL;
+        }
+        struct ctr *c = xzalloc(sizeof(*c));
+        pthread_mutex_init(&c->op, NULL);
+        rm_id_new(c->id);
+        c->creating = true;
+        c->refs = 1;
+        c->pod_id = xstrdup(pod_id);
+        c->name = xstrdup(cfg->metadata->name);
+        c->attempt = cfg->metadata->attempt;
+        c->image = xstrdup(cfg->image && cfg->image->image ? cfg->image->image : "");
+        c->image_id = xstrdup("");
+        c->image_ref = xstrdup("");
+        c->log_path = xstrdup("");
+        c->runtime_handler = xstrdup("");
+        c->reason = xstrdup("");
+        c->message = xstrdup("");
+        c->request_hash = hash;
+        c->labels = json_map(cfg->n_labels, (void *const *)cfg->labels);
+        c->annotations = json_map(cfg->n_annotations, (void *const *)cfg->annotations);
+        c->mounts = json_mounts(cfg);
+        c->state = RUNTIME__V1__CONTAINER_STATE__CONTAINER_CREATED;
+        index_add(mgr, c);
+        pthread_mutex_unlock(&mgr->lock);
+        return c;
+}
+
+int rm_containers_create(struct rm_container_manager *mgr,
+                         const Runtime__V1__CreateContainerRequest *req, char **id,
+                         struct rm_error **err)
+{
+        const Runtime__V1__ContainerConfig *cfg = req->config;
+        if (cfg == NULL)
+                return rm_error_set(err, RM_INVALID_ARGUMENT, "config is missing");
+        if (cfg->metadata == NULL || !name_valid(cfg->metadata->name))
+                return rm_error_set(err, RM_INVALID_ARGUMENT,
+                                    "config.metadata.name \"%s\" must be 1-253 characters of "
+                                    "letters, digits, '-', '_' and '.'",
+                                    cfg->metadata && cfg->metadata->name ? cfg->metadata->name
+                                                                         : "");
+        if (req->pod_sandbox_id == NULL || *req->pod_sandbox_id == '\0')
+                return rm_error_set(err, RM_INVALID_ARGUMENT, "pod_sandbox_id is empty");
+
+        /* Resolve the pod first so a prefix and a full ID reserve the same name. */
+        struct rm_arena *a = rm_arena_new();
+        struct rm_ctr_pod pod;
+        if (mgr->ops.pod_lookup(mgr->ops.ctx, req->pod_sandbox_id, a, &pod, err) < 0) {
+                rm_arena_free(a);
+                return rm_error_wrap(err, "pod_sandbox_id");
+        }
+        cleanup_free char *pod_id =
+            xstrdup(pod.spec.pod_id ? pod.spec.pod_id : req->pod_sandbox_id);
+        char *existing = NULL;
+        struct ctr *c = reserve(mgr, req, pod_id, request_hash(req), &existing, err);
+        if (c == NULL) {
+                rm_arena_free(a);
+                if (existing == NULL)
+                        return -1;
+                rm_log_info("CreateContainer retried for %s in pod %s: returning %s",
+                            cfg->metadata->name, pod_id, existing);
+                *id = existing;
+                return 0;
+        }
+
+        struct paths p;
+        paths_init(mgr, c->id, &p);
+        struct undo u = {0};
+        pthread_mutex_lock(&c->op);
+        c->created_at = now_ns();
+        int rc = build_and_create(mgr, c, req, &p, &u, a, err);
+        if (rc == 0)
+                rc = save(mgr, c, err);
+        if (rc < 0)
+                rollback(mgr, c->id, &p, &u);
+        pthread_mutex_unlock(&c->op);
+        rm_arena_free(a);
+        paths_release(&p);
+
+        pthread_mutex_lock(&mgr->lock);
+        c->creating = false;
+        c->refs--;
+        if (rc < 0) {
+                index_drop(mgr, c);
+        } else {
+                *id = xstrdup(c->id);
+                rm_log_info("created container %s (%s) in pod %s", c->id, c->name, c->pod_id);
+        }
+        pthread_mutex_unlock(&mgr->lock);
+        return rc;
+}
+
+/* ---- start, stop, remove ---- */
+
+int rm_containers_start(struct rm_container_manager *mgr, const char *id, struct rm_error **err)
+{
+        struct ctr *c = get(mgr, id, err);
+        if (c == NULL)
+                return -1;
+        pthread_mutex_lock(&c->op);
+        int rc = 0;
+        pthread_mutex_lock(&mgr->lock);
+        Runtime__V1__ContainerState state = c->state;
+        pthread_mutex_unlock(&mgr->lock);
+        if (state != RUNTIME__V1__CONTAINER_STATE__CONTAINER_CREATED) {
+                rc = rm_error_set(err, RM_FAILED_PRECONDITION,
+                                  "container %s is %s, not CREATED; only a created container can "
+                                  "be started",
+                                  c->id,
+                                  protobuf_c_enum_descriptor_get_value(
+                                      &runtime__v1__container_state__descriptor, state)
+                                      ->name);
+        } else if (mgr->ops.start(mgr->ops.ctx, c->id, err) < 0) {
+                rc = rm_error_wrap(err, "start container %s", c->id);
+        } else {
+                pthread_mutex_lock(&mgr->lock);
+                c->state = RUNTIME__V1__CONTAINER_STATE__CONTAINER_RUNNING;
+                c->started_at = now_ns();
+                pthread_mutex_unlock(&mgr->lock);
+                rc = save(mgr, c, err);
+        }
+        pthread_mutex_unlock(&c->op);
+        put(mgr, c);
+        return rc;
+}
+
+/* Signal, wait, escalate. Caller holds c->op. */
+static int stop_locked(struct rm_container_manager *mgr, struct ctr *c, int64_t timeout,
+                       struct rm_error **err)
+{
+        if (refresh_exit(mgr, c))
+                return 0;
+        pthread_mutex_lock(&mgr->lock);
+        int sig = c->stop_signal ? c->stop_signal : SIGTERM;
+        bool started = c->state == RUNTIME__V1__CONTAINER_STATE__CONTAINER_RUNNING;
+        pthread_mutex_unlock(&mgr->lock);
+        if (started && timeout > 0) {
+                if (mgr->ops.kill(mgr->ops.ctx, c->id, sig, err) < 0)
+                        return rm_error_wrap(err, "stop container %s", c->id);
+                if (wait_exit(mgr, c, timeout * 1000))
+                        return 0;
+                rm_log_info("container %s did not stop within %llds of signal %d; killing it",
+                            c->id, (long long)timeout, sig);
+        }
+        if (mgr->ops.kill(mgr->ops.ctx, c->id, SIGKILL, err) < 0)
+                return rm_error_wrap(err, "kill container %s", c->id);
+        if (!wait_exit(mgr, c, KILL_WAIT_SECONDS * 1000))
+                return rm_error_set(err, RM_DEADLINE_EXCEEDED,
+                                    "container %s is still running %ds after SIGKILL", c->id,
+                                    KILL_WAIT_SECONDS);
+        return 0;
+}
+
+int rm_containers_stop(struct rm_container_manager *mgr, const char *id, int64_t timeout,
+                       struct rm_error **err)
+{
+        struct ctr *c = get(mgr, id, err);
+        if (c == NULL)
+                return -1;
+        pthread_mutex_lock(&c->op);
+        int rc = stop_locked(mgr, c, timeout, err);
+        pthread_mutex_unlock(&c->op);
+        put(mgr, c);
+        return rc;
+}
+
+int rm_containers_remove(struct rm_container_manager *mgr, const char *id, struct rm_error **err)
+{
+        struct rm_error *lookup = NULL;
+        struct ctr *c = get(mgr, id, &lookup);
+        if (c == NULL) {
+                if (lookup->code == RM_NOT_FOUND) {
+                        rm_error_free(lookup);
+                        return 0;
+                }
+                *err = lookup;
+                return -1;
+        }
+        pthread_mutex_lock(&c->op);
+        int rc = stop_locked(mgr, c, 0, err);
+        struct paths p;
+        paths_init(mgr, c->id, &p);
+        if (rc == 0 && mgr->ops.delete(mgr->ops.ctx, c->id, true, err) < 0)
+                rc = rm_error_wrap(err, "remove container %s", c->id);
+        if (rc == 0 && *c->image_id &&
+            mgr->ops.rootfs_unmount(mgr->ops.ctx, c->image_id, p.dir, p.rootfs, err) < 0)
+                rc = rm_error_wrap(err, "remove container %s", c->id);
+        if (rc == 0 && (remove_tree(p.bundle, err) < 0 || remove_tree(p.dir, err) < 0))
+                rc = -1;
+        if (rc == 0)
+                rc = rm_store_delete(mgr->store, CTR_KIND, c->id, err);
+        paths_release(&p);
+        pthread_mutex_unlock(&c->op);
+        if (rc == 0) {
+                pthread_mutex_lock(&mgr->lock);
+                rm_log_info("removed container %s", c->id);
+                index_drop(mgr, c);
+                pthread_mutex_unlock(&mgr->lock);
+        }
+        put(mgr, c);
+        return rc;
+}
+
+/* ---- queries ---- */
+
+Runtime__V1__ContainerStatusResponse *rm_containers_status(struct rm_container_manager *mgr,
+                                                           const char *id, bool verbose,
+                                                           struct rm_arena *a,
+                                                           struct rm_error **err)
+{
+        pthread_mutex_lock(&mgr->lock);
+        struct ctr *c = find_locked(mgr, id, err);
+        Runtime__V1__ContainerStatusResponse *r = c ? rm__ctr_status(mgr, c, verbose, a) : NULL;
+        pthread_mutex_unlock(&mgr->lock);
+        return r;
+}
+
+Runtime__V1__ListContainersResponse *rm_containers_list(struct rm_container_manager *mgr,
+                                                        const Runtime__V1__ContainerFilter *f,
+                                                        struct rm_arena *a)
+{
+        Runtime__V1__ListContainersResponse *r = rm_arena_alloc(a, sizeof(*r));
+        runtime__v1__list_containers_response__init(r);
+        pthread_mutex_lock(&mgr->lock);
+        r->containers = (Runtime__V1__Container **)rm_arena_ptrs(a, mgr->n ? mgr->n : 1);
+        for (size_t i = 0; i < mgr->n; i++) {
+                if (rm__ctr_matches(mgr->ctrs[i], f))
+                        r->containers[r->n_containers++] = rm__ctr_summary(mgr->ctrs[i], a);
+        }
+        pthread_mutex_unlock(&mgr->lock);
+        return r;
+}
+
+int rm_containers_exec_sync(struct rm_container_manager *mgr,
+                            const Runtime__V1__ExecSyncRequest *req, struct rm_ctr_exec_result *res,
+                            struct rm_error **err)
+{
+        if (req->n_cmd == 0 || req->cmd[0] == NULL || *req->cmd[0] == '\0')
+                return rm_error_set(err, RM_INVALID_ARGUMENT, "cmd is empty");
+        if (req->timeout < 0)
+                return rm_error_set(err, RM_INVALID_ARGUMENT, "timeout must not be negative");
+        struct ctr *c = get(mgr, req->container_id ? req->container_id : "", err);
+        if (c == NULL)
+                return -1;
+        refresh_exit(mgr, c);
+        pthread_mutex_lock(&mgr->lock);
+        bool running = c->state == RUNTIME__V1__CONTAINER_STATE__CONTAINER_RUNNING;
+        pthread_mutex_unlock(&mgr->lock);
+        int rc;
+        if (!running) {
+                rc =
+                    rm_error_set(err, RM_FAILED_PRECONDITION, "container %s is not running", c->id);
+        } else {
+                cleanup_free char **argv = xzalloc(sizeof(char *) * (req->n_cmd + 1));
+                memcpy(argv, req->cmd, sizeof(char *) * req->n_cmd);
+                rc = mgr->ops.exec_sync(mgr->ops.ctx, c->id, argv, req->timeout, res, err);
+        }
+        put(mgr, c);
+        return rc;
+}
+
+char **rm_containers_of_pod(struct rm_container_manager *mgr, const char *pod_id)
+{
+        pthread_mutex_lock(&mgr->lock);
+        char **ids = xzalloc(sizeof(char *) * (mgr->n + 1));
+        size_t k = 0;
+        for (size_t i = 0; i < mgr->n; i++) {
+                if (!mgr->ctrs[i]->creating && strcmp(mgr->ctrs[i]->pod_id, pod_id) == 0)
+                        ids[k++] = xstrdup(mgr->ctrs[i]->id);
+        }
+        pthread_mutex_unlock(&mgr->lock);
+        return ids;
+}
+
+char *rm_containers_resolve(struct rm_container_manager *mgr, const char *id_or_prefix,
+                            struct rm_error **err)
+{
+        pthread_mutex_lock(&mgr->lock);
+        struct ctr *c = find_locked(mgr, id_or_prefix, err);
+        char *id = c ? xstrdup(c->id) : NULL;
+        pthread_mutex_unlock(&mgr->lock);
+        return id;
+}
+
+/* ---- open and close ---- */
+
+static int load_one(const char *id, struct json_object *doc, const struct rm_error *bad, void *data,
+                    struct rm_error **err)
+{
+        (void)err;
+        struct rm_container_manager *mgr = data;
+        if (doc == NULL) {
+                rm_log_warn("container record %s is unreadable (%s); leaving it", id, bad->msg);
+                return 0;
+        }
+        cleanup_error struct rm_error *why = NULL;
+        struct ctr *c = rm__ctr_from_json(id, doc, &why);
+        if (c == NULL) {
+                rm_log_warn("%s; leaving it", why->msg);
+                return 0;
+        }
+        index_add(mgr, c);
+        return 0;
+}
+
+/* Remove what a create interrupted by a crash left: directories with no record. */
+static void sweep_orphans(struct rm_container_manager *mgr, const char *dir, bool bundles)
+{
+        cleanup_dir DIR *d = opendir(dir);
+        if (d == NULL)
+                return;
+        struct dirent *e;
+        while ((e = readdir(d))) {
+                if (!rm_id_valid(e->d_name))
+                        continue;
+                bool known = false;
+                for (size_t i = 0; i < mgr->n && !known; i++)
+                        known = strcmp(mgr->ctrs[i]->id, e->d_name) == 0;
+                if (known)
+                        continue;
+                cleanup_free char *path = xasprintf("%s/%s", dir, e->d_name);
+                if (bundles) {
+                        cleanup_free char *rootfs = xasprintf("%s/rootfs", path);
+                        umount2(rootfs, MNT_DETACH); /* may not be mounted: fine */
+                        cleanup_error struct rm_error *ignored = NULL;
+                        mgr->ops.delete(mgr->ops.ctx, e->d_name, true, &ignored);
+                }
+                cleanup_error struct rm_error *why = NULL;
+                if (remove_tree(path, &why) < 0)
+                        rm_log_warn("leftover of container %s: %s", e->d_name, why->msg);
+                else
+                        rm_log_info("removed %s, left by a container create interrupted by a "
+                                    "crash",
+                                    path);
+        }
+}
+
+struct rm_container_manager *rm_containers_open(const char *root, const char *state,
+                                                struct rm_store *store,
+                                                const struct rm_container_ops *ops,
+                                                const struct rm_spec_host *host,
+                                                struct rm_error **err)
+{
+        struct rm_container_manager *mgr = xzalloc(sizeof(*mgr));
+        mgr->dir = xasprintf("%s/containers", root);
+        mgr->bundles = xasprintf("%s/containers", state);
+        mgr->store = store;
+        mgr->ops = *ops;
+        mgr->host = *host;
+        mgr->wake[0] = mgr->wake[1] = -1;
+        pthread_mutex_init(&mgr->lock, NULL);
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_cond_init(&mgr->changed, &ca);
+        pthread_condattr_destroy(&ca);
+        if (rm_mkdir_p(mgr->dir, 0700, err) < 0 || rm_mkdir_p(mgr->bundles, 0700, err) < 0 ||
+            rm_store_list(store, CTR_KIND, load_one, mgr, err) < 0) {
+                rm_containers_close(mgr);
+                return NULL;
+        }
+        sweep_orphans(mgr, mgr->bundles, true);
+        sweep_orphans(mgr, mgr->dir, false);
+
+        /* Containers that exited while the daemon was away. */
+        size_t exited = 0;
+        for (size_t i = 0; i < mgr->n; i++)
+                exited += mgr->ctrs[i]->state != RUNTIME__V1__CONTAINER_STATE__CONTAINER_EXITED &&
+                          refresh_exit(mgr, mgr->ctrs[i]);
+        if (mgr->n)
+                rm_log_info("loaded %zu containers; %zu exited while remorad was not running",
+                            mgr->n, exited);
+
+        if (pipe2(mgr->wake, O_CLOEXEC) < 0) {
+                rm_error_sys(err, "create the container watcher's pipe");
+                rm_containers_close(mgr);
+                return NULL;
+        }
+        int rc = pthread_create(&mgr->watcher, NULL, watcher, mgr);
+        if (rc != 0) {
+                rm_error_sys_errno(err, rc, "start the container exit watcher");
+                rm_containers_close(mgr);
+                return NULL;
+        }
+        mgr->watching = true;
+        return mgr;
+}
+
+void rm_containers_close(struct rm_container_manager *mgr)
+{
+        if (mgr == NULL)
+                return;
+        if (mgr->watching) {
+                char b = 0;
+                if (write(mgr->wake[1], &b, 1) < 0)
+                        rm_log_warn("stopping the container watcher: %s", strerror(errno));
+                pthread_join(mgr->watcher, NULL);
+        }
+        for (int i = 0; i < 2; i++) {
+                if (mgr->wake[i] >= 0)
+                        close(mgr->wake[i]);
+        }
+        for (size_t i = 0; i < mgr->n; i++)
+                rm__ctr_free(mgr->ctrs[i]);
+        free(mgr->ctrs);
+        pthread_cond_destroy(&mgr->changed);
+        pthread_mutex_destroy(&mgr->lock);
+        free(mgr->dir);
+        free(mgr->bundles);
+        free(mgr);
+}

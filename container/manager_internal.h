@@ -1,0 +1,76 @@
+/* The container manager's shared state, split across manager.c (lifecycle), record.c
+ * (the JSON record) and view.c (Status and List responses). */
+#ifndef REMORA_CONTAINER_MANAGER_INTERNAL_H
+#define REMORA_CONTAINER_MANAGER_INTERNAL_H
+
+#include <pthread.h>
+#include <json-c/json.h>
+
+#include "remora/containers.h"
+#include "remora/ids.h"
+
+struct ctr {
+        char id[RM_ID_LEN + 1];
+        char *pod_id;
+        char *name;
+        uint32_t attempt;
+        char *image;    /* the reference the request named */
+        char *image_id; /* sha256:... */
+        char *image_ref;
+        char *log_path;        /* "" when none */
+        char *runtime_handler; /* "" for the default */
+        uint64_t request_hash; /* of the CreateContainer request, for identical retries */
+        struct json_object *labels;
+        struct json_object *annotations;
+        struct json_object *mounts; /* [{container_path, host_path, readonly, propagation}] */
+        Runtime__V1__ContainerState state;
+        int64_t created_at;
+        int64_t started_at;
+        int64_t finished_at;
+        int exit_code;
+        char *reason;
+        char *message;
+        int stop_signal; /* 0: SIGTERM */
+        pid_t pid;
+        uint32_t uid; /* the user the process runs as, for ContainerStatus.user */
+        uint32_t gid;
+
+        /* Not persisted. */
+        bool creating; /* reserved by a CreateContainer still in progress */
+        bool removed;  /* gone from the index; freed when the last reference drops */
+        int refs;
+        pthread_mutex_t op; /* serializes lifecycle operations on this container */
+};
+
+struct rm_container_manager {
+        char *dir;     /* <root>/containers: writable layers */
+        char *bundles; /* <state>/containers: bundles and rootfs mount points */
+        struct rm_store *store;
+        struct rm_container_ops ops;
+        struct rm_spec_host host;
+
+        pthread_mutex_t lock; /* the index and every ctr's fields */
+        pthread_cond_t changed;
+        struct ctr **ctrs;
+        size_t n;
+
+        pthread_t watcher;
+        bool watching;
+        int wake[2]; /* a pipe that ends the watcher */
+};
+
+#define CTR_KIND "containers"
+
+/* record.c */
+struct json_object *rm__ctr_to_json(const struct ctr *c);
+struct ctr *rm__ctr_from_json(const char *id, struct json_object *doc, struct rm_error **err);
+void rm__ctr_free(struct ctr *c);
+
+/* view.c; callers hold mgr->lock. */
+Runtime__V1__ContainerStatusResponse *rm__ctr_status(const struct rm_container_manager *mgr,
+                                                     const struct ctr *c, bool verbose,
+                                                     struct rm_arena *a);
+Runtime__V1__Container *rm__ctr_summary(const struct ctr *c, struct rm_arena *a);
+bool rm__ctr_matches(const struct ctr *c, const Runtime__V1__ContainerFilter *f);
+
+#endif
