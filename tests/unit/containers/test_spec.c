@@ -12,6 +12,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "remora/cgroups.h"
 #include "remora/cleanup.h"
 #include "remora/fsutil.h"
 #include "remora/spec.h"
@@ -799,6 +800,94 @@ static void test_build_rejects_bad_fields(void **state)
         free(f.rootfs);
 }
 
+/* ---- cgroups ---- */
+
+static void test_cgroup_stats_v2_layout(void **state)
+{
+        (void)state;
+        cleanup_free char *root = xasprintf("%s/cg2", tmpdir);
+        cleanup_free char *dir = xasprintf("%s/pod/c1", root);
+        write_file(dir, "cpu.stat", "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\n");
+        write_file(dir, "memory.current", "1000\n");
+        write_file(dir, "memory.stat",
+                   "anon 600\nfile 400\ninactive_file 300\npgfault 5\n"
+                   "pgmajfault 1\n");
+        write_file(dir, "memory.max", "max\n");
+        write_file(dir, "pids.current", "3\n");
+        struct rm_cgroup_host h = {.mode = RM_CGROUP_V2};
+        snprintf(h.root, sizeof(h.root), "%s", root);
+        struct rm_cgroup_stats s;
+        struct rm_error *err = NULL;
+        assert_int_equal(rm_cgroup_stats(&h, "/pod/c1", &s, &err), 0);
+        assert_true(s.has_cpu && s.has_memory);
+        assert_int_equal(s.cpu_usage_ns, 1500000);
+        assert_int_equal(s.memory_usage, 1000);
+        assert_int_equal(s.memory_working_set, 700);
+        assert_int_equal(s.memory_rss, 600);
+        assert_int_equal(s.page_faults, 5);
+        assert_int_equal(s.major_page_faults, 1);
+        assert_int_equal(s.memory_limit, 0);
+        assert_int_equal(s.pids, 3);
+        assert_int_equal(rm_cgroup_stats(&h, "/pod/../../etc", &s, &err), -1);
+        expect_invalid(&err, "is not valid");
+        assert_int_equal(rm_cgroup_stats(&h, "/pod/none", &s, &err), -1);
+        assert_int_equal(err->code, RM_NOT_FOUND);
+        rm_error_free(err);
+}
+
+static void test_cgroup_stats_v1_layout(void **state)
+{
+        (void)state;
+        cleanup_free char *cpu = xasprintf("%s/cg1/cpuacct", tmpdir);
+        cleanup_free char *mem = xasprintf("%s/cg1/memory", tmpdir);
+        cleanup_free char *cdir = xasprintf("%s/k/c", cpu);
+        cleanup_free char *mdir = xasprintf("%s/k/c", mem);
+        write_file(cdir, "cpuacct.usage", "123456789\n");
+        write_file(mdir, "memory.usage_in_bytes", "5000\n");
+        write_file(mdir, "memory.stat",
+                   "rss 10\ninactive_file 1\ntotal_rss 4000\n"
+                   "total_inactive_file 1000\ntotal_pgfault 9\n"
+                   "total_pgmajfault 2\n");
+        write_file(mdir, "memory.limit_in_bytes", "9223372036854771712\n");
+        struct rm_cgroup_host h = {.mode = RM_CGROUP_V1};
+        snprintf(h.cpuacct, sizeof(h.cpuacct), "%s", cpu);
+        snprintf(h.memory, sizeof(h.memory), "%s", mem);
+        struct rm_cgroup_stats s;
+        struct rm_error *err = NULL;
+        assert_int_equal(rm_cgroup_stats(&h, "/k/c", &s, &err), 0);
+        assert_int_equal(s.cpu_usage_ns, 123456789);
+        assert_int_equal(s.memory_working_set, 4000);
+        assert_int_equal(s.memory_rss, 4000);
+        assert_int_equal(s.page_faults, 9);
+        assert_int_equal(s.memory_limit, 0); /* the kernel's "unlimited" */
+        write_file(mdir, "memory.limit_in_bytes", "67108864\n");
+        assert_int_equal(rm_cgroup_stats(&h, "/k/c", &s, &err), 0);
+        assert_int_equal(s.memory_limit, 67108864);
+}
+
+/* On the machine running the tests: the detected layout agrees with the filesystem. */
+static void test_cgroup_detect_this_host(void **state)
+{
+        (void)state;
+        struct rm_cgroup_host h;
+        struct rm_error *err = NULL;
+        assert_int_equal(rm_cgroup_detect(&h, &err), 0);
+        bool pure_v2 = access("/sys/fs/cgroup/cgroup.controllers", F_OK) == 0;
+        assert_int_equal(h.mode, pure_v2 ? RM_CGROUP_V2 : RM_CGROUP_V1);
+        if (!pure_v2) {
+                assert_true(h.memory[0] != '\0');
+                cleanup_free char *usage = xasprintf("%s/memory.usage_in_bytes", h.memory);
+                assert_int_equal(access(usage, F_OK), 0);
+        }
+        cleanup_free char *before = rm_read_file("/proc/self/oom_score_adj", 64, NULL, NULL);
+        struct rm_spec_host sh;
+        rm_spec_host_detect(&h, &sh);
+        assert_int_equal(sh.cgroup_v2, pure_v2);
+        cleanup_free char *after = rm_read_file("/proc/self/oom_score_adj", 64, NULL, NULL);
+        assert_string_equal(before, after); /* the probe puts the value back */
+        assert_true(sh.oom_score_adj_min == -1000 || sh.oom_score_adj_min == atoi(before));
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -813,6 +902,9 @@ int main(void)
             cmocka_unit_test(test_build_typical),
             cmocka_unit_test(test_build_mounts),
             cmocka_unit_test(test_build_rejects_bad_fields),
+            cmocka_unit_test(test_cgroup_stats_v2_layout),
+            cmocka_unit_test(test_cgroup_stats_v1_layout),
+            cmocka_unit_test(test_cgroup_detect_this_host),
         };
         return cmocka_run_group_tests(tests, setup, teardown);
 }
