@@ -13,7 +13,7 @@ import time
 import grpc
 import pytest
 
-RUNTIME_METHODS_WITH_HANDLERS = {"Version", "Status"}
+RUNTIME_METHODS_WITH_HANDLERS = {"Version", "Status", "UpdateRuntimeConfig", "RuntimeConfig"}
 
 
 def remorad_version(remorad_bin):
@@ -55,6 +55,34 @@ def test_status_verbose_info_is_json(cri, daemon):
     assert info["config"]["listen"] == "unix://" + daemon.socket
     assert info["runtime"]["path"].endswith("/runc")
     assert info["build"]["pid"] == daemon.proc.pid
+
+
+def test_runtime_config_reports_cgroupfs(cri):
+    r = cri.call("RuntimeConfig")
+    assert r.linux.cgroup_driver == cri.api.CgroupDriver.Value("CGROUPFS")
+
+
+def pod_cidr_in_status(cri):
+    info = cri.call("Status", verbose=True).info
+    return json.loads(info["runtime_config"])["pod_cidr"]
+
+
+def test_update_runtime_config_pod_cidr(cri):
+    assert pod_cidr_in_status(cri) == ""
+    for cidr in ["10.244.1.0/24", "10.244.1.0/24,fd00:10:244:1::/64"]:
+        cri.call("UpdateRuntimeConfig",
+                 runtime_config=cri.message("RuntimeConfig", network_config=cri.message(
+                     "NetworkConfig", pod_cidr=cidr)))
+        assert pod_cidr_in_status(cri) == cidr
+    for bad in ["10.244.1.0", "10.244.1.0/33", "banana/8", "10.0.0.0/24,", "fd00::/129"]:
+        with pytest.raises(grpc.RpcError) as e:
+            cri.call("UpdateRuntimeConfig",
+                     runtime_config=cri.message("RuntimeConfig", network_config=cri.message(
+                         "NetworkConfig", pod_cidr=bad)))
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "pod_cidr" in e.value.details() and bad in e.value.details()
+    # A bad update leaves the last good one in place.
+    assert pod_cidr_in_status(cri) == "10.244.1.0/24,fd00:10:244:1::/64"
 
 
 def test_status_runtime_missing_is_not_ready(make_daemon):

@@ -131,6 +131,8 @@ static void release(struct rm_daemon *d)
                         close(d->lock_fds[i]);
         }
         free(d->socket_path);
+        free(d->pod_cidr);
+        pthread_mutex_destroy(&d->runtime_config_lock);
         free(d);
 }
 
@@ -140,6 +142,8 @@ struct rm_daemon *rm_daemon_start(struct rm_config *cfg, struct rm_error **err)
         d->cfg = cfg;
         d->lock_fds[0] = d->lock_fds[1] = -1;
         d->started = time(NULL);
+        pthread_mutex_init(&d->runtime_config_lock, NULL);
+        d->pod_cidr = xstrdup("");
 
         d->socket_path = rm_config_socket_path(cfg->listen, err);
         if (d->socket_path == NULL || rm_mkdir_p(cfg->root, 0700, err) < 0 ||

@@ -2,6 +2,7 @@
 #ifndef REMORA_DAEMON_H
 #define REMORA_DAEMON_H
 
+#include <pthread.h>
 #include <time.h>
 
 #include "remora/container.h"
@@ -20,6 +21,9 @@ struct rm_daemon {
         /* flock'd <state>/remorad.lock and <root>/remorad.lock, held while running */
         int lock_fds[2];
         time_t started;
+        /* The node's pod CIDR(s) from UpdateRuntimeConfig, "" until kubelet sends them. */
+        pthread_mutex_t runtime_config_lock;
+        char *pod_cidr;
         struct rm_store *store;
         struct rm_runtime *runtime;
         struct rm_network *network;

@@ -13,5 +13,7 @@
 /* runtime_info.c */
 RM_HANDLER(version);
 RM_HANDLER(status);
+RM_HANDLER(update_runtime_config);
+RM_HANDLER(runtime_config);
 
 #endif

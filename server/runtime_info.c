@@ -1,4 +1,6 @@
 /* Version and Status: what the runtime is and whether it can run pods now. */
+#include <arpa/inet.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -7,6 +9,8 @@
 #include "dispatch.h"
 #include "handlers.h"
 #include "remora/cleanup.h"
+#include "remora/log.h"
+#include "remora/xalloc.h"
 #include "version.h"
 
 /* The CRI's own "version of the kubelet runtime API" field; every runtime reports 0.1.0. */
@@ -114,12 +118,86 @@ RM_HANDLER(status)
                 cleanup_json struct json_object *config = rm_config_to_json(d->cfg);
                 cleanup_json struct json_object *runtime = runtime_json(d);
                 cleanup_json struct json_object *build = build_json(d);
-                r->n_info = 3;
-                r->info = (Runtime__V1__StatusResponse__InfoEntry **)rm_arena_ptrs(a, 3);
+                cleanup_json struct json_object *rc = json_object_new_object();
+                pthread_mutex_lock(&call->daemon->runtime_config_lock);
+                json_object_object_add(rc, "pod_cidr", json_object_new_string(d->pod_cidr));
+                pthread_mutex_unlock(&call->daemon->runtime_config_lock);
+                r->n_info = 4;
+                r->info = (Runtime__V1__StatusResponse__InfoEntry **)rm_arena_ptrs(a, 4);
                 r->info[0] = info_entry(a, "config", config);
                 r->info[1] = info_entry(a, "runtime", runtime);
                 r->info[2] = info_entry(a, "build", build);
+                r->info[3] = info_entry(a, "runtime_config", rc);
         }
+        *resp = &r->base;
+        return 0;
+}
+
+/* One CIDR: an IPv4 or IPv6 network address and a prefix length that fits it. */
+static bool cidr_valid(const char *s, size_t len)
+{
+        char buf[INET6_ADDRSTRLEN + 8];
+        if (len == 0 || len >= sizeof(buf))
+                return false;
+        memcpy(buf, s, len);
+        buf[len] = '\0';
+        char *slash = strchr(buf, '/');
+        if (slash == NULL || slash[1] == '\0' ||
+            strspn(slash + 1, "0123456789") != strlen(slash + 1))
+                return false;
+        *slash = '\0';
+        long prefix = strtol(slash + 1, NULL, 10);
+        unsigned char addr[16];
+        if (inet_pton(AF_INET, buf, addr) == 1)
+                return prefix <= 32;
+        return inet_pton(AF_INET6, buf, addr) == 1 && prefix <= 128;
+}
+
+/* kubelet sends the node's pod CIDR (two, comma-separated, in dual stack) once it knows
+ * it; Remora keeps it for Status and for networking. */
+RM_HANDLER(update_runtime_config)
+{
+        const Runtime__V1__UpdateRuntimeConfigRequest *in =
+            (const Runtime__V1__UpdateRuntimeConfigRequest *)req;
+        const char *cidr = in->runtime_config && in->runtime_config->network_config &&
+                                   in->runtime_config->network_config->pod_cidr
+                               ? in->runtime_config->network_config->pod_cidr
+                               : "";
+        for (const char *p = cidr; *cidr;) {
+                size_t len = strcspn(p, ",");
+                if (!cidr_valid(p, len))
+                        return rm_error_set(err, RM_INVALID_ARGUMENT,
+                                            "runtime_config.network_config.pod_cidr \"%s\" is not "
+                                            "a CIDR list such as 10.244.0.0/24,fd00::/64",
+                                            cidr);
+                if (p[len] == '\0')
+                        break;
+                p += len + 1; /* a trailing comma leaves an empty, invalid entry */
+        }
+        pthread_mutex_lock(&call->daemon->runtime_config_lock);
+        if (strcmp(call->daemon->pod_cidr, cidr) != 0) {
+                rm_log_info("pod CIDR set to \"%s\" (was \"%s\")", cidr, call->daemon->pod_cidr);
+                free(call->daemon->pod_cidr);
+                call->daemon->pod_cidr = xstrdup(cidr);
+        }
+        pthread_mutex_unlock(&call->daemon->runtime_config_lock);
+        Runtime__V1__UpdateRuntimeConfigResponse *r = rm_arena_alloc(call->arena, sizeof(*r));
+        runtime__v1__update_runtime_config_response__init(r);
+        *resp = &r->base;
+        return 0;
+}
+
+/* Remora manages cgroups through cgroupfs directly; kubelet must use the same driver. */
+RM_HANDLER(runtime_config)
+{
+        (void)req;
+        (void)err;
+        Runtime__V1__LinuxRuntimeConfiguration *l = rm_arena_alloc(call->arena, sizeof(*l));
+        runtime__v1__linux_runtime_configuration__init(l);
+        l->cgroup_driver = RUNTIME__V1__CGROUP_DRIVER__CGROUPFS;
+        Runtime__V1__RuntimeConfigResponse *r = rm_arena_alloc(call->arena, sizeof(*r));
+        runtime__v1__runtime_config_response__init(r);
+        r->linux = l;
         *resp = &r->base;
         return 0;
 }
