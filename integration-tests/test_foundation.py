@@ -13,7 +13,8 @@ import time
 import grpc
 import pytest
 
-RUNTIME_METHODS_WITH_HANDLERS = {"Version", "Status", "UpdateRuntimeConfig", "RuntimeConfig"}
+RUNTIME_METHODS_WITH_HANDLERS = {"Version", "Status", "UpdateRuntimeConfig", "RuntimeConfig",
+                                 "GetContainerEvents"}
 
 
 def remorad_version(remorad_bin):

@@ -12,6 +12,7 @@
 
 #include "daemon.h"
 #include "dispatch.h"
+#include "events.h"
 #include "grpc_server.h"
 #include "remora/cleanup.h"
 #include "remora/confsect.h"
@@ -121,6 +122,7 @@ static int open_managers(struct rm_daemon *d, struct rm_error **err)
 static void release(struct rm_daemon *d)
 {
         rm_dispatch_free(d->dispatch);
+        rm_events_free(d->events);
         rm_sandbox_manager_close(d->sandboxes);
         rm_image_service_close(d->images);
         rm_network_close(d->network);
@@ -155,8 +157,13 @@ struct rm_daemon *rm_daemon_start(struct rm_config *cfg, struct rm_error **err)
                 return NULL;
         }
 
+        d->events = rm_events_new();
+        const struct rm_stream_method streams[] = {
+            {"/runtime.v1.RuntimeService/GetContainerEvents", rm_events_open, d->events},
+        };
         d->grpc = rm_grpc_server_start(d->socket_path, cfg->workers, RM_MAX_MESSAGE_BYTES,
-                                       rm_dispatch_call, d->dispatch, err);
+                                       rm_dispatch_call, d->dispatch, streams,
+                                       sizeof(streams) / sizeof(streams[0]), err);
         if (d->grpc == NULL) {
                 release(d);
                 return NULL;

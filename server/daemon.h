@@ -13,6 +13,7 @@
 #include "remora/store.h"
 
 struct rm_dispatch;
+struct rm_events;
 struct rm_grpc_server;
 
 struct rm_daemon {
@@ -30,6 +31,7 @@ struct rm_daemon {
         struct rm_image_service *images;
         struct rm_sandbox_manager *sandboxes;
         struct rm_dispatch *dispatch;
+        struct rm_events *events;
         struct rm_grpc_server *grpc;
 };
 

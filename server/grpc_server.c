@@ -39,6 +39,7 @@ struct rm_grpc_server {
         rm_dispatch_fn dispatch;
         void *ctx;
         char *path;
+        struct rm_stream_pump *pump;
 };
 
 /* Wait for the one outstanding operation on cq; true when it completed successfully. */
@@ -54,8 +55,7 @@ static bool wait_for(grpc_completion_queue *cq, void *tag)
         }
 }
 
-/* Copy a (possibly compressed, possibly fragmented) message into one buffer. */
-static grpc_slice flatten(grpc_byte_buffer *bb)
+grpc_slice rm__grpc_flatten(grpc_byte_buffer *bb)
 {
         grpc_byte_buffer_reader reader;
         if (!grpc_byte_buffer_reader_init(&reader, bb))
@@ -121,7 +121,7 @@ static void serve_call(struct worker *w, grpc_call *call, const grpc_call_detail
                 rm_error_set(&err, RM_INVALID_ARGUMENT, "%s: the request carried no message",
                              method);
         } else {
-                grpc_slice in = flatten(payload);
+                grpc_slice in = rm__grpc_flatten(payload);
                 grpc_byte_buffer_destroy(payload);
                 w->srv->dispatch(w->srv->ctx, method, GRPC_SLICE_START_PTR(in),
                                  GRPC_SLICE_LENGTH(in), &out, &out_len, &err);
@@ -171,6 +171,7 @@ static void release(struct rm_grpc_server *srv)
 {
         if (srv->server)
                 grpc_server_destroy(srv->server);
+        rm_stream_pump_free(srv->pump);
         for (int i = 0; i < srv->n_workers; i++)
                 drain_and_destroy(srv->workers[i].cq);
         drain_and_destroy(srv->shutdown_cq);
@@ -181,7 +182,8 @@ static void release(struct rm_grpc_server *srv)
 
 struct rm_grpc_server *rm_grpc_server_start(const char *path, int workers, int max_message_bytes,
                                             rm_dispatch_fn dispatch, void *ctx,
-                                            struct rm_error **err)
+                                            const struct rm_stream_method *streams,
+                                            size_t n_streams, struct rm_error **err)
 {
         struct rm_grpc_server *srv = xzalloc(sizeof(*srv));
         srv->dispatch = dispatch;
@@ -208,6 +210,7 @@ struct rm_grpc_server *rm_grpc_server_start(const char *path, int workers, int m
                 srv->workers[i].cq = grpc_completion_queue_create_for_next(NULL);
                 grpc_server_register_completion_queue(srv->server, srv->workers[i].cq, NULL);
         }
+        srv->pump = rm_stream_pump_new(srv->server, streams, n_streams);
 
         cleanup_free char *addr = xasprintf("unix:%s", path);
         grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
@@ -226,6 +229,10 @@ struct rm_grpc_server *rm_grpc_server_start(const char *path, int workers, int m
                 return NULL;
         }
         grpc_server_start(srv->server);
+        if (rm_stream_pump_start(srv->pump, err) < 0) {
+                rm_grpc_server_stop(srv);
+                return NULL;
+        }
 
         /* kubelet runs as root; a group may be granted access by chgrp'ing the socket. */
         if (chmod(path, 0660) < 0) {
@@ -254,6 +261,8 @@ void rm_grpc_server_stop(struct rm_grpc_server *srv)
 
         /* Closes the listener at once; completes when every call in flight has finished. */
         grpc_server_shutdown_and_notify(srv->server, srv->shutdown_cq, &tag_shutdown);
+        /* Event streams never end by themselves: end them so shutdown can complete. */
+        rm_stream_pump_cancel_all(srv->pump);
         gpr_timespec deadline =
             gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
                          gpr_time_from_seconds(SHUTDOWN_GRACE_SECONDS, GPR_TIMESPAN));

@@ -4,9 +4,11 @@
 #ifndef REMORA_GRPC_SERVER_H
 #define REMORA_GRPC_SERVER_H
 
+#include <grpc/grpc.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#include "grpc_stream.h"
 #include "remora/error.h"
 
 /* Serve one unary call: method is the full path ("/runtime.v1.RuntimeService/Version"),
@@ -16,10 +18,15 @@ typedef int (*rm_dispatch_fn)(void *ctx, const char *method, const uint8_t *in, 
 
 struct rm_grpc_server;
 
-/* Listen on the unix socket at path (mode 0660) and start workers threads. */
+/* Listen on the unix socket at path (mode 0660) and start workers threads. Calls of
+ * the n_streams server-streaming methods go to their open functions instead. */
 struct rm_grpc_server *rm_grpc_server_start(const char *path, int workers, int max_message_bytes,
                                             rm_dispatch_fn dispatch, void *ctx,
-                                            struct rm_error **err);
+                                            const struct rm_stream_method *streams,
+                                            size_t n_streams, struct rm_error **err);
+
+/* Copy a (possibly compressed, possibly fragmented) message into one slice. */
+grpc_slice rm__grpc_flatten(grpc_byte_buffer *bb);
 
 /* Stop accepting, wait for calls in flight, join the workers and free everything. */
 void rm_grpc_server_stop(struct rm_grpc_server *srv);
