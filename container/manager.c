@@ -16,6 +16,7 @@
 #include "remora/cleanup.h"
 #include "remora/fsutil.h"
 #include "remora/log.h"
+#include "remora/pbcanon.h"
 #include "remora/xalloc.h"
 
 /* After SIGKILL a process is gone within milliseconds unless stuck in the kernel; how
@@ -260,17 +261,12 @@ static void paths_release(struct paths *p)
 
 /* ---- create ---- */
 
-/* FNV-1a over the packed request: equal requests hash equal, so a client retrying a
- * CreateContainer it gave up on gets the first container back. */
+/* A client retrying a CreateContainer it gave up on gets the first container back.
+ * Equal requests hash equal whatever order a client wrote their maps in. The request
+ * is ours for the call, so sorting its maps in place is harmless. */
 static uint64_t request_hash(const Runtime__V1__CreateContainerRequest *req)
 {
-        size_t len = protobuf_c_message_get_packed_size(&req->base);
-        cleanup_free uint8_t *buf = xmalloc(len ? len : 1);
-        protobuf_c_message_pack(&req->base, buf);
-        uint64_t h = 1469598103934665603ULL;
-        for (size_t i = 0; i < len; i++)
-                h = (h ^ buf[i]) * 1099511628211ULL;
-        return h;
+        return rm_pb_canonical_hash((ProtobufCMessage *)&req->base);
 }
 
 static struct json_object *json_map(size_t n, void *const *entries)

@@ -100,7 +100,8 @@ struct ctr *rm__ctr_from_json(const char *id, struct json_object *doc, struct rm
         c->image_ref = str(&r, "image_ref");
         c->log_path = str(&r, "log_path");
         c->runtime_handler = str(&r, "runtime_handler");
-        c->request_hash = (uint64_t)num(&r, "request_hash");
+        struct json_object *hash = field(&r, "request_hash", json_type_int);
+        c->request_hash = hash ? json_object_get_uint64(hash) : 0;
         c->labels = obj(&r, "labels", json_type_object);
         c->annotations = obj(&r, "annotations", json_type_object);
         c->mounts = obj(&r, "mounts", json_type_array);

@@ -14,6 +14,7 @@
 #include "dispatch.h"
 #include "events.h"
 #include "grpc_server.h"
+#include "hooks.h"
 #include "remora/cleanup.h"
 #include "remora/confsect.h"
 #include "remora/fsutil.h"
@@ -111,8 +112,10 @@ static int open_managers(struct rm_daemon *d, struct rm_error **err)
             rm_image_service_open(cfg->root, cfg->sections[RM_SECTION_IMAGE], d->store, err);
         if (d->images == NULL)
                 return -1;
-        d->sandboxes = rm_sandbox_manager_open(cfg->root, cfg->state,
-                                               cfg->sections[RM_SECTION_SANDBOX], d->store, err);
+        struct rm_sandbox_hooks hooks;
+        rm__sandbox_hooks(d, &hooks);
+        d->sandboxes = rm_sandbox_manager_open(
+            cfg->root, cfg->state, cfg->sections[RM_SECTION_SANDBOX], d->store, &hooks, err);
         if (d->sandboxes == NULL)
                 return -1;
         d->dispatch = rm_dispatch_new(rm_handlers, d, err);

@@ -9,5 +9,10 @@ const struct rm_handler_entry rm_handlers[] = {
     {RUNTIME, "Status", rm__handle_status},
     {RUNTIME, "UpdateRuntimeConfig", rm__handle_update_runtime_config},
     {RUNTIME, "RuntimeConfig", rm__handle_runtime_config},
+    {RUNTIME, "RunPodSandbox", rm__handle_run_pod_sandbox},
+    {RUNTIME, "StopPodSandbox", rm__handle_stop_pod_sandbox},
+    {RUNTIME, "RemovePodSandbox", rm__handle_remove_pod_sandbox},
+    {RUNTIME, "PodSandboxStatus", rm__handle_pod_sandbox_status},
+    {RUNTIME, "ListPodSandbox", rm__handle_list_pod_sandbox},
     {NULL, NULL, NULL},
 };

@@ -16,4 +16,11 @@ RM_HANDLER(status);
 RM_HANDLER(update_runtime_config);
 RM_HANDLER(runtime_config);
 
+/* sandbox_handlers.c */
+RM_HANDLER(run_pod_sandbox);
+RM_HANDLER(stop_pod_sandbox);
+RM_HANDLER(remove_pod_sandbox);
+RM_HANDLER(pod_sandbox_status);
+RM_HANDLER(list_pod_sandbox);
+
 #endif

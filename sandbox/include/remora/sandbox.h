@@ -1,20 +1,103 @@
-/* Pod sandboxes: pinned namespaces, pod files, cgroups and the pod state machine. */
+/* Pod sandboxes: pinned namespaces, pod files, the pod state machine. Networking and the
+ * infra process (for pods sharing one PID namespace) are reached through hooks the
+ * server supplies, so this module depends on neither. */
 #ifndef REMORA_SANDBOX_H
 #define REMORA_SANDBOX_H
 
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
 #include <json-c/json.h>
 
+#include "api.pb-c.h"
+#include "remora/arena.h"
 #include "remora/error.h"
 #include "remora/store.h"
 
+#define RM_POD_MAX_IPS 2
+
+/* What the infra process needs: the pod's pinned namespaces to join and its cgroup. */
+struct rm_infra_request {
+        const char *pod_id;
+        const char *netns_path; /* NULL: the host's */
+        const char *ipcns_path;
+        const char *utsns_path;
+        const char *cgroup_parent;
+        const char *hostname;
+};
+
+struct rm_sandbox_hooks {
+        void *ctx;
+        /* Give the pod at netns_path its network; fill ips (malloc'd strings, primary
+         * first). With no pod network this succeeds with *n_ips 0. */
+        int (*net_setup)(void *ctx, const char *pod_id, const Runtime__V1__PodSandboxConfig *cfg,
+                         const char *netns_path, char *ips[RM_POD_MAX_IPS], size_t *n_ips,
+                         struct rm_error **err);
+        int (*net_teardown)(void *ctx, const char *pod_id, const char *netns_path,
+                            struct rm_error **err);
+        /* Start the pod's infra process (its PID 1); NULL when this build has none. */
+        int (*infra_start)(void *ctx, const struct rm_infra_request *req, pid_t *pid,
+                           struct rm_error **err);
+        /* Stop and remove it; both succeed when there is nothing to do. */
+        int (*infra_stop)(void *ctx, const char *pod_id, struct rm_error **err);
+        int (*infra_remove)(void *ctx, const char *pod_id, struct rm_error **err);
+};
+
 struct rm_sandbox_manager;
 
-/* Open the sandbox manager: per-pod directories live under <root>/sandboxes and pinned
- * namespaces under <state>/netns (both created 0700 if missing). section is the config
- * file's "sandbox" object (NULL when absent); unknown keys are INVALID_ARGUMENT. */
+/* Open the sandbox manager: pod files under <root>/sandboxes/<id>, pins and shm under
+ * <state>. section is the config file's "sandbox" object (NULL when absent). Loads the
+ * records and repairs what a crash left: pins without a pod are removed, pods whose pins
+ * are gone become NOTREADY; each repair is logged. */
 struct rm_sandbox_manager *rm_sandbox_manager_open(const char *root, const char *state,
                                                    struct json_object *section,
-                                                   struct rm_store *store, struct rm_error **err);
+                                                   struct rm_store *store,
+                                                   const struct rm_sandbox_hooks *hooks,
+                                                   struct rm_error **err);
 void rm_sandbox_manager_close(struct rm_sandbox_manager *mgr);
+
+/* RunPodSandbox. An identical request retried while the first pod exists returns its
+ * ID; another with the same (name, namespace, uid, attempt) is ALREADY_EXISTS naming
+ * it. A failure leaves nothing behind. */
+int rm_sandbox_run(struct rm_sandbox_manager *mgr, const Runtime__V1__RunPodSandboxRequest *req,
+                   char **id, struct rm_error **err);
+/* StopPodSandbox (after the server stopped the pod's containers): network, infra
+ * process, namespaces and shm go; the pod stays, NOTREADY. Idempotent. */
+int rm_sandbox_stop(struct rm_sandbox_manager *mgr, const char *id, struct rm_error **err);
+/* RemovePodSandbox: stops it if needed and removes everything. Unknown IDs succeed. */
+int rm_sandbox_remove(struct rm_sandbox_manager *mgr, const char *id, struct rm_error **err);
+
+Runtime__V1__PodSandboxStatusResponse *rm_sandbox_status(struct rm_sandbox_manager *mgr,
+                                                         const char *id, bool verbose,
+                                                         struct rm_arena *a, struct rm_error **err);
+Runtime__V1__ListPodSandboxResponse *rm_sandbox_list(struct rm_sandbox_manager *mgr,
+                                                     const Runtime__V1__PodSandboxFilter *f,
+                                                     struct rm_arena *a);
+
+/* A pod as its containers see it. Strings live in the arena. */
+struct rm_sandbox_view {
+        const char *id;
+        bool ready;
+        const char *log_directory;
+        const char *runtime_handler;
+        const char *hostname;
+        const char *netns_path; /* NULL when the pod uses the host's */
+        const char *ipcns_path;
+        const char *utsns_path;
+        const char *pidns_path; /* the infra process's, NULL without one */
+        const char *hostname_file;
+        const char *hosts_file;
+        const char *resolv_file;
+        const char *shm_dir;
+        const char *cgroup_parent;
+        bool privileged;
+};
+
+/* Look a pod up by ID or unique prefix. */
+int rm_sandbox_view(struct rm_sandbox_manager *mgr, const char *id, struct rm_arena *a,
+                    struct rm_sandbox_view *out, struct rm_error **err);
+
+/* A full pod ID from a unique prefix (NOT_FOUND / INVALID_ARGUMENT when ambiguous). */
+char *rm_sandbox_resolve(struct rm_sandbox_manager *mgr, const char *id, struct rm_error **err);
 
 #endif

@@ -1,0 +1,290 @@
+/* Checking a PodSandboxConfig field by field, and writing the pod's files. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "podconfig.h"
+#include "remora/cleanup.h"
+#include "remora/fsutil.h"
+#include "remora/xalloc.h"
+
+#define LOWER_ALNUM "abcdefghijklmnopqrstuvwxyz0123456789"
+#define ALNUM       LOWER_ALNUM "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+/* DNS-1123 subdomain: what Kubernetes allows for pod names and namespaces. */
+static bool dns_subdomain(const char *s)
+{
+        size_t n = s ? strlen(s) : 0;
+        if (n == 0 || n > 253 || strspn(s, LOWER_ALNUM "-.") != n)
+                return false;
+        return s[0] != '-' && s[0] != '.' && s[n - 1] != '-' && s[n - 1] != '.';
+}
+
+static bool hostname_ok(const char *s)
+{
+        size_t n = strlen(s);
+        return n > 0 && n <= 64 && strspn(s, ALNUM "-.") == n && s[0] != '-' && s[0] != '.';
+}
+
+static bool ip_ok(const char *s)
+{
+        unsigned char buf[16];
+        return inet_pton(AF_INET, s, buf) == 1 || inet_pton(AF_INET6, s, buf) == 1;
+}
+
+static bool has_space(const char *s)
+{
+        return s[strcspn(s, " \t\r\n")] != '\0';
+}
+
+static int check_metadata(const Runtime__V1__PodSandboxMetadata *m, struct rm_error **err)
+{
+        if (m == NULL)
+                return rm_error_set(err, RM_INVALID_ARGUMENT, "config.metadata is missing");
+        if (!dns_subdomain(m->name))
+                return rm_error_set(err, RM_INVALID_ARGUMENT,
+                                    "config.metadata.name \"%s\" must be a DNS subdomain: 1-253 "
+                                    "lower-case letters, digits, '-' and '.'",
+                                    m->name ? m->name : "");
+        if (!dns_subdomain(m->namespace_))
+                return rm_error_set(err, RM_INVALID_ARGUMENT,
+                                    "config.metadata.namespace \"%s\" must be a DNS subdomain: "
+                                    "1-253 lower-case letters, digits, '-' and '.'",
+                                    m->namespace_ ? m->namespace_ : "");
+        size_t n = m->uid ? strlen(m->uid) : 0;
+        if (n == 0 || n > 128 || strspn(m->uid, ALNUM "-_.") != n)
+                return rm_error_set(err, RM_INVALID_ARGUMENT,
+                                    "config.metadata.uid \"%s\" must be 1-128 letters, digits, "
+                                    "'-', '_' and '.'",
+                                    m->uid ? m->uid : "");
+        return 0;
+}
+
+static int check_dns(const Runtime__V1__DNSConfig *d, struct rm_error **err)
+{
+        if (d == NULL)
+                return 0;
+        for (size_t i = 0; i < d->n_servers; i++) {
+                if (!ip_ok(d->servers[i]))
+                        return rm_error_set(err, RM_INVALID_ARGUMENT,
+                                            "config.dns_config.servers[%zu] \"%s\" is not an IP "
+                                            "address",
+                                            i, d->servers[i]);
+        }
+        char *const *lists[] = {d->searches, d->options};
+        size_t counts[] = {d->n_searches, d->n_options};
+        const char *names[] = {"searches", "options"};
+        for (size_t l = 0; l < 2; l++) {
+                for (size_t i = 0; i < counts[l]; i++) {
+                        const char *s = lists[l][i];
+                        if (*s == '\0' || has_space(s) || strlen(s) > 253)
+                                return rm_error_set(err, RM_INVALID_ARGUMENT,
+                                                    "config.dns_config.%s[%zu] \"%s\" must be "
+                                                    "non-empty, without white space",
+                                                    names[l], i, s);
+                }
+        }
+        return 0;
+}
+
+static int check_ports(const Runtime__V1__PodSandboxConfig *c, struct rm_error **err)
+{
+        for (size_t i = 0; i < c->n_port_mappings; i++) {
+                const Runtime__V1__PortMapping *p = c->port_mappings[i];
+                if (p->protocol != RUNTIME__V1__PROTOCOL__TCP &&
+                    p->protocol != RUNTIME__V1__PROTOCOL__UDP &&
+                    p->protocol != RUNTIME__V1__PROTOCOL__SCTP)
+                        return rm_error_set(err, RM_INVALID_ARGUMENT,
+                                            "config.port_mappings[%zu].protocol %d is not TCP, "
+                                            "UDP or SCTP",
+                                            i, (int)p->protocol);
+                if (p->container_port < 1 || p->container_port > 65535)
+                        return rm_error_set(err, RM_INVALID_ARGUMENT,
+                                            "config.port_mappings[%zu].container_port %d is not "
+                                            "a port (1-65535)",
+                                            i, p->container_port);
+                if (p->host_port < 0 || p->host_port > 65535)
+                        return rm_error_set(err, RM_INVALID_ARGUMENT,
+                                            "config.port_mappings[%zu].host_port %d is not a port "
+                                            "(0-65535)",
+                                            i, p->host_port);
+                if (p->host_ip && *p->host_ip && !ip_ok(p->host_ip))
+                        return rm_error_set(err, RM_INVALID_ARGUMENT,
+                                            "config.port_mappings[%zu].host_ip \"%s\" is not an "
+                                            "IP address",
+                                            i, p->host_ip);
+        }
+        return 0;
+}
+
+/* IPC sysctls the kernel keeps per IPC namespace. */
+static bool ipc_sysctl(const char *key)
+{
+        static const char *const keys[] = {
+            "kernel.shm_rmid_forced", "kernel.shmmax", "kernel.shmall",
+            "kernel.shmmni",          "kernel.msgmax", "kernel.msgmnb",
+            "kernel.msgmni",          "kernel.sem",    NULL};
+        for (const char *const *k = keys; *k; k++) {
+                if (strcmp(key, *k) == 0)
+                        return true;
+        }
+        return strncmp(key, "fs.mqueue.", 10) == 0;
+}
+
+char *rm__sysctl_normalize(const char *key, struct rm_error **err)
+{
+        size_t n = key ? strlen(key) : 0;
+        if (n == 0 || n > 255 || strspn(key, LOWER_ALNUM "_-./") != n) {
+                rm_error_set(err, RM_INVALID_ARGUMENT,
+                             "sysctl \"%s\": the name may only hold lower-case letters, digits, "
+                             "'_', '-', '.' and '/'",
+                             key ? key : "");
+                return NULL;
+        }
+        /* The slash form ("net/ipv4/ip_forward") has the dots as separators swapped. */
+        char *norm = xstrdup(key);
+        if (strchr(key, '/')) {
+                for (char *p = norm; *p; p++)
+                        *p = *p == '/' ? '.' : *p == '.' ? '/' : *p;
+        }
+        /* Every component non-empty and not "." or "..": no way out of /proc/sys. */
+        bool ok = norm[0] != '.' && norm[n - 1] != '.' && strstr(norm, "..") == NULL &&
+                  strchr(norm, '/') == NULL;
+        if (!ok) {
+                rm_error_set(err, RM_INVALID_ARGUMENT, "sysctl \"%s\" is not a valid name", key);
+                free(norm);
+                return NULL;
+        }
+        return norm;
+}
+
+int rm__sysctl_check(const char *key, const char *value, bool host_net, bool host_ipc,
+                     struct rm_error **err)
+{
+        bool net = strncmp(key, "net.", 4) == 0;
+        if (!net && !ipc_sysctl(key))
+                return rm_error_set(err, RM_INVALID_ARGUMENT,
+                                    "sysctl \"%s\" is not namespaced: a pod may only set net.* "
+                                    "and IPC sysctls",
+                                    key);
+        if (net && host_net)
+                return rm_error_set(err, RM_INVALID_ARGUMENT,
+                                    "sysctl \"%s\" would change the host: the pod uses the host "
+                                    "network",
+                                    key);
+        if (!net && host_ipc)
+                return rm_error_set(err, RM_INVALID_ARGUMENT,
+                                    "sysctl \"%s\" would change the host: the pod uses the host "
+                                    "IPC namespace",
+                                    key);
+        size_t n = value ? strlen(value) : 0;
+        if (n == 0 || n > 4096 || value[strcspn(value, "=+\t\r\n")] != '\0' || value[0] == ' ' ||
+            value[n - 1] == ' ')
+                return rm_error_set(err, RM_INVALID_ARGUMENT,
+                                    "sysctl \"%s\": the value \"%s\" must be non-empty, free of "
+                                    "'=', '+', tabs, newlines and outer spaces",
+                                    key, value ? value : "");
+        return 0;
+}
+
+int rm__pod_config_check(const Runtime__V1__PodSandboxConfig *c, struct rm_error **err)
+{
+        if (c == NULL)
+                return rm_error_set(err, RM_INVALID_ARGUMENT, "config is missing");
+        if (check_metadata(c->metadata, err) < 0)
+                return -1;
+        if (c->hostname && *c->hostname && !hostname_ok(c->hostname))
+                return rm_error_set(err, RM_INVALID_ARGUMENT,
+                                    "config.hostname \"%s\" must be 1-64 letters, digits, '-' "
+                                    "and '.'",
+                                    c->hostname);
+        if (c->log_directory && *c->log_directory &&
+            (c->log_directory[0] != '/' || strstr(c->log_directory, "/../")))
+                return rm_error_set(err, RM_INVALID_ARGUMENT,
+                                    "config.log_directory \"%s\" must be an absolute path",
+                                    c->log_directory);
+        const char *parent = c->linux ? c->linux->cgroup_parent : NULL;
+        if (parent && *parent &&
+            (strstr(parent, "..") || strspn(parent, ALNUM "-_./:") != strlen(parent)))
+                return rm_error_set(err, RM_INVALID_ARGUMENT,
+                                    "config.linux.cgroup_parent \"%s\" is not a cgroup path",
+                                    parent);
+        return check_dns(c->dns_config, err) < 0 ? -1 : check_ports(c, err);
+}
+
+/* ---- pod files ---- */
+
+static int write_text(const char *path, const char *text, struct rm_error **err)
+{
+        cleanup_free char *tmp = xasprintf("%s.tmp", path);
+        cleanup_close int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (fd < 0 || rm_write_all(fd, text, strlen(text)) < 0 || fsync(fd) < 0)
+                return rm_error_sys(err, "write %s", tmp);
+        if (rename(tmp, path) < 0)
+                return rm_error_sys(err, "rename %s", tmp);
+        return 0;
+}
+
+static char *host_file(const char *path)
+{
+        char *text = rm_read_file(path, 1 << 20, NULL, NULL);
+        return text ? text : xstrdup("");
+}
+
+int rm__pod_files_write(const char *dir, const Runtime__V1__PodSandboxConfig *c,
+                        const char *hostname, const char *ip, bool host_net, struct rm_error **err)
+{
+        cleanup_free char *hn_path = xasprintf("%s/hostname", dir);
+        cleanup_free char *hosts_path = xasprintf("%s/hosts", dir);
+        cleanup_free char *resolv_path = xasprintf("%s/resolv.conf", dir);
+        cleanup_free char *hn = xasprintf("%s\n", hostname);
+        if (write_text(hn_path, hn, err) < 0)
+                return -1;
+
+        cleanup_free char *hosts = NULL;
+        if (host_net) {
+                hosts = host_file("/etc/hosts");
+        } else {
+                hosts = xasprintf("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost "
+                                  "ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\n"
+                                  "%s%s%s%s",
+                                  ip && *ip ? ip : "", ip && *ip ? "\t" : "",
+                                  ip && *ip ? hostname : "", ip && *ip ? "\n" : "");
+        }
+        if (write_text(hosts_path, hosts, err) < 0)
+                return -1;
+
+        const Runtime__V1__DNSConfig *d = c->dns_config;
+        cleanup_free char *resolv = NULL;
+        if (d && (d->n_servers || d->n_searches || d->n_options)) {
+                size_t cap = 64;
+                for (size_t i = 0; i < d->n_servers; i++)
+                        cap += strlen(d->servers[i]) + 16;
+                for (size_t i = 0; i < d->n_searches; i++)
+                        cap += strlen(d->searches[i]) + 2;
+                for (size_t i = 0; i < d->n_options; i++)
+                        cap += strlen(d->options[i]) + 2;
+                resolv = xzalloc(cap);
+                if (d->n_searches) {
+                        strcat(resolv, "search");
+                        for (size_t i = 0; i < d->n_searches; i++)
+                                strcat(strcat(resolv, " "), d->searches[i]);
+                        strcat(resolv, "\n");
+                }
+                for (size_t i = 0; i < d->n_servers; i++)
+                        strcat(strcat(strcat(resolv, "nameserver "), d->servers[i]), "\n");
+                if (d->n_options) {
+                        strcat(resolv, "options");
+                        for (size_t i = 0; i < d->n_options; i++)
+                                strcat(strcat(resolv, " "), d->options[i]);
+                        strcat(resolv, "\n");
+                }
+        } else {
+                resolv = host_file("/etc/resolv.conf");
+        }
+        return write_text(resolv_path, resolv, err);
+}

@@ -1,0 +1,12 @@
+/* Adapters the daemon hands to managers so they reach each other only through it. */
+#ifndef REMORA_HOOKS_H
+#define REMORA_HOOKS_H
+
+#include "remora/sandbox.h"
+
+struct rm_daemon;
+
+/* The sandbox manager's hooks: networking (and the infra process once it exists). */
+void rm__sandbox_hooks(struct rm_daemon *d, struct rm_sandbox_hooks *h);
+
+#endif
