@@ -14,7 +14,8 @@ import grpc
 import pytest
 
 RUNTIME_METHODS_WITH_HANDLERS = {"Version", "Status", "UpdateRuntimeConfig", "RuntimeConfig",
-                                 "GetContainerEvents"}
+                                 "GetContainerEvents", "RunPodSandbox", "StopPodSandbox",
+                                 "RemovePodSandbox", "PodSandboxStatus", "ListPodSandbox"}
 
 
 def remorad_version(remorad_bin):

@@ -172,7 +172,11 @@ int rm_pinns_create(const struct rm_pinns_request *req, struct rm_error **err)
                 while ((n = read(report[0], &r, sizeof(r))) < 0 && errno == EINTR)
                         ;
                 if (n != sizeof(r) || r.step != STEP_OK) {
-                        if (r.step == STEP_SYSCTL)
+                        if (r.step == STEP_SYSCTL && r.err == ENOENT)
+                                rc = rm_error_set(err, RM_INVALID_ARGUMENT,
+                                                  "sysctl \"%s\" does not exist on this kernel",
+                                                  req->sysctls[r.index].key);
+                        else if (r.step == STEP_SYSCTL)
                                 rc = rm_error_sys_errno(err, r.err, "sysctl %s=%s",
                                                         req->sysctls[r.index].key,
                                                         req->sysctls[r.index].value);

@@ -608,6 +608,9 @@ static void test_restart_recovers_state(void **state)
         open_world(w);
         struct rm_arena *a = rm_arena_new();
         assert_int_equal(status(w, id1, a)->state, RUNTIME__V1__CONTAINER_STATE__CONTAINER_RUNNING);
+        /* An identical CreateContainer after the restart still finds the first one. */
+        cleanup_free char *again = create(w, &r1);
+        assert_string_equal(again, id1);
         Runtime__V1__ContainerStatus *s2 = status(w, id2, a);
         assert_int_equal(s2->state, RUNTIME__V1__CONTAINER_STATE__CONTAINER_EXITED);
         assert_int_equal(s2->exit_code, 3);

@@ -15,6 +15,7 @@
 #include "remora/cgroups.h"
 #include "remora/cleanup.h"
 #include "remora/fsutil.h"
+#include "remora/pbcanon.h"
 #include "remora/spec.h"
 #include "remora/xalloc.h"
 
@@ -800,6 +801,33 @@ static void test_build_rejects_bad_fields(void **state)
         free(f.rootfs);
 }
 
+/* ---- request fingerprints ---- */
+
+static void test_canonical_hash_ignores_map_order(void **state)
+{
+        (void)state;
+        Runtime__V1__ContainerConfig a = RUNTIME__V1__CONTAINER_CONFIG__INIT;
+        Runtime__V1__ContainerConfig b = RUNTIME__V1__CONTAINER_CONFIG__INIT;
+        Runtime__V1__ContainerConfig__LabelsEntry l1 =
+            RUNTIME__V1__CONTAINER_CONFIG__LABELS_ENTRY__INIT;
+        Runtime__V1__ContainerConfig__LabelsEntry l2 =
+            RUNTIME__V1__CONTAINER_CONFIG__LABELS_ENTRY__INIT;
+        l1.key = "app";
+        l1.value = "web";
+        l2.key = "tier";
+        l2.value = "front";
+        Runtime__V1__ContainerConfig__LabelsEntry *ab[] = {&l1, &l2};
+        Runtime__V1__ContainerConfig__LabelsEntry *ba[] = {&l2, &l1};
+        a.labels = ab;
+        a.n_labels = 2;
+        b.labels = ba;
+        b.n_labels = 2;
+        uint64_t ha = rm_pb_canonical_hash(&a.base), hb = rm_pb_canonical_hash(&b.base);
+        assert_true(ha == hb);
+        l2.value = "back";
+        assert_true(rm_pb_canonical_hash(&a.base) != ha);
+}
+
 /* ---- cgroups ---- */
 
 static void test_cgroup_stats_v2_layout(void **state)
@@ -902,6 +930,7 @@ int main(void)
             cmocka_unit_test(test_build_typical),
             cmocka_unit_test(test_build_mounts),
             cmocka_unit_test(test_build_rejects_bad_fields),
+            cmocka_unit_test(test_canonical_hash_ignores_map_order),
             cmocka_unit_test(test_cgroup_stats_v2_layout),
             cmocka_unit_test(test_cgroup_stats_v1_layout),
             cmocka_unit_test(test_cgroup_detect_this_host),
