@@ -96,6 +96,13 @@ static int save(struct rm_container_manager *mgr, struct ctr *c, struct rm_error
         return rm_store_put(mgr->store, CTR_KIND, c->id, doc, err);
 }
 
+static void emit(struct rm_container_manager *mgr, const char *id, const char *pod_id,
+                 Runtime__V1__ContainerEventType type)
+{
+        if (mgr->ops.event)
+                mgr->ops.event(mgr->ops.ctx, id, pod_id, type);
+}
+
 /* ---- exits ---- */
 
 /* Ask the runtime whether c has exited; if so record it. Returns true when exited. */
@@ -132,6 +139,7 @@ static bool refresh_exit(struct rm_container_manager *mgr, struct ctr *c)
                             code, save_err->msg);
         else
                 rm_log_info("container %s exited with code %d", c->id, code);
+        emit(mgr, c->id, c->pod_id, RUNTIME__V1__CONTAINER_EVENT_TYPE__CONTAINER_STOPPED_EVENT);
         return true;
 }
 
@@ -598,15 +606,18 @@ int rm_containers_create(struct rm_container_manager *mgr,
 
         pthread_mutex_lock(&mgr->lock);
         c->creating = false;
-        c->refs--;
         if (rc < 0) {
+                c->refs--;
                 index_drop(mgr, c);
-        } else {
-                *id = xstrdup(c->id);
-                rm_log_info("created container %s (%s) in pod %s", c->id, c->name, c->pod_id);
+                pthread_mutex_unlock(&mgr->lock);
+                return rc;
         }
+        *id = xstrdup(c->id);
+        rm_log_info("created container %s (%s) in pod %s", c->id, c->name, c->pod_id);
         pthread_mutex_unlock(&mgr->lock);
-        return rc;
+        emit(mgr, c->id, c->pod_id, RUNTIME__V1__CONTAINER_EVENT_TYPE__CONTAINER_CREATED_EVENT);
+        put(mgr, c);
+        return 0;
 }
 
 /* ---- start, stop, remove ---- */
@@ -637,6 +648,9 @@ int rm_containers_start(struct rm_container_manager *mgr, const char *id, struct
                 c->started_at = now_ns();
                 pthread_mutex_unlock(&mgr->lock);
                 rc = save(mgr, c, err);
+                if (rc == 0)
+                        emit(mgr, c->id, c->pod_id,
+                             RUNTIME__V1__CONTAINER_EVENT_TYPE__CONTAINER_STARTED_EVENT);
         }
         pthread_mutex_unlock(&c->op);
         put(mgr, c);
@@ -715,6 +729,8 @@ int rm_containers_remove(struct rm_container_manager *mgr, const char *id, struc
                 rm_log_info("removed container %s", c->id);
                 index_drop(mgr, c);
                 pthread_mutex_unlock(&mgr->lock);
+                emit(mgr, c->id, c->pod_id,
+                     RUNTIME__V1__CONTAINER_EVENT_TYPE__CONTAINER_DELETED_EVENT);
         }
         put(mgr, c);
         return rc;

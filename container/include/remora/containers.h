@@ -81,6 +81,10 @@ struct rm_container_ops {
                            struct rm_error **err);
         int (*exec_sync)(void *ctx, const char *id, char *const *argv, int64_t timeout_s,
                          struct rm_ctr_exec_result *res, struct rm_error **err);
+        /* Told of every change (created, started, stopped, deleted), after the record is
+         * written and outside the manager's locks; may be NULL. */
+        void (*event)(void *ctx, const char *container_id, const char *pod_id,
+                      Runtime__V1__ContainerEventType type);
         /* A directory in which a file named after the container appears (created or
          * renamed in) when it exits, so the manager notices exits without polling; NULL
          * to rely on polling only. */

@@ -34,6 +34,8 @@ struct fake {
         bool fail_create;
         bool ignore_term; /* a process that ignores SIGTERM */
         bool pod_ready;
+        char events[64]; /* one letter per event: C, S, X (stopped), D */
+        size_t n_events;
         char *ids[64];
         int status[64]; /* -1 running, else exit code */
         size_t n;
@@ -199,7 +201,20 @@ static int fake_exec(void *ctx, const char *id, char *const *argv, int64_t timeo
         return 0;
 }
 
+static void fake_event(void *ctx, const char *id, const char *pod_id,
+                       Runtime__V1__ContainerEventType type)
+{
+        (void)ctx;
+        (void)id;
+        assert_string_equal(pod_id, POD_ID);
+        pthread_mutex_lock(&F.lock);
+        if (F.n_events < sizeof(F.events) - 1)
+                F.events[F.n_events++] = "CSXD"[type];
+        pthread_mutex_unlock(&F.lock);
+}
+
 static struct rm_container_ops ops = {
+    .event = fake_event,
     .image_lookup = image_lookup,
     .rootfs_mount = rootfs_mount,
     .rootfs_unmount = rootfs_unmount,
@@ -369,6 +384,7 @@ static void test_lifecycle(void **state)
         assert_null(rm_containers_status(w->mgr, id, false, a, &err));
         expect_code(&err, RM_NOT_FOUND, "not found");
         assert_int_equal(rm_containers_remove(w->mgr, id, &err), 0); /* gone is fine */
+        assert_string_equal(F.events, "CSXD"); /* one event per change, in order */
         cleanup_free char *dir = xasprintf("%s/containers/%s", w->root, id);
         cleanup_free char *bundle = xasprintf("%s/containers/%s", w->state, id);
         assert_int_equal(access(dir, F_OK), -1);
