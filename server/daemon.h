@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "remora/container.h"
+#include "remora/containers.h"
 #include "remora/image.h"
 #include "remora/network.h"
 #include "remora/sandbox.h"
@@ -30,6 +31,7 @@ struct rm_daemon {
         struct rm_network *network;
         struct rm_image_service *images;
         struct rm_sandbox_manager *sandboxes;
+        struct rm_container_manager *containers; /* NULL until images and runc are wired */
         struct rm_dispatch *dispatch;
         struct rm_events *events;
         struct rm_grpc_server *grpc;

@@ -2,11 +2,16 @@
 #ifndef REMORA_HOOKS_H
 #define REMORA_HOOKS_H
 
+#include "remora/containers.h"
 #include "remora/sandbox.h"
 
 struct rm_daemon;
 
 /* The sandbox manager's hooks: networking (and the infra process once it exists). */
 void rm__sandbox_hooks(struct rm_daemon *d, struct rm_sandbox_hooks *h);
+
+/* The container manager's pod lookup and event reporting (images and the runtime are
+ * filled in by the caller). */
+void rm__container_ops_common(struct rm_daemon *d, struct rm_container_ops *ops);
 
 #endif

@@ -20,11 +20,37 @@ RM_HANDLER(run_pod_sandbox)
         return 0;
 }
 
+/* Stop (with no grace period) or remove every container of the pod, first. */
+static int each_container(struct rm_daemon *d, const char *pod_id, bool remove,
+                          struct rm_error **err)
+{
+        if (d->containers == NULL)
+                return 0;
+        char **ids = rm_containers_of_pod(d->containers, pod_id);
+        int rc = 0;
+        for (char **id = ids; *id; id++) {
+                if (rc == 0)
+                        rc = remove ? rm_containers_remove(d->containers, *id, err)
+                                    : rm_containers_stop(d->containers, *id, 0, err);
+                free(*id);
+        }
+        free(ids);
+        return rc;
+}
+
 RM_HANDLER(stop_pod_sandbox)
 {
         const Runtime__V1__StopPodSandboxRequest *in =
             (const Runtime__V1__StopPodSandboxRequest *)req;
-        if (rm_sandbox_stop(call->daemon->sandboxes, in->pod_sandbox_id, err) < 0)
+        struct rm_daemon *d = call->daemon;
+        char *pod_id = rm_sandbox_resolve(d->sandboxes, in->pod_sandbox_id, err);
+        if (pod_id == NULL)
+                return -1;
+        int rc = each_container(d, pod_id, false, err);
+        if (rc == 0)
+                rc = rm_sandbox_stop(d->sandboxes, pod_id, err);
+        free(pod_id);
+        if (rc < 0)
                 return -1;
         Runtime__V1__StopPodSandboxResponse *r = rm_arena_alloc(call->arena, sizeof(*r));
         runtime__v1__stop_pod_sandbox_response__init(r);
@@ -36,7 +62,22 @@ RM_HANDLER(remove_pod_sandbox)
 {
         const Runtime__V1__RemovePodSandboxRequest *in =
             (const Runtime__V1__RemovePodSandboxRequest *)req;
-        if (rm_sandbox_remove(call->daemon->sandboxes, in->pod_sandbox_id, err) < 0)
+        struct rm_daemon *d = call->daemon;
+        struct rm_error *lookup = NULL;
+        char *pod_id = rm_sandbox_resolve(d->sandboxes, in->pod_sandbox_id, &lookup);
+        if (pod_id == NULL && lookup->code != RM_NOT_FOUND) {
+                *err = lookup;
+                return -1;
+        }
+        rm_error_free(lookup);
+        int rc = 0;
+        if (pod_id) {
+                rc = each_container(d, pod_id, true, err);
+                if (rc == 0)
+                        rc = rm_sandbox_remove(d->sandboxes, pod_id, err);
+                free(pod_id);
+        }
+        if (rc < 0)
                 return -1;
         Runtime__V1__RemovePodSandboxResponse *r = rm_arena_alloc(call->arena, sizeof(*r));
         runtime__v1__remove_pod_sandbox_response__init(r);
