@@ -1,4 +1,5 @@
 #include <errno.h>
+#include <ftw.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <string.h>
@@ -109,5 +110,21 @@ int rm_write_all(int fd, const void *buf, size_t len)
                 p += w;
                 len -= (size_t)w;
         }
+        return 0;
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+        (void)st;
+        (void)ftw;
+        if (flag == FTW_DP)
+                return rmdir(path) < 0 && errno != ENOENT ? -1 : 0;
+        return unlink(path) < 0 && errno != ENOENT ? -1 : 0;
+}
+
+int rm_remove_tree(const char *path, struct rm_error **err)
+{
+        if (nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT) < 0 && errno != ENOENT)
+                return rm_error_sys(err, "remove %s", path);
         return 0;
 }

@@ -230,22 +230,6 @@ static void *watcher(void *arg)
 
 /* ---- directories ---- */
 
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-        (void)st;
-        (void)ftw;
-        if (flag == FTW_DP)
-                return rmdir(path) < 0 && errno != ENOENT ? -1 : 0;
-        return unlink(path) < 0 && errno != ENOENT ? -1 : 0;
-}
-
-/* rm -rf that never crosses into another mount (a rootfs left mounted stays intact). */
-static int remove_tree(const char *path, struct rm_error **err)
-{
-        if (nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT) < 0 && errno != ENOENT)
-                return rm_error_sys(err, "remove %s", path);
-        return 0;
-}
 
 struct paths {
         char *dir;    /* <root>/containers/<id> */
@@ -375,7 +359,7 @@ static void rollback(struct rm_container_manager *mgr, const char *id, const str
                 rm_error_free(e);
                 e = NULL;
         }
-        if (u->dirs && (remove_tree(p->bundle, &e) < 0 || remove_tree(p->dir, &e) < 0)) {
+        if (u->dirs && (rm_remove_tree(p->bundle, &e) < 0 || rm_remove_tree(p->dir, &e) < 0)) {
                 rm_log_warn("container %s: undoing a failed create: %s", id, e->msg);
                 rm_error_free(e);
         }
@@ -718,7 +702,7 @@ int rm_containers_remove(struct rm_container_manager *mgr, const char *id, struc
         if (rc == 0 && *c->image_id &&
             mgr->ops.rootfs_unmount(mgr->ops.ctx, c->image_id, p.dir, p.rootfs, err) < 0)
                 rc = rm_error_wrap(err, "remove container %s", c->id);
-        if (rc == 0 && (remove_tree(p.bundle, err) < 0 || remove_tree(p.dir, err) < 0))
+        if (rc == 0 && (rm_remove_tree(p.bundle, err) < 0 || rm_remove_tree(p.dir, err) < 0))
                 rc = -1;
         if (rc == 0)
                 rc = rm_store_delete(mgr->store, CTR_KIND, c->id, err);
@@ -861,7 +845,7 @@ static void sweep_orphans(struct rm_container_manager *mgr, const char *dir, boo
                         mgr->ops.delete(mgr->ops.ctx, e->d_name, true, &ignored);
                 }
                 cleanup_error struct rm_error *why = NULL;
-                if (remove_tree(path, &why) < 0)
+                if (rm_remove_tree(path, &why) < 0)
                         rm_log_warn("leftover of container %s: %s", e->d_name, why->msg);
                 else
                         rm_log_info("removed %s, left by a container create interrupted by a "

@@ -145,22 +145,6 @@ static int save(struct rm_sandbox_manager *mgr, struct pod *p, struct rm_error *
 
 /* ---- directories and mounts ---- */
 
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-        (void)st;
-        (void)ftw;
-        if (flag == FTW_DP)
-                return rmdir(path) < 0 && errno != ENOENT ? -1 : 0;
-        return unlink(path) < 0 && errno != ENOENT ? -1 : 0;
-}
-
-/* rm -rf that never crosses into another mount. */
-static int remove_tree(const char *path, struct rm_error **err)
-{
-        if (nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT) < 0 && errno != ENOENT)
-                return rm_error_sys(err, "remove %s", path);
-        return 0;
-}
 
 static char *pin_path(const struct rm_sandbox_manager *mgr, int kind, const char *id)
 {
@@ -283,7 +267,7 @@ static void rollback(struct rm_sandbox_manager *mgr, struct pod *p, const struct
         if (u->dirs) {
                 cleanup_free char *dir = xasprintf("%s/%s", mgr->dir, p->id);
                 cleanup_free char *sdir = xasprintf("%s/%s", mgr->state, p->id);
-                if (remove_tree(sdir, &e) < 0 || remove_tree(dir, &e) < 0)
+                if (rm_remove_tree(sdir, &e) < 0 || rm_remove_tree(dir, &e) < 0)
                         warn_undo(p, &e);
         }
 }
@@ -595,7 +579,7 @@ int rm_sandbox_remove(struct rm_sandbox_manager *mgr, const char *id, struct rm_
                 rc = rm_error_wrap(err, "remove pod sandbox %s: infra process", p->id);
         cleanup_free char *dir = xasprintf("%s/%s", mgr->dir, p->id);
         cleanup_free char *sdir = xasprintf("%s/%s", mgr->state, p->id);
-        if (rc == 0 && (remove_tree(sdir, err) < 0 || remove_tree(dir, err) < 0))
+        if (rc == 0 && (rm_remove_tree(sdir, err) < 0 || rm_remove_tree(dir, err) < 0))
                 rc = -1;
         if (rc == 0)
                 rc = rm_store_delete(mgr->store, POD_KIND, p->id, err);
@@ -921,7 +905,7 @@ static void sweep(struct rm_sandbox_manager *mgr)
                         if (ours)
                                 continue;
                         cleanup_error struct rm_error *why = NULL;
-                        if (remove_tree(path, &why) < 0)
+                        if (rm_remove_tree(path, &why) < 0)
                                 rm_log_warn("leftover of pod %s: %s", e->d_name, why->msg);
                         else
                                 rm_log_info("removed %s, left by a pod run interrupted by a "

@@ -14,5 +14,10 @@ const struct rm_handler_entry rm_handlers[] = {
     {RUNTIME, "RemovePodSandbox", rm__handle_remove_pod_sandbox},
     {RUNTIME, "PodSandboxStatus", rm__handle_pod_sandbox_status},
     {RUNTIME, "ListPodSandbox", rm__handle_list_pod_sandbox},
+    {IMAGE, "PullImage", rm__handle_pull_image},
+    {IMAGE, "ListImages", rm__handle_list_images},
+    {IMAGE, "ImageStatus", rm__handle_image_status},
+    {IMAGE, "RemoveImage", rm__handle_remove_image},
+    {IMAGE, "ImageFsInfo", rm__handle_image_fs_info},
     {NULL, NULL, NULL},
 };

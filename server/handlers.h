@@ -16,6 +16,13 @@ RM_HANDLER(status);
 RM_HANDLER(update_runtime_config);
 RM_HANDLER(runtime_config);
 
+/* image_handlers.c */
+RM_HANDLER(pull_image);
+RM_HANDLER(list_images);
+RM_HANDLER(image_status);
+RM_HANDLER(remove_image);
+RM_HANDLER(image_fs_info);
+
 /* sandbox_handlers.c */
 RM_HANDLER(run_pod_sandbox);
 RM_HANDLER(stop_pod_sandbox);

@@ -15,6 +15,10 @@ int rm_mkdir_p(const char *path, mode_t mode, struct rm_error **err);
  * *len (if given) receives the size without the NUL. */
 char *rm_read_file(const char *path, size_t max, size_t *len, struct rm_error **err);
 
+/* rm -rf path, never crossing into another mount (a rootfs left mounted below it stays
+ * intact) and never following symlinks. A missing path is fine. */
+int rm_remove_tree(const char *path, struct rm_error **err);
+
 /* write(2) the whole buffer, retrying on EINTR and short writes. */
 int rm_write_all(int fd, const void *buf, size_t len);
 

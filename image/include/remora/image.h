@@ -1,21 +1,95 @@
-/* The image service: registry client, content store, unpacked layers, image records. */
+/* The image service: registry client, content store, unpacked layers, image records, and
+ * root filesystems for containers. */
 #ifndef REMORA_IMAGE_H
 #define REMORA_IMAGE_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <json-c/json.h>
 
+#include "api.pb-c.h"
+#include "remora/arena.h"
 #include "remora/error.h"
 #include "remora/store.h"
+
+/* ---- references ---- */
+
+/* A normalized image reference: docker.io/library/busybox:latest. */
+struct rm_image_ref {
+        char *domain; /* "docker.io", "127.0.0.1:5000" */
+        char *path;   /* "library/busybox" */
+        char *tag;    /* NULL when only a digest was given */
+        char *digest; /* "sha256:...", NULL when none */
+};
+
+/* Parse and normalize s the way Kubernetes does. INVALID_ARGUMENT names the reference. */
+int rm_image_ref_parse(const char *s, struct rm_image_ref *out, struct rm_error **err);
+void rm_image_ref_release(struct rm_image_ref *r);
+/* "domain/path" and the full normalized string (malloc'd). */
+char *rm_image_ref_repo(const struct rm_image_ref *r);
+char *rm_image_ref_string(const struct rm_image_ref *r);
+
+/* ---- the service ---- */
 
 struct rm_image_service;
 
 /* Open the image store under <root>/images (created 0700 if missing). section is the
- * config file's "image" object (NULL when absent); unknown keys are INVALID_ARGUMENT. */
+ * config file's "image" object (NULL when absent): insecure_registries (hosts spoken to
+ * over plain HTTP; loopback hosts always are) and mirrors ({"docker.io":
+ * ["http://127.0.0.1:5000"]}). Unknown keys are INVALID_ARGUMENT. */
 struct rm_image_service *rm_image_service_open(const char *root, struct json_object *section,
                                                struct rm_store *store, struct rm_error **err);
 void rm_image_service_close(struct rm_image_service *svc);
 
 /* The directory holding blobs, layers and image records. */
 const char *rm_image_service_dir(const struct rm_image_service *svc);
+
+/* PullImage: fetch ref (mirrors first, then the registry itself), verify every blob and
+ * layer, unpack the layers and record the image. *image_id is "sha256:<config digest>".
+ * auth may be NULL. An interrupted or failed pull leaves no image record. */
+int rm_image_pull(struct rm_image_service *svc, const char *ref,
+                  const Runtime__V1__AuthConfig *auth, char **image_id, struct rm_error **err);
+
+Runtime__V1__ListImagesResponse *rm_image_list(struct rm_image_service *svc,
+                                               const Runtime__V1__ImageFilter *filter,
+                                               struct rm_arena *a);
+/* ImageStatus: an unknown image is not an error; the response then has no image. */
+Runtime__V1__ImageStatusResponse *rm_image_status(struct rm_image_service *svc, const char *ref,
+                                                  bool verbose, struct rm_arena *a,
+                                                  struct rm_error **err);
+/* RemoveImage by ID, ID prefix, tag or digest; an unknown image is not an error. An image
+ * whose layers a container has mounted is FAILED_PRECONDITION. */
+int rm_image_remove(struct rm_image_service *svc, const char *ref, struct rm_error **err);
+Runtime__V1__ImageFsInfoResponse *rm_image_fs_info(struct rm_image_service *svc, struct rm_arena *a,
+                                                   struct rm_error **err);
+
+/* ---- for containers ---- */
+
+/* What a container takes from an image; strings and arrays live in the arena. */
+struct rm_image_info {
+        const char *id;  /* sha256:... */
+        const char *ref; /* a repo digest or tag the image is known by */
+        char **entrypoint;
+        size_t n_entrypoint;
+        char **cmd;
+        size_t n_cmd;
+        char **env;
+        size_t n_env;
+        const char *working_dir;
+        const char *user;
+        const char *stop_signal;
+        char **volumes;
+        size_t n_volumes;
+};
+
+/* Find a pulled image by reference, ID or ID prefix: NOT_FOUND when not pulled. */
+int rm_image_lookup(struct rm_image_service *svc, const char *ref, struct rm_arena *a,
+                    struct rm_image_info *out, struct rm_error **err);
+
+/* Mount image id's layers at target as overlayfs, with upper and work directories under
+ * dir (made if missing), and release that mount. */
+int rm_image_mount(struct rm_image_service *svc, const char *id, const char *dir,
+                   const char *target, struct rm_error **err);
+int rm_image_unmount(struct rm_image_service *svc, const char *target, struct rm_error **err);
 
 #endif
