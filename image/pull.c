@@ -97,7 +97,10 @@ static char *blob_path(struct rm_image_service *svc, const char *digest)
 static int fetch_blob(struct pull *p, const char *digest, int64_t size, struct rm_error **err)
 {
         cleanup_free char *path = blob_path(p->svc, digest);
-        if (!rm__inflight_claim(p->svc, digest, file_exists, path))
+        /* Keys are kind-qualified: an uncompressed layer's digest is also its diff ID and
+         * can be a chain ID, and one pull must not wait on itself. */
+        cleanup_free char *key = xasprintf("blob %s", digest);
+        if (!rm__inflight_claim(p->svc, key, file_exists, path))
                 return 0;
         cleanup_free char *tmp = xasprintf("%s/blob-%s-%d-%lx", p->svc->tmp, digest + 7,
                                            (int)getpid(), (unsigned long)pthread_self());
@@ -106,7 +109,7 @@ static int fetch_blob(struct pull *p, const char *digest, int64_t size, struct r
                 rc = rm_error_sys(err, "store blob %s", digest);
         if (rc < 0)
                 unlink(tmp);
-        rm__inflight_done(p->svc, digest);
+        rm__inflight_done(p->svc, key);
         return rc;
 }
 
@@ -126,7 +129,8 @@ static int do_layer(struct pull *p, size_t i, struct rm_error **err)
             json_object_object_get_ex(desc, "size", &sz) ? json_object_get_int64(sz) : -1;
         const char *want = json_object_get_string(json_object_array_get_idx(p->diff_ids, i));
         cleanup_free char *dir = layer_path(p->svc, p->chains[i]);
-        if (!rm__inflight_claim(p->svc, p->chains[i], file_exists, dir))
+        cleanup_free char *key = xasprintf("layer %s", p->chains[i]);
+        if (!rm__inflight_claim(p->svc, key, file_exists, dir))
                 return 0;
         int rc = 0;
         cleanup_free char *blob = blob_path(p->svc, digest);
@@ -160,7 +164,7 @@ static int do_layer(struct pull *p, size_t i, struct rm_error **err)
                 rm_log_info("%s: layer %zu/%zu (%s, %lld bytes) unpacked in %.2f s", p->ref_name,
                             i + 1, p->n, digest, (long long)size,
                             (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9);
-        rm__inflight_done(p->svc, p->chains[i]);
+        rm__inflight_done(p->svc, key);
         return rc;
 }
 

@@ -41,6 +41,15 @@ static bool domain_ok(const char *s, size_t n)
 {
         if (n == 0 || n > 255)
                 return false;
+        /* host[:port], the port 1-65535 */
+        const char *colon = memchr(s, ':', n);
+        if (colon && s[0] != '[') {
+                size_t plen = n - (size_t)(colon - s) - 1;
+                if (plen == 0 || plen > 5 || strspn(colon + 1, "0123456789") < plen ||
+                    atoi(colon + 1) < 1 || atoi(colon + 1) > 65535)
+                        return false;
+                n = (size_t)(colon - s);
+        }
         for (size_t i = 0; i < n; i++) {
                 unsigned char c = (unsigned char)s[i];
                 if (!isalnum(c) && c != '.' && c != '-' && c != ':' && c != '[' && c != ']')

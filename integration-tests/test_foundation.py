@@ -15,7 +15,9 @@ import pytest
 
 RUNTIME_METHODS_WITH_HANDLERS = {"Version", "Status", "UpdateRuntimeConfig", "RuntimeConfig",
                                  "GetContainerEvents", "RunPodSandbox", "StopPodSandbox",
-                                 "RemovePodSandbox", "PodSandboxStatus", "ListPodSandbox"}
+                                 "RemovePodSandbox", "PodSandboxStatus", "ListPodSandbox",
+                                 "PullImage", "ListImages", "ImageStatus", "RemoveImage",
+                                 "ImageFsInfo"}
 
 
 def remorad_version(remorad_bin):
