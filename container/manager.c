@@ -230,7 +230,6 @@ static void *watcher(void *arg)
 
 /* ---- directories ---- */
 
-
 struct paths {
         char *dir;    /* <root>/containers/<id> */
         char *bundle; /* <state>/containers/<id> */

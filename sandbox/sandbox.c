@@ -145,7 +145,6 @@ static int save(struct rm_sandbox_manager *mgr, struct pod *p, struct rm_error *
 
 /* ---- directories and mounts ---- */
 
-
 static char *pin_path(const struct rm_sandbox_manager *mgr, int kind, const char *id)
 {
         return xasprintf("%s/%s", mgr->pins[kind], id);
