@@ -88,6 +88,27 @@ static int prepare_socket(const char *path, struct rm_error **err)
         return 0;
 }
 
+/* Containers need runc, remora-shim beside remorad, and the host's cgroup layout. */
+static int open_containers(struct rm_daemon *d, struct rm_error **err)
+{
+        const struct rm_config *cfg = d->cfg;
+        if (rm_cgroup_detect(&d->cgroups, err) < 0 ||
+            rm_helpers_locate(NULL, NULL, &d->helpers, err) < 0)
+                return rm_error_wrap(err, "containers");
+        cleanup_free char *runc_root = xasprintf("%s/runc", cfg->state);
+        d->exit_dir = xasprintf("%s/exits", cfg->state);
+        if (rm_mkdir_p(runc_root, 0700, err) < 0 || rm_mkdir_p(d->exit_dir, 0700, err) < 0)
+                return -1;
+        d->oci = rm_oci_new(&rm_runc_ops, d->runtime->path ? d->runtime->path : cfg->runtime_path,
+                            runc_root, 0);
+        struct rm_spec_host host;
+        rm_spec_host_detect(&d->cgroups, &host);
+        struct rm_container_ops ops;
+        rm__container_ops(d, &ops);
+        d->containers = rm_containers_open(cfg->root, cfg->state, d->store, &ops, &host, err);
+        return d->containers ? 0 : -1;
+}
+
 static int open_managers(struct rm_daemon *d, struct rm_error **err)
 {
         const struct rm_config *cfg = d->cfg;
@@ -118,6 +139,8 @@ static int open_managers(struct rm_daemon *d, struct rm_error **err)
             cfg->root, cfg->state, cfg->sections[RM_SECTION_SANDBOX], d->store, &hooks, err);
         if (d->sandboxes == NULL)
                 return -1;
+        if (open_containers(d, err) < 0)
+                return -1;
         d->dispatch = rm_dispatch_new(rm_handlers, d, err);
         return d->dispatch ? 0 : -1;
 }
@@ -126,6 +149,10 @@ static void release(struct rm_daemon *d)
 {
         rm_dispatch_free(d->dispatch);
         rm_events_free(d->events);
+        rm_containers_close(d->containers);
+        rm_oci_free(d->oci);
+        rm_helpers_clear(&d->helpers);
+        free(d->exit_dir);
         rm_sandbox_manager_close(d->sandboxes);
         rm_image_service_close(d->images);
         rm_network_close(d->network);

@@ -6,7 +6,10 @@
 #include <time.h>
 
 #include "remora/container.h"
+#include "remora/cgroups.h"
 #include "remora/containers.h"
+#include "remora/oci.h"
+#include "remora/shim.h"
 #include "remora/image.h"
 #include "remora/network.h"
 #include "remora/sandbox.h"
@@ -31,7 +34,11 @@ struct rm_daemon {
         struct rm_network *network;
         struct rm_image_service *images;
         struct rm_sandbox_manager *sandboxes;
-        struct rm_container_manager *containers; /* NULL until images and runc are wired */
+        struct rm_container_manager *containers;
+        struct rm_oci *oci;        /* runc, --root <state>/runc */
+        struct rm_helpers helpers; /* remora-shim and remora-pause */
+        char *exit_dir;            /* <state>/exits: the shims' exit files */
+        struct rm_cgroup_host cgroups;
         struct rm_dispatch *dispatch;
         struct rm_events *events;
         struct rm_grpc_server *grpc;

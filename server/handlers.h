@@ -16,6 +16,15 @@ RM_HANDLER(status);
 RM_HANDLER(update_runtime_config);
 RM_HANDLER(runtime_config);
 
+/* container_handlers.c */
+RM_HANDLER(create_container);
+RM_HANDLER(start_container);
+RM_HANDLER(stop_container);
+RM_HANDLER(remove_container);
+RM_HANDLER(list_containers);
+RM_HANDLER(container_status);
+RM_HANDLER(exec_sync);
+
 /* image_handlers.c */
 RM_HANDLER(pull_image);
 RM_HANDLER(list_images);

@@ -14,4 +14,7 @@ void rm__sandbox_hooks(struct rm_daemon *d, struct rm_sandbox_hooks *h);
  * filled in by the caller). */
 void rm__container_ops_common(struct rm_daemon *d, struct rm_container_ops *ops);
 
+/* All of the container manager's ops: the above, images, runc and remora-shim. */
+void rm__container_ops(struct rm_daemon *d, struct rm_container_ops *ops);
+
 #endif

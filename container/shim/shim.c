@@ -1,0 +1,406 @@
+/* remora-shim: the monitor of one container (or pod infra process).
+ *
+ * remorad starts it detached (double fork, setsid), so the daemon is never the parent of a
+ * container. The shim becomes the child subreaper, runs `runc create` with the container's
+ * stdio going to pipes it owns, reports "ok <container pid>" or "error <message>" on the
+ * sync fd, then copies the container's output into the CRI log file, reaps the container's
+ * init when it exits, writes the exit file atomically and exits. It never depends on the
+ * daemon being alive after the report.
+ *
+ * Only libc: it runs once per container, so it must stay small. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cri_log.h"
+
+struct opts {
+        const char *runtime, *root, *id, *bundle, *pid_file, *exit_file, *log_path, *shim_log;
+        int sync_fd;
+};
+
+static void diag(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void diag(const char *fmt, ...)
+{
+        char line[1024], ts[48];
+        rm_cri_timestamp(ts, sizeof(ts));
+        int n = snprintf(line, sizeof(line), "%s remora-shim[%d] ", ts, (int)getpid());
+        va_list ap;
+        va_start(ap, fmt);
+        n += vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
+        va_end(ap);
+        if (n > (int)sizeof(line) - 2)
+                n = (int)sizeof(line) - 2;
+        line[n++] = '\n';
+        if (write(2, line, (size_t)n) < 0)
+                return;
+}
+
+static void report(int fd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void report(int fd, const char *fmt, ...)
+{
+        if (fd < 0)
+                return;
+        char line[4096];
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(line, sizeof(line) - 1, fmt, ap);
+        va_end(ap);
+        if (n > (int)sizeof(line) - 2)
+                n = (int)sizeof(line) - 2;
+        for (int i = 0; i < n; i++)
+                if (line[i] == '\n')
+                        line[i] = ' ';
+        line[n++] = '\n';
+        if (write(fd, line, (size_t)n) < 0)
+                diag("sync pipe: %s", strerror(errno));
+}
+
+static int parse_args(int argc, char **argv, struct opts *o)
+{
+        static const struct option longopts[] = {
+            {"runtime", required_argument, NULL, 'r'},  {"root", required_argument, NULL, 'R'},
+            {"id", required_argument, NULL, 'i'},       {"bundle", required_argument, NULL, 'b'},
+            {"pid-file", required_argument, NULL, 'p'}, {"exit-file", required_argument, NULL, 'e'},
+            {"log-path", required_argument, NULL, 'l'}, {"shim-log", required_argument, NULL, 's'},
+            {"sync-fd", required_argument, NULL, 'S'},  {NULL, 0, NULL, 0},
+        };
+        memset(o, 0, sizeof(*o));
+        o->sync_fd = -1;
+        int c;
+        while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+                switch (c) {
+                case 'r':
+                        o->runtime = optarg;
+                        break;
+                case 'R':
+                        o->root = optarg;
+                        break;
+                case 'i':
+                        o->id = optarg;
+                        break;
+                case 'b':
+                        o->bundle = optarg;
+                        break;
+                case 'p':
+                        o->pid_file = optarg;
+                        break;
+                case 'e':
+                        o->exit_file = optarg;
+                        break;
+                case 'l':
+                        o->log_path = optarg;
+                        break;
+                case 's':
+                        o->shim_log = optarg;
+                        break;
+                case 'S':
+                        o->sync_fd = atoi(optarg);
+                        break;
+                default:
+                        return -1;
+                }
+        }
+        if (!o->runtime || !o->root || !o->id || !o->bundle || !o->pid_file || !o->exit_file)
+                return -1;
+        return 0;
+}
+
+/* The message of the last error record in runc's JSON log ("msg":"..."), unescaped. */
+static void runc_log_error(const char *path, char *out, size_t len)
+{
+        snprintf(out, len, "runc create failed (no message in %.1000s)", path);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return;
+        static char text[65536];
+        ssize_t n = read(fd, text, sizeof(text) - 1);
+        close(fd);
+        if (n <= 0)
+                return;
+        text[n] = '\0';
+        char *last = NULL;
+        for (char *p = strstr(text, "\"level\":\"error\""); p;
+             p = strstr(p + 1, "\"level\":\"error\""))
+                last = p;
+        if (!last)
+                return;
+        char *line_start = last;
+        while (line_start > text && line_start[-1] != '\n')
+                line_start--;
+        char *m = strstr(line_start, "\"msg\":\"");
+        if (!m)
+                return;
+        m += 7;
+        size_t j = 0;
+        for (; *m && *m != '"' && j + 1 < len; m++) {
+                if (*m == '\\' && m[1]) {
+                        m++;
+                        out[j++] = *m == 'n' ? ' ' : *m == 't' ? ' ' : *m;
+                } else {
+                        out[j++] = *m;
+                }
+        }
+        out[j] = '\0';
+}
+
+static int read_pid(const char *path)
+{
+        char buf[32] = {0};
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return -1;
+        ssize_t n = read(fd, buf, sizeof(buf) - 1);
+        close(fd);
+        return n > 0 ? atoi(buf) : -1;
+}
+
+/* Fork and exec runc create with the container's stdio; returns its wait status. */
+static int run_create(const struct opts *o, int in, int out, int err_fd, const sigset_t *oldmask)
+{
+        char log[PATH_MAX];
+        snprintf(log, sizeof(log), "%s/runc-create.log", o->bundle);
+        unlink(log);
+        const char *argv[] = {o->runtime,     "--root",    o->root,  "--log",    log,
+                              "--log-format", "json",      "create", "--bundle", o->bundle,
+                              "--pid-file",   o->pid_file, o->id,    NULL};
+        pid_t pid = fork();
+        if (pid < 0)
+                return -1;
+        if (pid == 0) {
+                if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(err_fd, 2) < 0)
+                        _exit(127);
+                sigprocmask(SIG_SETMASK, oldmask, NULL);
+                signal(SIGPIPE, SIG_DFL);
+                execv(o->runtime, (char *const *)argv);
+                _exit(127);
+        }
+        int ws;
+        while (waitpid(pid, &ws, 0) < 0) {
+                if (errno != EINTR)
+                        return -1;
+        }
+        return ws;
+}
+
+struct exit_record {
+        int pid, status;
+        struct timespec at;
+};
+
+/* Write the exit file: temp file, fsync, rename, fsync the directory, so a reader sees
+ * either nothing or the whole record even if the machine dies in between. */
+static int write_exit_file(const char *path, const struct exit_record *r)
+{
+        char tmp[PATH_MAX], ts[48], body[512];
+        struct tm tm;
+        gmtime_r(&r->at.tv_sec, &tm);
+        size_t n = strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+        snprintf(ts + n, sizeof(ts) - n, ".%09ldZ", r->at.tv_nsec);
+        int code = WIFEXITED(r->status) ? WEXITSTATUS(r->status) : 128 + WTERMSIG(r->status);
+        int sig = WIFSIGNALED(r->status) ? WTERMSIG(r->status) : 0;
+        int len =
+            snprintf(body, sizeof(body),
+                     "{\"pid\":%d,\"exit_code\":%d,\"signal\":%d,\"finished_at\":\"%s\","
+                     "\"finished_at_ns\":%lld}\n",
+                     r->pid, code, sig, ts, (long long)r->at.tv_sec * 1000000000LL + r->at.tv_nsec);
+        snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+        int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (fd < 0)
+                return -1;
+        if (write(fd, body, (size_t)len) != len || fsync(fd) < 0) {
+                close(fd);
+                unlink(tmp);
+                return -1;
+        }
+        close(fd);
+        if (rename(tmp, path) < 0) {
+                unlink(tmp);
+                return -1;
+        }
+        char dir[PATH_MAX];
+        snprintf(dir, sizeof(dir), "%s", path);
+        char *slash = strrchr(dir, '/');
+        if (slash && slash != dir) {
+                *slash = '\0';
+                int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+                if (dfd >= 0) {
+                        fsync(dfd);
+                        close(dfd);
+                }
+        }
+        return 0;
+}
+
+static bool pump(int *fd, int logfd, struct rm_cri_stream *s)
+{
+        char buf[65536];
+        ssize_t n = read(*fd, buf, sizeof(buf));
+        if (n > 0) {
+                rm_cri_feed(logfd, s, buf, (size_t)n);
+                return true;
+        }
+        if (n < 0 && (errno == EINTR || errno == EAGAIN))
+                return false;
+        rm_cri_flush(logfd, s);
+        close(*fd);
+        *fd = -1;
+        return false;
+}
+
+int main(int argc, char **argv)
+{
+        struct opts o;
+        if (parse_args(argc, argv, &o) < 0) {
+                fprintf(stderr, "usage: remora-shim --runtime PATH --root DIR --id ID --bundle DIR "
+                                "--pid-file PATH --exit-file PATH [--log-path PATH] "
+                                "[--shim-log PATH] [--sync-fd N]\n");
+                return 2;
+        }
+        /* The sync fd was handed on without O_CLOEXEC; runc and the container must not
+         * inherit it, or the daemon would never see it close. */
+        if (o.sync_fd >= 0)
+                fcntl(o.sync_fd, F_SETFD, FD_CLOEXEC);
+        if (o.shim_log) {
+                int fd = open(o.shim_log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+                if (fd >= 0) {
+                        dup2(fd, 2);
+                        close(fd);
+                }
+        }
+        report(o.sync_fd, "shim %d", (int)getpid());
+
+        /* Orphans of the container (its init above all, once runc create exits) are
+         * reparented to us, so we can reap them and read the exit status. */
+        if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0) {
+                report(o.sync_fd, "error subreaper: %s", strerror(errno));
+                return 1;
+        }
+        signal(SIGPIPE, SIG_IGN);
+        sigset_t mask, oldmask;
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGCHLD);
+        sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGINT);
+        sigaddset(&mask, SIGHUP);
+        sigprocmask(SIG_BLOCK, &mask, &oldmask);
+        sigset_t chld;
+        sigemptyset(&chld);
+        sigaddset(&chld, SIGCHLD);
+        int sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+        if (sfd < 0) {
+                report(o.sync_fd, "error signalfd: %s", strerror(errno));
+                return 1;
+        }
+
+        int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+        int outp[2] = {-1, -1}, errp[2] = {-1, -1};
+        if (o.log_path && (pipe2(outp, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0)) {
+                report(o.sync_fd, "error pipes: %s", strerror(errno));
+                return 1;
+        }
+        int logfd = -1;
+        if (o.log_path) {
+                logfd = open(o.log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+                if (logfd < 0) {
+                        report(o.sync_fd, "error open log %s: %s", o.log_path, strerror(errno));
+                        return 1;
+                }
+        }
+
+        int ws = run_create(&o, devnull, o.log_path ? outp[1] : devnull,
+                            o.log_path ? errp[1] : devnull, &oldmask);
+        if (outp[1] >= 0) {
+                close(outp[1]);
+                close(errp[1]);
+        }
+        close(devnull);
+        if (ws == -1 || !WIFEXITED(ws) || WEXITSTATUS(ws) != 0) {
+                char msg[2048];
+                char log[PATH_MAX];
+                snprintf(log, sizeof(log), "%s/runc-create.log", o.bundle);
+                if (ws == -1)
+                        snprintf(msg, sizeof(msg), "run %s: %s", o.runtime, strerror(errno));
+                else if (WIFEXITED(ws) && WEXITSTATUS(ws) == 127)
+                        snprintf(msg, sizeof(msg), "could not execute %s", o.runtime);
+                else
+                        runc_log_error(log, msg, sizeof(msg));
+                report(o.sync_fd, "error %s", msg);
+                return 1;
+        }
+        int cpid = read_pid(o.pid_file);
+        if (cpid <= 0) {
+                report(o.sync_fd, "error runc wrote no pid to %s", o.pid_file);
+                return 1;
+        }
+        report(o.sync_fd, "ok %d", cpid);
+        if (o.sync_fd >= 0)
+                close(o.sync_fd);
+
+        struct rm_cri_stream so = {.name = "stdout"}, se = {.name = "stderr"};
+        struct exit_record rec = {.pid = cpid};
+        bool exited = false;
+        while (!exited) {
+                struct pollfd pf[3] = {{.fd = sfd, .events = POLLIN},
+                                       {.fd = outp[0], .events = POLLIN},
+                                       {.fd = errp[0], .events = POLLIN}};
+                if (poll(pf, 3, -1) < 0 && errno != EINTR) {
+                        diag("poll: %s", strerror(errno));
+                        break;
+                }
+                if (pf[1].revents)
+                        pump(&outp[0], logfd, &so);
+                if (pf[2].revents)
+                        pump(&errp[0], logfd, &se);
+                if (pf[0].revents) {
+                        struct signalfd_siginfo si;
+                        while (read(sfd, &si, sizeof(si)) > 0)
+                                ;
+                        int st;
+                        pid_t p;
+                        while ((p = waitpid(-1, &st, WNOHANG)) > 0) {
+                                if (p == cpid) {
+                                        clock_gettime(CLOCK_REALTIME, &rec.at);
+                                        rec.status = st;
+                                        exited = true;
+                                }
+                        }
+                }
+        }
+        /* The init is gone. Whatever it (or a process sharing its pipes) wrote is read
+         * without blocking: a process left holding the pipe must not keep us alive. */
+        for (int i = 0; i < 2; i++) {
+                int *fd = i == 0 ? &outp[0] : &errp[0];
+                if (*fd < 0)
+                        continue;
+                fcntl(*fd, F_SETFL, O_NONBLOCK);
+                while (*fd >= 0 && pump(fd, logfd, i == 0 ? &so : &se))
+                        ;
+                if (*fd >= 0) {
+                        rm_cri_flush(logfd, i == 0 ? &so : &se);
+                        close(*fd);
+                }
+        }
+        if (logfd >= 0)
+                close(logfd);
+        if (write_exit_file(o.exit_file, &rec) < 0) {
+                diag("write exit file %s: %s", o.exit_file, strerror(errno));
+                return 1;
+        }
+        return 0;
+}

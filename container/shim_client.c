@@ -1,0 +1,222 @@
+/* The daemon's side of remora-shim: locating it, starting it detached, reading its
+ * report and the exit file it leaves. */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "remora/cleanup.h"
+#include "remora/fsutil.h"
+#include "remora/shim.h"
+#include "remora/xalloc.h"
+
+static int locate_one(const char *configured, const char *name, const char *exe_dir, char **out,
+                      struct rm_error **err)
+{
+        cleanup_free char *path =
+            configured && *configured ? xstrdup(configured) : xasprintf("%s/%s", exe_dir, name);
+        struct stat st;
+        if (stat(path, &st) < 0 || !S_ISREG(st.st_mode) || access(path, X_OK) < 0)
+                return rm_error_set(err, RM_FAILED_PRECONDITION,
+                                    "%s not found or not executable at %s%s", name, path,
+                                    configured && *configured
+                                        ? ""
+                                        : " (it is looked up next to the daemon's executable)");
+        *out = steal_pointer(&path);
+        return 0;
+}
+
+int rm_helpers_locate(const char *shim_path, const char *pause_path, struct rm_helpers *out,
+                      struct rm_error **err)
+{
+        memset(out, 0, sizeof(*out));
+        char exe[PATH_MAX];
+        ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+        if (n < 0)
+                return rm_error_sys(err, "read /proc/self/exe");
+        exe[n] = '\0';
+        char *slash = strrchr(exe, '/');
+        if (slash)
+                *slash = '\0';
+        if (locate_one(shim_path, "remora-shim", exe, &out->shim, err) < 0 ||
+            locate_one(pause_path, "remora-pause", exe, &out->pause, err) < 0) {
+                rm_helpers_clear(out);
+                return -1;
+        }
+        return 0;
+}
+
+void rm_helpers_clear(struct rm_helpers *h)
+{
+        free(h->shim);
+        free(h->pause);
+        h->shim = h->pause = NULL;
+}
+
+static long long now_ms(void)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int rm_shim_spawn(const struct rm_shim_request *req, struct rm_shim_result *res,
+                  struct rm_error **err)
+{
+        memset(res, 0, sizeof(*res));
+        /* Everything the children need is prepared before fork: after it, in a threaded
+         * daemon, only async-signal-safe calls are allowed. */
+        const char *argv[24];
+        size_t n = 0;
+        argv[n++] = req->shim;
+        argv[n++] = "--runtime";
+        argv[n++] = req->oci->binary;
+        argv[n++] = "--root";
+        argv[n++] = req->oci->root;
+        argv[n++] = "--id";
+        argv[n++] = req->id;
+        argv[n++] = "--bundle";
+        argv[n++] = req->bundle;
+        argv[n++] = "--pid-file";
+        argv[n++] = req->pid_file;
+        argv[n++] = "--exit-file";
+        argv[n++] = req->exit_file;
+        argv[n++] = "--sync-fd";
+        argv[n++] = "3";
+        if (req->log_path) {
+                argv[n++] = "--log-path";
+                argv[n++] = req->log_path;
+        }
+        if (req->shim_log) {
+                argv[n++] = "--shim-log";
+                argv[n++] = req->shim_log;
+        }
+        argv[n] = NULL;
+
+        cleanup_close int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+        if (devnull < 0)
+                return rm_error_sys(err, "open /dev/null");
+        int sync[2];
+        if (pipe2(sync, O_CLOEXEC) < 0)
+                return rm_error_sys(err, "shim sync pipe");
+        cleanup_close int rd = sync[0];
+        int wr = sync[1];
+
+        pid_t mid = fork();
+        if (mid < 0) {
+                close(wr);
+                return rm_error_sys(err, "fork shim for %s", req->id);
+        }
+        if (mid == 0) {
+                /* First child: a new session, then the shim is forked off and this child
+                 * exits, so the shim is reparented away from the daemon. */
+                if (setsid() < 0)
+                        _exit(126);
+                pid_t shim = fork();
+                if (shim != 0)
+                        _exit(shim < 0 ? 126 : 0);
+                sigset_t none;
+                sigemptyset(&none);
+                sigprocmask(SIG_SETMASK, &none, NULL);
+                struct sigaction dfl = {.sa_handler = SIG_DFL};
+                sigaction(SIGPIPE, &dfl, NULL);
+                if (dup2(devnull, 0) < 0 || dup2(devnull, 1) < 0 || dup2(devnull, 2) < 0)
+                        _exit(126);
+                /* fd 3 is the sync pipe, handed on (dup2 clears O_CLOEXEC) */
+                if (wr == 3) {
+                        if (fcntl(3, F_SETFD, 0) < 0)
+                                _exit(126);
+                } else if (dup2(wr, 3) < 0) {
+                        _exit(126);
+                }
+                execv(req->shim, (char *const *)argv);
+                static const char msg[] = "error cannot execute remora-shim\n";
+                if (write(3, msg, sizeof(msg) - 1) < 0)
+                        _exit(127);
+                _exit(127);
+        }
+        close(wr);
+        int ws;
+        while (waitpid(mid, &ws, 0) < 0 && errno == EINTR)
+                ;
+        if (!WIFEXITED(ws) || WEXITSTATUS(ws) != 0)
+                return rm_error_set(err, RM_INTERNAL, "start remora-shim for %s: fork failed",
+                                    req->id);
+
+        /* Read the report until the shim closes the pipe (after "ok", or as it exits). */
+        int timeout = req->timeout_ms > 0 ? req->timeout_ms : req->oci->timeout_ms;
+        long long deadline = now_ms() + timeout + 1000;
+        char buf[4096];
+        size_t len = 0;
+        for (;;) {
+                long long left = deadline - now_ms();
+                if (left <= 0) {
+                        /* the shim's process group is the first child's pid */
+                        kill(-mid, SIGKILL);
+                        return rm_error_set(err, RM_DEADLINE_EXCEEDED,
+                                            "remora-shim for %s did not report within %d ms",
+                                            req->id, timeout);
+                }
+                struct pollfd pf = {.fd = rd, .events = POLLIN};
+                int pr = poll(&pf, 1, (int)left);
+                if (pr < 0 && errno != EINTR)
+                        return rm_error_sys(err, "wait for remora-shim of %s", req->id);
+                if (pr <= 0)
+                        continue;
+                ssize_t got = read(rd, buf + len, sizeof(buf) - 1 - len);
+                if (got < 0 && errno == EINTR)
+                        continue;
+                if (got <= 0)
+                        break;
+                len += (size_t)got;
+                if (len == sizeof(buf) - 1)
+                        break;
+        }
+        buf[len] = '\0';
+
+        char *save = NULL;
+        for (char *line = strtok_r(buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+                if (strncmp(line, "shim ", 5) == 0)
+                        res->shim_pid = atoi(line + 5);
+                else if (strncmp(line, "ok ", 3) == 0)
+                        res->container_pid = atoi(line + 3);
+                else if (strncmp(line, "error ", 6) == 0)
+                        return rm_error_set(err, RM_UNKNOWN, "create %s: %s", req->id, line + 6);
+        }
+        if (res->container_pid <= 0)
+                return rm_error_set(err, RM_INTERNAL,
+                                    "create %s: remora-shim exited without a report", req->id);
+        return 0;
+}
+
+int rm_exit_file_read(const char *path, struct rm_exit_status *st, struct rm_error **err)
+{
+        memset(st, 0, sizeof(*st));
+        cleanup_error struct rm_error *e = NULL;
+        cleanup_free char *text = rm_read_file(path, 4096, NULL, &e);
+        if (!text) {
+                if (e->errnum == ENOENT)
+                        return 0;
+                return rm_error_set(err, e->code, "%s", e->msg);
+        }
+        cleanup_json struct json_object *o = json_tokener_parse(text);
+        struct json_object *pid, *code, *sig, *ns;
+        if (!o || !json_object_object_get_ex(o, "pid", &pid) ||
+            !json_object_object_get_ex(o, "exit_code", &code) ||
+            !json_object_object_get_ex(o, "signal", &sig) ||
+            !json_object_object_get_ex(o, "finished_at_ns", &ns))
+                return rm_error_set(err, RM_DATA_LOSS, "exit file %s is damaged", path);
+        st->pid = json_object_get_int(pid);
+        st->exit_code = json_object_get_int(code);
+        st->signal = json_object_get_int(sig);
+        st->finished_ns = json_object_get_int64(ns);
+        return 1;
+}

@@ -1,0 +1,162 @@
+/* The container manager's reach into images and the OCI runtime: its ops, backed by the
+ * image service, runc (rm_runc_ops) and remora-shim. */
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "daemon.h"
+#include "hooks.h"
+#include "remora/cleanup.h"
+#include "remora/fsutil.h"
+#include "remora/xalloc.h"
+
+static int image_lookup(void *ctx, const char *ref, struct rm_arena *a, struct rm_ctr_image *out,
+                        struct rm_error **err)
+{
+        struct rm_daemon *d = ctx;
+        struct rm_image_info info;
+        if (rm_image_lookup(d->images, ref, a, &info, err) < 0)
+                return -1;
+        memset(out, 0, sizeof(*out));
+        out->id = info.id;
+        out->ref = info.ref;
+        out->config.entrypoint = info.entrypoint;
+        out->config.n_entrypoint = info.n_entrypoint;
+        out->config.cmd = info.cmd;
+        out->config.n_cmd = info.n_cmd;
+        out->config.env = info.env;
+        out->config.n_env = info.n_env;
+        out->config.working_dir = info.working_dir;
+        out->config.user = info.user;
+        out->config.stop_signal = info.stop_signal;
+        return 0;
+}
+
+static int rootfs_mount(void *ctx, const char *image_id, const char *dir, const char *target,
+                        struct rm_error **err)
+{
+        struct rm_daemon *d = ctx;
+        return rm_image_mount(d->images, image_id, dir, target, err);
+}
+
+static int rootfs_unmount(void *ctx, const char *image_id, const char *dir, const char *target,
+                          struct rm_error **err)
+{
+        (void)image_id;
+        (void)dir;
+        struct rm_daemon *d = ctx;
+        return rm_image_unmount(d->images, target, err);
+}
+
+static char *exit_file(const struct rm_daemon *d, const char *id)
+{
+        return xasprintf("%s/%s", d->exit_dir, id);
+}
+
+static int create(void *ctx, const struct rm_ctr_create *c, pid_t *pid, struct rm_error **err)
+{
+        struct rm_daemon *d = ctx;
+        cleanup_free char *pid_file = xasprintf("%s/init.pid", c->bundle);
+        cleanup_free char *shim_log = xasprintf("%s/shim.log", c->bundle);
+        cleanup_free char *exits = exit_file(d, c->id);
+        struct rm_shim_request req = {
+            .shim = d->helpers.shim,
+            .oci = d->oci,
+            .id = c->id,
+            .bundle = c->bundle,
+            .pid_file = pid_file,
+            .exit_file = exits,
+            .log_path = c->log_path,
+            .shim_log = shim_log,
+        };
+        struct rm_shim_result res;
+        if (rm_shim_spawn(&req, &res, err) < 0) {
+                cleanup_error struct rm_error *ignored = NULL;
+                d->oci->ops->delete (d->oci, c->id, true, &ignored);
+                return -1;
+        }
+        *pid = res.container_pid;
+        return 0;
+}
+
+static int start(void *ctx, const char *id, struct rm_error **err)
+{
+        struct rm_daemon *d = ctx;
+        return d->oci->ops->start(d->oci, id, err);
+}
+
+static int kill_ctr(void *ctx, const char *id, int sig, struct rm_error **err)
+{
+        struct rm_daemon *d = ctx;
+        /* SIGKILL goes to every process of the container; other signals to its init only,
+         * as a container's own stop logic expects. */
+        int rc = d->oci->ops->kill(d->oci, id, sig, sig == SIGKILL, err);
+        if (rc < 0 && (*err)->code == RM_NOT_FOUND) {
+                rm_error_free(*err);
+                *err = NULL;
+                return 0; /* already gone */
+        }
+        return rc;
+}
+
+static int delete_ctr(void *ctx, const char *id, bool force, struct rm_error **err)
+{
+        struct rm_daemon *d = ctx;
+        if (d->oci->ops->delete (d->oci, id, force, err) < 0)
+                return -1;
+        cleanup_free char *exits = exit_file(d, id);
+        unlink(exits);
+        return 0;
+}
+
+static int exit_status(void *ctx, const char *id, int *code, int64_t *finished_ns,
+                       struct rm_error **err)
+{
+        struct rm_daemon *d = ctx;
+        cleanup_free char *exits = exit_file(d, id);
+        struct rm_exit_status st;
+        int rc = rm_exit_file_read(exits, &st, err);
+        if (rc == 1) {
+                *code = st.exit_code;
+                *finished_ns = st.finished_ns;
+        }
+        return rc;
+}
+
+static int exec_sync(void *ctx, const char *id, char *const *argv, int64_t timeout_s,
+                     struct rm_ctr_exec_result *res, struct rm_error **err)
+{
+        struct rm_daemon *d = ctx;
+        struct rm_oci_exec_result r = {0};
+        /* The CRI's 0 means no timeout; a day stands in for that. */
+        int ms = timeout_s > 0 ? (int)(timeout_s > 86400 ? 86400000 : timeout_s * 1000) : 86400000;
+        if (d->oci->ops->exec(d->oci, id, (const char *const *)argv, ms, &r, err) < 0) {
+                if ((*err)->code == RM_DEADLINE_EXCEEDED)
+                        rm_error_wrap(err, "command timed out after %llds", (long long)timeout_s);
+                return -1;
+        }
+        res->exit_code = r.exit_code;
+        res->out = (uint8_t *)r.out;
+        res->out_len = r.out_len;
+        res->err = (uint8_t *)r.errout;
+        res->err_len = r.err_len;
+        return 0;
+}
+
+void rm__container_ops(struct rm_daemon *d, struct rm_container_ops *ops)
+{
+        memset(ops, 0, sizeof(*ops));
+        rm__container_ops_common(d, ops);
+        ops->image_lookup = image_lookup;
+        ops->rootfs_mount = rootfs_mount;
+        ops->rootfs_unmount = rootfs_unmount;
+        ops->create = create;
+        ops->start = start;
+        ops->kill = kill_ctr;
+        ops->delete = delete_ctr;
+        ops->exit_status = exit_status;
+        ops->exec_sync = exec_sync;
+        ops->exit_dir = d->exit_dir;
+}
