@@ -411,10 +411,15 @@ static int build_and_create(struct rm_container_manager *mgr, struct ctr *c,
         const Runtime__V1__LinuxContainerSecurityContext *sc =
             cfg->linux ? cfg->linux->security_context : NULL;
         const Runtime__V1__NamespaceOption *ns = sc ? sc->namespace_options : NULL;
-        pod.spec.pid_mode = ns ? ns->pid : RUNTIME__V1__NAMESPACE_MODE__CONTAINER;
+        /* Unset means POD, as the CRI's enum default says; a pod without a shared PID
+         * namespace (no infra process) has none to join, so its containers get their own. */
+        pod.spec.pid_mode = ns ? ns->pid : RUNTIME__V1__NAMESPACE_MODE__POD;
         pod.spec.pidns_path = NULL;
-        if (pod.spec.pid_mode == RUNTIME__V1__NAMESPACE_MODE__POD)
+        if (pod.spec.pid_mode == RUNTIME__V1__NAMESPACE_MODE__POD) {
                 pod.spec.pidns_path = pod.pid_ns_path;
+                if (pod.pid_ns_path == NULL)
+                        pod.spec.pid_mode = RUNTIME__V1__NAMESPACE_MODE__CONTAINER;
+        }
         if (pod.spec.pid_mode == RUNTIME__V1__NAMESPACE_MODE__TARGET) {
                 struct ctr *t = get(mgr, ns->target_id ? ns->target_id : "", err);
                 if (t == NULL)

@@ -117,3 +117,25 @@ def test_long_running_exec_stop_and_leaks(daemon, cri, pod, image_ref):
     assert os.listdir(os.path.join(daemon.root, "containers")) == []
     runc_root = os.path.join(daemon.state, "runc")
     assert not os.path.isdir(runc_root) or os.listdir(runc_root) == []
+
+
+def test_containers_share_the_pod_pid_namespace(daemon, cri, image_ref, tmp_path):
+    cri.call("PullImage", image=cri.message("ImageSpec", image=image_ref), timeout=60)
+    doc = dict(POD, log_directory=str(tmp_path / "logs"))
+    doc["metadata"] = dict(POD["metadata"], uid="shared")
+    doc["linux"] = {"security_context": {"namespace_options": {"pid": "POD"}}}
+    cfg = json_format.ParseDict(doc, cri.api.PodSandboxConfig())
+    pod_id = cri.call("RunPodSandbox", config=cfg).pod_sandbox_id
+    c = container_config(cri, image_ref, "shared", ["/bin/sleep", "1000"])
+    cid = create(cri, (pod_id, cfg), c)
+    cri.call("StartContainer", container_id=cid)
+    r = cri.call("ExecSync", container_id=cid, cmd=["/bin/ps", "-o", "pid,args"], timeout=10)
+    lines = r.stdout.decode().splitlines()
+    assert any(l.split()[:2] == ["1", "/pause"] for l in lines), lines
+    assert any("sleep 1000" in l for l in lines)
+    cri.call("StopPodSandbox", pod_sandbox_id=pod_id)
+    assert status(cri, cid).state == cri.api.CONTAINER_EXITED
+    cri.call("RemovePodSandbox", pod_sandbox_id=pod_id)
+    with pytest.raises(grpc.RpcError):
+        status(cri, cid)
+    assert os.listdir(os.path.join(daemon.state, "runc")) == []

@@ -4,6 +4,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 
 import grpc
 import pytest
@@ -236,10 +237,33 @@ def test_duplicates_retries_and_prefixes(make_daemon):
     cri.close()
 
 
-def test_shared_pid_namespace_needs_the_infra_process(cri):
+def test_shared_pid_pod_runs_the_infra_process(daemon, cri):
+    """pid POD: remora-pause is the pod's PID 1, in the pod's namespaces, not our child."""
+    before = mounts_under(daemon.base)
     cfg = pod_config(cri.api, linux={"security_context": {"namespace_options": {"pid": "POD"}}})
-    expect_error(lambda: run_pod(cri, cfg), grpc.StatusCode.UNIMPLEMENTED,
-                 "namespace_options.pid POD")
+    pod_id = run_pod(cri, cfg)
+    info = json.loads(status(cri, pod_id, verbose=True).info["info"])
+    pid = info["pid"]
+    assert pid > 0
+    with open("/proc/%d/cmdline" % pid, "rb") as f:
+        assert f.read().split(b"\0")[0] == b"/pause"
+    with open("/proc/%d/status" % pid) as f:
+        st = f.read()
+    assert "\nNSpid:\t%d\t1\n" % pid in st, "PID 1 of its own PID namespace"
+    ppid = int(next(l for l in st.splitlines() if l.startswith("PPid:")).split()[1])
+    assert ppid != daemon.proc.pid, "the daemon is never a container's parent"
+    p = pins(daemon, pod_id)
+    assert os.stat("/proc/%d/ns/net" % pid).st_ino == os.stat(p["netns"]).st_ino
+    assert os.stat("/proc/%d/ns/uts" % pid).st_ino == os.stat(p["utsns"]).st_ino
+    cri.call("StopPodSandbox", pod_sandbox_id=pod_id)
+    for _ in range(100):
+        if not os.path.exists("/proc/%d" % pid):
+            break
+        time.sleep(0.05)
+    assert not os.path.exists("/proc/%d" % pid) or "zombie" in open("/proc/%d/status" % pid).read()
+    cri.call("RemovePodSandbox", pod_sandbox_id=pod_id)
+    assert mounts_under(daemon.base) == before
+    assert os.listdir(os.path.join(daemon.state, "runc")) == []
 
 
 def test_fifty_pods_leak_nothing(daemon, cri):

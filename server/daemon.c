@@ -135,6 +135,7 @@ static int open_managers(struct rm_daemon *d, struct rm_error **err)
                 return -1;
         struct rm_sandbox_hooks hooks;
         rm__sandbox_hooks(d, &hooks);
+        rm__infra_hooks(d, &hooks);
         d->sandboxes = rm_sandbox_manager_open(
             cfg->root, cfg->state, cfg->sections[RM_SECTION_SANDBOX], d->store, &hooks, err);
         if (d->sandboxes == NULL)

@@ -10,6 +10,9 @@ struct rm_daemon;
 /* The sandbox manager's hooks: networking (and the infra process once it exists). */
 void rm__sandbox_hooks(struct rm_daemon *d, struct rm_sandbox_hooks *h);
 
+/* The infra process hooks (pods sharing one PID namespace). */
+void rm__infra_hooks(struct rm_daemon *d, struct rm_sandbox_hooks *h);
+
 /* The container manager's pod lookup and event reporting (images and the runtime are
  * filled in by the caller). */
 void rm__container_ops_common(struct rm_daemon *d, struct rm_container_ops *ops);
