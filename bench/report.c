@@ -190,16 +190,18 @@ void report_table(const struct bench *b)
                 printf("\n");
         }
         /* Why a figure is missing, once per endpoint and reason. */
-        for (size_t e = 0; e < b->nep; e++) {
-                const char *last = NULL;
+        for (size_t e = 0; e < b->nep; e++)
                 for (size_t i = 0; i < b->ep[e].nfigs; i++) {
                         const struct figure *f = &b->ep[e].figs[i];
-                        if (f->state == FIG_OK || !f->note || (last && strcmp(last, f->note) == 0))
+                        if (f->state == FIG_OK || !f->note)
                                 continue;
-                        printf("%s: %s: %s\n", b->ep[e].label, state_word(f), f->note);
-                        last = f->note;
+                        bool dup = false;
+                        for (size_t j = 0; j < i && !dup; j++)
+                                dup = b->ep[e].figs[j].state != FIG_OK && b->ep[e].figs[j].note &&
+                                      strcmp(b->ep[e].figs[j].note, f->note) == 0;
+                        if (!dup)
+                                printf("%s: %s: %s\n", b->ep[e].label, state_word(f), f->note);
                 }
-        }
         free(names);
 }
 
