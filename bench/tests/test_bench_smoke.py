@@ -4,7 +4,9 @@ It asserts no performance figure. Runs with the integration suite's conftest loa
 plugin (ctest passes -p conftest), so the daemon is started the same way."""
 import json
 import os
+import signal
 import subprocess
+import time
 
 import grpc
 import pytest
@@ -99,3 +101,21 @@ def test_bad_arguments(bench_bin):
     assert r.returncode == 2 and "unix://" in r.stderr
     r = run_bench(bench_bin, "--endpoint", "unix:///nonexistent/remora.sock", "--timeout", "2")
     assert r.returncode == 1 and "Version" in r.stderr
+
+
+def test_sigint_stops_and_reports(bench_bin, daemon, tmp_path):
+    """SIGINT ends the loops, runs the cleanup and still writes the report (exit 130)."""
+    out = tmp_path / "bench.json"
+    p = subprocess.Popen([bench_bin, "--endpoint", "unix://" + daemon.socket, "-n", "100000",
+                          "--only", "rpc", "--json", str(out)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.0)
+    assert p.poll() is None, "finished before the signal: raise -n"
+    p.send_signal(signal.SIGINT)
+    stdout, stderr = p.communicate(timeout=30)
+    assert p.returncode == 130, stderr
+    assert "interrupted" in stderr
+    report = json.loads(out.read_text())
+    version = next(f for f in report["figures"] if f["name"] == "Version")["results"][0]
+    assert version["state"] == "ok" and 0 < version["n"] < 100000
+    assert "Version" in stdout
