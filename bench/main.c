@@ -1,0 +1,256 @@
+/* remora-bench: measures a CRI runtime (or two, side by side) over its socket. */
+#include <getopt.h>
+#include <grpc/grpc.h>
+#include <grpc/status.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ops.h"
+#include "proc.h"
+#include "remora/xalloc.h"
+
+volatile sig_atomic_t bench_interrupted;
+
+static void on_signal(int sig)
+{
+        (void)sig;
+        bench_interrupted = 1;
+}
+
+static void usage(FILE *out)
+{
+        fprintf(out,
+                "usage: remora-bench --endpoint unix:///path.sock [--endpoint unix:///other.sock]\n"
+                "                    [-n N] [--warmup W] [--parallel P] [--pods K]\n"
+                "                    [--image REF] [--pull-image REF] [--list-sizes 10,100,500]\n"
+                "                    [--pid PID]... [--helper NAME]... [--only LIST]\n"
+                "                    [--timeout SECONDS] [--json FILE]\n"
+                "\n"
+                "  -n N            measured iterations per figure (default 20)\n"
+                "  --warmup W      unrecorded iterations before them (default 2)\n"
+                "  --parallel P    pods started at once in the parallel scenario (default 4)\n"
+                "  --pods K        pods running for the memory figures (default 10)\n"
+                "  --image REF     container image (default docker.io/remora/bench-busybox:1)\n"
+                "  --pull-image R  image pulled for the pull figures (default: --image)\n"
+                "  --pid PID       daemon pid of the matching --endpoint (default: SO_PEERCRED)\n"
+                "  --helper NAME   comm prefix of per-pod helper processes (default\n"
+                "                  containerd-shim and remora-shim)\n"
+                "  --only LIST     scenarios: rpc,pod,container,parallel,lists,image,memory\n");
+}
+
+static bool wanted(const struct bench *b, const char *name)
+{
+        if (!b->only)
+                return true;
+        size_t len = strlen(name);
+        for (const char *p = b->only; (p = strstr(p, name)); p += len)
+                if ((p == b->only || p[-1] == ',') && (p[len] == ',' || p[len] == '\0'))
+                        return true;
+        return false;
+}
+
+static int parse_int(const char *s, const char *what, int min)
+{
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (*s == '\0' || *end != '\0' || v < min || v > 100000) {
+                fprintf(stderr, "remora-bench: %s: %s is not an integer >= %d\n", what, s, min);
+                exit(2);
+        }
+        return (int)v;
+}
+
+static void identify(struct bench *b, struct endpoint *ep)
+{
+        Runtime__V1__VersionRequest req = RUNTIME__V1__VERSION_REQUEST__INIT;
+        Runtime__V1__VersionResponse *resp = NULL;
+        struct cri_result res;
+        op_call(b, ep, RT "Version", &req.base, &runtime__v1__version_response__descriptor,
+                (ProtobufCMessage **)&resp, &res);
+        if (resp) {
+                ep->runtime = xasprintf("%s %s", resp->runtime_name, resp->runtime_version);
+                protobuf_c_message_free_unpacked(&resp->base, NULL);
+        } else {
+                fprintf(stderr, "remora-bench: %s: Version failed: %s\n", ep->conn->target,
+                        res.msg ? res.msg : "no answer");
+        }
+        cri_result_clear(&res);
+}
+
+int main(int argc, char **argv)
+{
+        static struct bench b; /* large; zeroed */
+        b.n = 20;
+        b.warmup = 2;
+        b.parallel = 4;
+        b.pods_k = 10;
+        b.image = "docker.io/remora/bench-busybox:1";
+        b.timeout_s = 120;
+        b.list_sizes[0] = 10, b.list_sizes[1] = 100, b.list_sizes[2] = 500, b.nlist = 3;
+        pthread_mutex_init(&b.seq_lock, NULL);
+        const char *endpoints[BENCH_MAX_ENDPOINTS];
+        pid_t pids[BENCH_MAX_ENDPOINTS] = {0, 0};
+        size_t npid = 0, nhelpers = 0;
+
+        static const struct option longopts[] = {{"endpoint", required_argument, NULL, 'e'},
+                                                 {"warmup", required_argument, NULL, 'w'},
+                                                 {"parallel", required_argument, NULL, 'p'},
+                                                 {"pods", required_argument, NULL, 'k'},
+                                                 {"image", required_argument, NULL, 'i'},
+                                                 {"pull-image", required_argument, NULL, 'I'},
+                                                 {"json", required_argument, NULL, 'j'},
+                                                 {"pid", required_argument, NULL, 'P'},
+                                                 {"helper", required_argument, NULL, 'H'},
+                                                 {"only", required_argument, NULL, 'o'},
+                                                 {"timeout", required_argument, NULL, 't'},
+                                                 {"list-sizes", required_argument, NULL, 'l'},
+                                                 {"help", no_argument, NULL, 'h'},
+                                                 {NULL, 0, NULL, 0}};
+        int c;
+        while ((c = getopt_long(argc, argv, "n:h", longopts, NULL)) != -1) {
+                switch (c) {
+                case 'e':
+                        if (b.nep == BENCH_MAX_ENDPOINTS) {
+                                fprintf(stderr, "remora-bench: at most two --endpoint\n");
+                                return 2;
+                        }
+                        endpoints[b.nep++] = optarg;
+                        break;
+                case 'n':
+                        b.n = parse_int(optarg, "-n", 1);
+                        break;
+                case 'w':
+                        b.warmup = parse_int(optarg, "--warmup", 0);
+                        break;
+                case 'p':
+                        b.parallel = parse_int(optarg, "--parallel", 1);
+                        break;
+                case 'k':
+                        b.pods_k = parse_int(optarg, "--pods", 1);
+                        break;
+                case 'i':
+                        b.image = optarg;
+                        break;
+                case 'I':
+                        b.pull_image = optarg;
+                        break;
+                case 'j':
+                        b.json = optarg;
+                        break;
+                case 'P':
+                        if (npid < BENCH_MAX_ENDPOINTS)
+                                pids[npid++] = parse_int(optarg, "--pid", 1);
+                        break;
+                case 'H':
+                        if (nhelpers < sizeof(b.helpers) / sizeof(b.helpers[0]) - 1)
+                                b.helpers[nhelpers++] = optarg;
+                        break;
+                case 'o':
+                        b.only = optarg;
+                        break;
+                case 't':
+                        b.timeout_s = parse_int(optarg, "--timeout", 1);
+                        break;
+                case 'l': {
+                        b.nlist = 0;
+                        char *copy = xstrdup(optarg), *save = NULL;
+                        for (char *t = strtok_r(copy, ",", &save); t && b.nlist < 8;
+                             t = strtok_r(NULL, ",", &save))
+                                b.list_sizes[b.nlist++] = parse_int(t, "--list-sizes", 1);
+                        free(copy);
+                        break;
+                }
+                case 'h':
+                        usage(stdout);
+                        return 0;
+                default:
+                        usage(stderr);
+                        return 2;
+                }
+        }
+        if (b.nep == 0 || optind != argc) {
+                usage(stderr);
+                return 2;
+        }
+        if (!b.pull_image)
+                b.pull_image = b.image;
+        if (nhelpers == 0) {
+                b.helpers[nhelpers++] = "containerd-shim";
+                b.helpers[nhelpers++] = "remora-shim";
+        }
+        snprintf(b.run_id, sizeof(b.run_id), "%x%lx", (unsigned)getpid() & 0xffff,
+                 (unsigned long)time(NULL) & 0xffffff);
+
+        struct sigaction sa = {.sa_handler = on_signal};
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGINT, &sa, NULL);
+        sigaction(SIGTERM, &sa, NULL);
+
+        grpc_init();
+        static const char *const labels[] = {"A", "B"};
+        for (size_t e = 0; e < b.nep; e++) {
+                struct endpoint *ep = &b.ep[e];
+                const char *why = NULL;
+                ep->label = labels[e];
+                pthread_mutex_init(&ep->lock, NULL);
+                ep->conn = cri_open(endpoints[e], &why);
+                if (!ep->conn) {
+                        fprintf(stderr, "remora-bench: %s: %s\n", endpoints[e], why);
+                        return 2;
+                }
+                ep->pid = pids[e] ? pids[e] : bench_peer_pid(ep->conn->path);
+                if (ep->pid <= 0)
+                        fprintf(stderr,
+                                "remora-bench: %s: no daemon pid (SO_PEERCRED failed); memory "
+                                "and CPU figures need --pid\n",
+                                endpoints[e]);
+                identify(&b, ep);
+                if (!ep->runtime) {
+                        fprintf(stderr, "remora-bench: %s does not answer Version\n", endpoints[e]);
+                        return 1;
+                }
+                long kib = ep->pid > 0 ? bench_rss_kib(ep->pid) : -1;
+                ep->rss_idle_kib = kib > 0 ? (double)kib : 0;
+                fprintf(stderr, "remora-bench: %s = %s: %s, pid %d\n", ep->label, endpoints[e],
+                        ep->runtime, (int)ep->pid);
+        }
+
+        static const struct {
+                const char *name;
+                void (*run)(struct bench *);
+        } scenarios[] = {{"rpc", scenario_rpc},
+                         {"memory", scenario_memory},
+                         {"image", scenario_image},
+                         {"pod", scenario_pod},
+                         {"container", scenario_container},
+                         {"parallel", scenario_parallel},
+                         {"lists", scenario_lists}};
+        for (size_t i = 0; i < sizeof(scenarios) / sizeof(scenarios[0]); i++) {
+                if (bench_interrupted)
+                        break;
+                if (!wanted(&b, scenarios[i].name))
+                        continue;
+                fprintf(stderr, "remora-bench: %s...\n", scenarios[i].name);
+                double t0 = cri_now_ms();
+                scenarios[i].run(&b);
+                fprintf(stderr, "remora-bench: %s done in %.1f s\n", scenarios[i].name,
+                        (cri_now_ms() - t0) / 1000.0);
+        }
+        if (bench_interrupted)
+                fprintf(stderr, "remora-bench: interrupted, cleaning up\n");
+        int left = bench_cleanup(&b);
+        if (left)
+                fprintf(stderr, "remora-bench: %d sandboxes could not be removed\n", left);
+
+        report_table(&b);
+        int rc = left ? 1 : 0;
+        if (b.json && report_json(&b, b.json) < 0)
+                rc = 1;
+        for (size_t e = 0; e < b.nep; e++)
+                cri_close(b.ep[e].conn);
+        grpc_shutdown();
+        return bench_interrupted ? 130 : rc;
+}
