@@ -453,6 +453,12 @@ static int build_and_create(struct rm_container_manager *mgr, struct ctr *c,
         u->mounted = true;
         u->image_id = rm_arena_strdup(a, img.id);
 
+        /* The image's volumes start as empty directories, made inside the rootfs (a path
+         * through a symlink cannot reach the host). */
+        for (size_t i = 0; i < img.n_volumes; i++) {
+                if (rm_rootfs_mkdir(p->rootfs, img.volumes[i], 0755, err) < 0)
+                        return rm_error_wrap(err, "image volume %s", img.volumes[i]);
+        }
         cleanup_json struct json_object *spec =
             rm_spec_build(c->id, cfg, &img.config, &pod.spec, &mgr->host, p->rootfs, err);
         if (spec == NULL)

@@ -77,7 +77,7 @@ def tar_layer(entries):
 def busybox_layer(applets=("sh", "ls", "cat", "echo", "sleep", "id", "env", "pwd", "true",
                            "false", "wc", "grep", "touch", "mkdir", "hostname", "ps", "kill",
                            "head", "seq", "nc", "ping", "ip", "wget", "printf", "date",
-                           "dd", "cp", "rm", "test", "stat")):
+                           "dd", "cp", "rm", "test", "stat", "tr", "yes")):
     with open(BUSYBOX, "rb") as f:
         bb = f.read()
     entries = [("bin", "dir", None), ("bin/busybox", "file", bb),

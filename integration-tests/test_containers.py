@@ -108,10 +108,12 @@ def test_long_running_exec_stop_and_leaks(daemon, cri, pod, image_ref):
     listed = cri.call("ListContainers").containers
     assert [c.id for c in listed] == [cid]
     t0 = time.monotonic()
-    cri.call("StopContainer", container_id=cid, timeout=2)
+    # sleep as PID 1 ignores SIGTERM: the 2 s grace runs out and SIGKILL follows.
+    cri.call("StopContainer", cri.message("StopContainerRequest", container_id=cid, timeout=2),
+             timeout=30)
     st = status(cri, cid)
-    assert st.state == cri.api.CONTAINER_EXITED
-    assert time.monotonic() - t0 < 10
+    assert st.state == cri.api.CONTAINER_EXITED and st.exit_code == 137
+    assert 2 <= time.monotonic() - t0 < 10
     cri.call("RemoveContainer", container_id=cid)
     assert open("/proc/self/mountinfo").read().count(daemon.base) == before_mounts
     assert os.listdir(os.path.join(daemon.root, "containers")) == []
@@ -139,3 +141,100 @@ def test_containers_share_the_pod_pid_namespace(daemon, cri, image_ref, tmp_path
     with pytest.raises(grpc.RpcError):
         status(cri, cid)
     assert os.listdir(os.path.join(daemon.state, "runc")) == []
+
+
+def test_kill_9_daemon_containers_survive(make_daemon, image_ref, tmp_path):
+    d = make_daemon().start()
+    cri = d.client()
+    cri.call("PullImage", image=cri.message("ImageSpec", image=image_ref), timeout=60)
+    doc = dict(POD, log_directory=str(tmp_path / "logs"))
+    cfg = json_format.ParseDict(doc, cri.api.PodSandboxConfig())
+    pod = (cri.call("RunPodSandbox", config=cfg).pod_sandbox_id, cfg)
+    keep = create(cri, pod, container_config(
+        cri, image_ref, "keep", ["/bin/sh", "-c", "i=0; while true; do echo n$i; i=$((i+1)); "
+                                                  "sleep 0.1; done"]))
+    short = create(cri, pod, container_config(
+        cri, image_ref, "short", ["/bin/sh", "-c", "read x; exit 7"], stdin=True))
+    short2 = create(cri, pod, container_config(cri, image_ref, "short2",
+                                               ["/bin/sh", "-c", "sleep 1; exit 5"]))
+    for c in (keep, short, short2):
+        cri.call("StartContainer", container_id=c)
+    pid = int(json.loads(cri.call("ContainerStatus", container_id=keep,
+                                  verbose=True).info["info"])["pid"])
+    d.stop(signal.SIGKILL)
+    cri.close()
+    time.sleep(1.5)  # short2 exits while remorad is gone; keep goes on logging
+    assert os.path.exists("/proc/%d" % pid)
+    d2 = make_daemon(base=d.base).start()
+    c2 = d2.client()
+    st = status(c2, keep)
+    assert st.state == c2.api.CONTAINER_RUNNING
+    st2 = wait_exited(c2, short2)
+    assert st2.exit_code == 5
+    n_before = len(log_lines(st.log_path))
+    time.sleep(0.5)
+    assert len(log_lines(st.log_path)) > n_before, "the shim kept logging across the restart"
+    c2.call("StopPodSandbox", pod_sandbox_id=pod[0])
+    assert status(c2, keep).state == c2.api.CONTAINER_EXITED
+    c2.call("RemovePodSandbox", pod_sandbox_id=pod[0])
+    assert not os.path.exists("/proc/%d" % pid) or \
+        "Z" in open("/proc/%d/stat" % pid).read().split()[2]
+    assert os.listdir(os.path.join(d2.state, "runc")) == []
+    c2.close()
+
+
+def test_exec_timeout_kills_the_command(cri, pod, image_ref):
+    cid = create(cri, pod, container_config(cri, image_ref, "ex", ["/bin/sleep", "1000"]))
+    cri.call("StartContainer", container_id=cid)
+    t0 = time.monotonic()
+    # ExecSyncRequest.timeout (1 s), not the gRPC deadline (Cri.call's own timeout).
+    req = cri.message("ExecSyncRequest", container_id=cid, cmd=["/bin/sleep", "77"], timeout=1)
+    with pytest.raises(grpc.RpcError) as e:
+        cri.call("ExecSync", req, timeout=20)
+    assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert time.monotonic() - t0 < 10
+    time.sleep(0.3)
+    ps = cri.call("ExecSync", container_id=cid, cmd=["/bin/ps", "-o", "args"], timeout=10)
+    assert b"sleep 77" not in ps.stdout
+    cri.call("RemoveContainer", container_id=cid)
+
+
+def test_long_log_lines_are_split_as_partial(cri, pod, image_ref):
+    cid = create(cri, pod, container_config(
+        cri, image_ref, "long", ["/bin/sh", "-c", "yes x | tr -d '\\n' | head -c 40960; "
+                                                  "echo; echo short"]))
+    cri.call("StartContainer", container_id=cid)
+    st = wait_exited(cri, cid)
+    lines = log_lines(st.log_path)
+    tags = [l[2] for l in lines]
+    text = "".join(l[3] if len(l) > 3 else "" for l in lines if l[1] == "stdout")
+    assert "P" in tags and tags[-1] == "F"
+    assert text.count("x") == 40960 and text.endswith("short")
+    cri.call("RemoveContainer", container_id=cid)
+
+
+def test_limits_mounts_volumes(cri, pod, image_ref, tmp_path):
+    host_dir = tmp_path / "shared"
+    host_dir.mkdir()
+    (host_dir / "hello").write_text("from the host\n")
+    cfg = container_config(
+        cri, image_ref, "lim",
+        ["/bin/sh", "-c", "cat /mnt/in/hello; touch /mnt/in/new 2>&1; echo rc=$?; sleep 1000"],
+        mounts=[{"container_path": "/mnt/in", "host_path": str(host_dir), "readonly": True}],
+        linux={"resources": {"memory_limit_in_bytes": 64 << 20, "cpu_shares": 256}})
+    cid = create(cri, pod, cfg)
+    cri.call("StartContainer", container_id=cid)
+    time.sleep(0.5)
+    st = status(cri, cid)
+    lines = [l[3] for l in log_lines(st.log_path)]
+    assert "from the host" in lines and "rc=1" in lines
+    assert not (host_dir / "new").exists()
+    cg = "/sys/fs/cgroup/memory/remora/%s/memory.limit_in_bytes" % cid
+    if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+        cg = "/sys/fs/cgroup/remora/%s/memory.max" % cid
+    with open(cg) as f:
+        assert int(f.read()) == 64 << 20
+    assert [m.container_path for m in st.mounts] == ["/mnt/in"] and st.mounts[0].readonly
+    cri.call("StopContainer", cri.message("StopContainerRequest", container_id=cid, timeout=0))
+    cri.call("RemoveContainer", container_id=cid)
+    assert not os.path.exists(os.path.dirname(cg))

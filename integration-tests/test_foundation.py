@@ -17,7 +17,9 @@ RUNTIME_METHODS_WITH_HANDLERS = {"Version", "Status", "UpdateRuntimeConfig", "Ru
                                  "GetContainerEvents", "RunPodSandbox", "StopPodSandbox",
                                  "RemovePodSandbox", "PodSandboxStatus", "ListPodSandbox",
                                  "PullImage", "ListImages", "ImageStatus", "RemoveImage",
-                                 "ImageFsInfo"}
+                                 "ImageFsInfo", "CreateContainer", "StartContainer",
+                                 "StopContainer", "RemoveContainer", "ListContainers",
+                                 "ContainerStatus", "ExecSync"}
 
 
 def remorad_version(remorad_bin):
@@ -194,7 +196,7 @@ def test_no_fd_or_thread_leak_across_calls(daemon, cri):
         for _ in range(n):
             cri.call("Version")
             with pytest.raises(grpc.RpcError):
-                cri.call("ListContainers")
+                cri.call("ListContainerStats")
             with pytest.raises(grpc.RpcError):
                 cri.raw("/runtime.v1.RuntimeService/Version", b"\x0f")
 

@@ -31,6 +31,8 @@ static int image_lookup(void *ctx, const char *ref, struct rm_arena *a, struct r
         out->config.working_dir = info.working_dir;
         out->config.user = info.user;
         out->config.stop_signal = info.stop_signal;
+        out->volumes = info.volumes;
+        out->n_volumes = info.n_volumes;
         return 0;
 }
 

@@ -95,17 +95,16 @@ static int open_containers(struct rm_daemon *d, struct rm_error **err)
         if (rm_cgroup_detect(&d->cgroups, err) < 0 ||
             rm_helpers_locate(NULL, NULL, &d->helpers, err) < 0)
                 return rm_error_wrap(err, "containers");
+        rm_spec_host_detect(&d->cgroups, &d->host);
         cleanup_free char *runc_root = xasprintf("%s/runc", cfg->state);
         d->exit_dir = xasprintf("%s/exits", cfg->state);
         if (rm_mkdir_p(runc_root, 0700, err) < 0 || rm_mkdir_p(d->exit_dir, 0700, err) < 0)
                 return -1;
         d->oci = rm_oci_new(&rm_runc_ops, d->runtime->path ? d->runtime->path : cfg->runtime_path,
                             runc_root, 0);
-        struct rm_spec_host host;
-        rm_spec_host_detect(&d->cgroups, &host);
         struct rm_container_ops ops;
         rm__container_ops(d, &ops);
-        d->containers = rm_containers_open(cfg->root, cfg->state, d->store, &ops, &host, err);
+        d->containers = rm_containers_open(cfg->root, cfg->state, d->store, &ops, &d->host, err);
         return d->containers ? 0 : -1;
 }
 

@@ -39,6 +39,7 @@ struct rm_daemon {
         struct rm_helpers helpers; /* remora-shim and remora-pause */
         char *exit_dir;            /* <state>/exits: the shims' exit files */
         struct rm_cgroup_host cgroups;
+        struct rm_spec_host host; /* detected once at start (and logged once) */
         struct rm_dispatch *dispatch;
         struct rm_events *events;
         struct rm_grpc_server *grpc;

@@ -91,10 +91,8 @@ static int infra_start(void *ctx, const struct rm_infra_request *req, pid_t *pid
             .pid_mode = RUNTIME__V1__NAMESPACE_MODE__CONTAINER,
             .cgroup_parent = req->cgroup_parent,
         };
-        struct rm_spec_host host;
-        rm_spec_host_detect(&d->cgroups, &host);
         cleanup_json struct json_object *spec =
-            rm_spec_build(id, &cfg, &img, &pod, &host, rootfs, err);
+            rm_spec_build(id, &cfg, &img, &pod, &d->host, rootfs, err);
         if (spec == NULL)
                 return rm_error_wrap(err, "infra spec");
         cleanup_free char *config = xasprintf("%s/config.json", bundle);

@@ -21,6 +21,8 @@ struct rm_ctr_image {
         const char *id;  /* "sha256:<config digest>" */
         const char *ref; /* a name the image is known by (repo digest or tag) */
         struct rm_spec_image config;
+        char **volumes; /* the image's VOLUME paths: made as empty directories */
+        size_t n_volumes;
 };
 
 /* A pod as its containers see it. Strings live in the arena passed to pod_lookup. */
