@@ -1,7 +1,7 @@
 """Smoke test of remora-bench against a test remorad: the tool runs, finds the daemon,
 writes JSON that parses, and marks what the daemon does not implement as unsupported.
-It asserts no performance figure. Runs with the integration suite's conftest loaded as a
-plugin (ctest passes -p conftest), so the daemon is started the same way."""
+It asserts no performance figure. Runs with the integration suite's fixtures loaded as a
+plugin (ctest passes -p remora_fixtures), so the daemon is started the same way."""
 import json
 import os
 import signal
