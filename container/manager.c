@@ -18,6 +18,7 @@
 #include "remora/log.h"
 #include "remora/pbcanon.h"
 #include "remora/xalloc.h"
+#include "spec_internal.h"
 
 /* After SIGKILL a process is gone within milliseconds unless stuck in the kernel; how
  * long to wait for that before giving up on the stop. */
@@ -467,7 +468,10 @@ static int build_and_create(struct rm_container_manager *mgr, struct ctr *c,
         if (json_object_to_file_ext(config, spec, JSON_C_TO_STRING_PLAIN) < 0)
                 return rm_error_set(err, RM_INTERNAL, "write %s: %s", config,
                                     json_util_get_last_err());
-        struct json_object *uid = NULL, *gid = NULL, *user = NULL, *process = NULL;
+        struct json_object *uid = NULL, *gid = NULL, *user = NULL, *process = NULL,
+                           *linux = NULL, *cgpath = NULL;
+        json_object_object_get_ex(spec, "linux", &linux);
+        json_object_object_get_ex(linux, "cgroupsPath", &cgpath);
         json_object_object_get_ex(spec, "process", &process);
         json_object_object_get_ex(process, "user", &user);
         json_object_object_get_ex(user, "uid", &uid);
@@ -492,6 +496,7 @@ static int build_and_create(struct rm_container_manager *mgr, struct ctr *c,
         c->uid = (uint32_t)json_object_get_int64(uid);
         c->gid = (uint32_t)json_object_get_int64(gid);
         replace_str(&c->log_path, log);
+        replace_str(&c->cgroup_path, cgpath ? json_object_get_string(cgpath) : "");
         c->stop_signal = cri_signal(cfg->stop_signal);
         if (c->stop_signal == 0)
                 c->stop_signal = image_signal(img.config.stop_signal);
@@ -541,6 +546,8 @@ static struct ctr *reserve(struct rm_container_manager *mgr,
         c->labels = json_map(cfg->n_labels, (void *const *)cfg->labels);
         c->annotations = json_map(cfg->n_annotations, (void *const *)cfg->annotations);
         c->mounts = json_mounts(cfg);
+        c->cgroup_path = xstrdup("");
+        c->resources = rm__resources_to_json(cfg->linux ? cfg->linux->resources : NULL);
         c->state = RUNTIME__V1__CONTAINER_STATE__CONTAINER_CREATED;
         index_add(mgr, c);
         pthread_mutex_unlock(&mgr->lock);
@@ -788,6 +795,84 @@ int rm_containers_exec_sync(struct rm_container_manager *mgr,
         return rc;
 }
 
+/* Created or running, checked under the lock after noticing a pending exit. */
+static bool live(struct rm_container_manager *mgr, struct ctr *c, bool *running)
+{
+        refresh_exit(mgr, c);
+        pthread_mutex_lock(&mgr->lock);
+        *running = c->state == RUNTIME__V1__CONTAINER_STATE__CONTAINER_RUNNING;
+        bool ok = *running || c->state == RUNTIME__V1__CONTAINER_STATE__CONTAINER_CREATED;
+        pthread_mutex_unlock(&mgr->lock);
+        return ok;
+}
+
+int rm_containers_update(struct rm_container_manager *mgr,
+                         const Runtime__V1__UpdateContainerResourcesRequest *req,
+                         struct rm_error **err)
+{
+        if (req->linux == NULL)
+                return rm_error_set(err, RM_INVALID_ARGUMENT,
+                                    "linux is missing: there are no resources to update");
+        bool has_oom = false;
+        int64_t oom = 0;
+        cleanup_json struct json_object *res =
+            rm__spec_resources(req->linux, &mgr->host, &has_oom, &oom, err);
+        if (res == NULL)
+                return rm_error_wrap(err, "linux");
+        struct ctr *c = get(mgr, req->container_id ? req->container_id : "", err);
+        if (c == NULL)
+                return -1;
+        pthread_mutex_lock(&c->op);
+        bool running;
+        int rc = 0;
+        if (!live(mgr, c, &running))
+                rc = rm_error_set(err, RM_FAILED_PRECONDITION,
+                                  "container %s has exited; its resources cannot change", c->id);
+        if (rc == 0 && mgr->ops.update(mgr->ops.ctx, c->id,
+                                       json_object_to_json_string_ext(res, JSON_C_TO_STRING_PLAIN),
+                                       err) < 0)
+                rc = rm_error_wrap(err, "update container %s", c->id);
+        if (rc == 0) {
+                pthread_mutex_lock(&mgr->lock);
+                json_object_put(c->resources);
+                c->resources = rm__resources_to_json(req->linux);
+                pthread_mutex_unlock(&mgr->lock);
+                rc = save(mgr, c, err);
+                rm_log_info("updated the resources of container %s", c->id);
+        }
+        pthread_mutex_unlock(&c->op);
+        put(mgr, c);
+        return rc;
+}
+
+int rm_containers_reopen_log(struct rm_container_manager *mgr, const char *id,
+                             struct rm_error **err)
+{
+        struct ctr *c = get(mgr, id, err);
+        if (c == NULL)
+                return -1;
+        bool running;
+        int rc = 0;
+        live(mgr, c, &running);
+        pthread_mutex_lock(&mgr->lock);
+        bool has_log = *c->log_path != '\0';
+        pthread_mutex_unlock(&mgr->lock);
+        if (!running)
+                rc = rm_error_set(err, RM_FAILED_PRECONDITION, "container %s is not running",
+                                  c->id);
+        else if (!has_log)
+                rc = rm_error_set(err, RM_FAILED_PRECONDITION,
+                                  "container %s has no log file (its pod has no log_directory "
+                                  "or it has no log_path)",
+                                  c->id);
+        if (rc == 0) {
+                cleanup_free char *bundle = xasprintf("%s/%s", mgr->bundles, c->id);
+                rc = mgr->ops.reopen_log(mgr->ops.ctx, c->id, bundle, err);
+        }
+        put(mgr, c);
+        return rc;
+}
+
 char **rm_containers_of_pod(struct rm_container_manager *mgr, const char *pod_id)
 {
         pthread_mutex_lock(&mgr->lock);
@@ -878,6 +963,7 @@ struct rm_container_manager *rm_containers_open(const char *root, const char *st
         mgr->host = *host;
         mgr->wake[0] = mgr->wake[1] = -1;
         pthread_mutex_init(&mgr->lock, NULL);
+        pthread_mutex_init(&mgr->rates_lock, NULL);
         pthread_condattr_t ca;
         pthread_condattr_init(&ca);
         pthread_cond_init(&mgr->changed, &ca);
@@ -933,6 +1019,8 @@ void rm_containers_close(struct rm_container_manager *mgr)
         free(mgr->ctrs);
         pthread_cond_destroy(&mgr->changed);
         pthread_mutex_destroy(&mgr->lock);
+        pthread_mutex_destroy(&mgr->rates_lock);
+        free(mgr->rates);
         free(mgr->dir);
         free(mgr->bundles);
         free(mgr);

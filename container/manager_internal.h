@@ -34,12 +34,20 @@ struct ctr {
         pid_t pid;
         uint32_t uid; /* the user the process runs as, for ContainerStatus.user */
         uint32_t gid;
+        char *cgroup_path;             /* the OCI cgroupsPath, "" before create */
+        struct json_object *resources; /* LinuxContainerResources, CRI field names */
 
         /* Not persisted. */
         bool creating; /* reserved by a CreateContainer still in progress */
         bool removed;  /* gone from the index; freed when the last reference drops */
         int refs;
         pthread_mutex_t op; /* serializes lifecycle operations on this container */
+};
+
+struct cpu_sample {
+        char key[RM_ID_LEN + 1];
+        int64_t at_ns;
+        uint64_t usage_ns;
 };
 
 struct rm_container_manager {
@@ -54,6 +62,11 @@ struct rm_container_manager {
         struct ctr **ctrs;
         size_t n;
 
+        /* The previous CPU sample per container or pod, for usage_nano_cores. */
+        pthread_mutex_t rates_lock;
+        struct cpu_sample *rates;
+        size_t n_rates;
+
         pthread_t watcher;
         bool watching;
         int wake[2]; /* a pipe that ends the watcher */
@@ -65,6 +78,10 @@ struct rm_container_manager {
 struct json_object *rm__ctr_to_json(const struct ctr *c);
 struct ctr *rm__ctr_from_json(const char *id, struct json_object *doc, struct rm_error **err);
 void rm__ctr_free(struct ctr *c);
+/* LinuxContainerResources as JSON (CRI field names, zero fields left out) and back. */
+struct json_object *rm__resources_to_json(const Runtime__V1__LinuxContainerResources *r);
+Runtime__V1__LinuxContainerResources *rm__resources_from_json(struct json_object *o,
+                                                              struct rm_arena *a);
 
 /* view.c; callers hold mgr->lock. */
 Runtime__V1__ContainerStatusResponse *rm__ctr_status(const struct rm_container_manager *mgr,
@@ -72,5 +89,9 @@ Runtime__V1__ContainerStatusResponse *rm__ctr_status(const struct rm_container_m
                                                      struct rm_arena *a);
 Runtime__V1__Container *rm__ctr_summary(const struct ctr *c, struct rm_arena *a);
 bool rm__ctr_matches(const struct ctr *c, const Runtime__V1__ContainerFilter *f);
+/* Shared with stats.c. */
+Runtime__V1__ContainerMetadata *rm__ctr_metadata(const struct ctr *c, struct rm_arena *a);
+void **rm__map_entries(struct rm_arena *a, const ProtobufCMessageDescriptor *desc,
+                       struct json_object *map, size_t *n);
 
 #endif

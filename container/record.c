@@ -1,4 +1,5 @@
 /* A container's record in the meta store, and back. */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -37,7 +38,116 @@ struct json_object *rm__ctr_to_json(const struct ctr *c)
         json_object_object_add(o, "pid", json_object_new_int(c->pid));
         json_object_object_add(o, "uid", json_object_new_int64(c->uid));
         json_object_object_add(o, "gid", json_object_new_int64(c->gid));
+        put_str(o, "cgroup_path", c->cgroup_path);
+        json_object_object_add(o, "resources", json_object_get(c->resources));
         return o;
+}
+
+struct json_object *rm__resources_to_json(const Runtime__V1__LinuxContainerResources *r)
+{
+        struct json_object *o = json_object_new_object();
+        if (r == NULL)
+                return o;
+        static const struct {
+                const char *key;
+                size_t off;
+        } nums[] = {
+            {"cpu_period", offsetof(Runtime__V1__LinuxContainerResources, cpu_period)},
+            {"cpu_quota", offsetof(Runtime__V1__LinuxContainerResources, cpu_quota)},
+            {"cpu_shares", offsetof(Runtime__V1__LinuxContainerResources, cpu_shares)},
+            {"memory_limit_in_bytes",
+             offsetof(Runtime__V1__LinuxContainerResources, memory_limit_in_bytes)},
+            {"oom_score_adj", offsetof(Runtime__V1__LinuxContainerResources, oom_score_adj)},
+            {"memory_swap_limit_in_bytes",
+             offsetof(Runtime__V1__LinuxContainerResources, memory_swap_limit_in_bytes)},
+        };
+        for (size_t i = 0; i < sizeof(nums) / sizeof(nums[0]); i++) {
+                int64_t v = *(const int64_t *)((const char *)r + nums[i].off);
+                if (v != 0)
+                        json_object_object_add(o, nums[i].key, json_object_new_int64(v));
+        }
+        if (r->cpuset_cpus && *r->cpuset_cpus)
+                put_str(o, "cpuset_cpus", r->cpuset_cpus);
+        if (r->cpuset_mems && *r->cpuset_mems)
+                put_str(o, "cpuset_mems", r->cpuset_mems);
+        if (r->n_hugepage_limits) {
+                struct json_object *a = json_object_new_array();
+                for (size_t i = 0; i < r->n_hugepage_limits; i++) {
+                        struct json_object *h = json_object_new_object();
+                        put_str(h, "page_size", r->hugepage_limits[i]->page_size);
+                        json_object_object_add(h, "limit",
+                                               json_object_new_uint64(r->hugepage_limits[i]->limit));
+                        json_object_array_add(a, h);
+                }
+                json_object_object_add(o, "hugepage_limits", a);
+        }
+        if (r->n_unified) {
+                struct json_object *u = json_object_new_object();
+                for (size_t i = 0; i < r->n_unified; i++)
+                        put_str(u, r->unified[i]->key, r->unified[i]->value);
+                json_object_object_add(o, "unified", u);
+        }
+        return o;
+}
+
+static int64_t opt_num(struct json_object *o, const char *key)
+{
+        struct json_object *v = NULL;
+        return json_object_object_get_ex(o, key, &v) ? json_object_get_int64(v) : 0;
+}
+
+static char *opt_str(struct json_object *o, const char *key, struct rm_arena *a)
+{
+        struct json_object *v = NULL;
+        return rm_arena_strdup(a, json_object_object_get_ex(o, key, &v) ? json_object_get_string(v)
+                                                                        : "");
+}
+
+Runtime__V1__LinuxContainerResources *rm__resources_from_json(struct json_object *o,
+                                                              struct rm_arena *a)
+{
+        Runtime__V1__LinuxContainerResources *r = rm_arena_alloc(a, sizeof(*r));
+        runtime__v1__linux_container_resources__init(r);
+        r->cpu_period = opt_num(o, "cpu_period");
+        r->cpu_quota = opt_num(o, "cpu_quota");
+        r->cpu_shares = opt_num(o, "cpu_shares");
+        r->memory_limit_in_bytes = opt_num(o, "memory_limit_in_bytes");
+        r->oom_score_adj = opt_num(o, "oom_score_adj");
+        r->memory_swap_limit_in_bytes = opt_num(o, "memory_swap_limit_in_bytes");
+        r->cpuset_cpus = opt_str(o, "cpuset_cpus", a);
+        r->cpuset_mems = opt_str(o, "cpuset_mems", a);
+        struct json_object *v = NULL;
+        if (json_object_object_get_ex(o, "hugepage_limits", &v) &&
+            json_object_is_type(v, json_type_array)) {
+                r->n_hugepage_limits = json_object_array_length(v);
+                r->hugepage_limits = (Runtime__V1__HugepageLimit **)rm_arena_ptrs(
+                    a, r->n_hugepage_limits ? r->n_hugepage_limits : 1);
+                for (size_t i = 0; i < r->n_hugepage_limits; i++) {
+                        struct json_object *h = json_object_array_get_idx(v, i), *l = NULL;
+                        Runtime__V1__HugepageLimit *hp = rm_arena_alloc(a, sizeof(*hp));
+                        runtime__v1__hugepage_limit__init(hp);
+                        hp->page_size = opt_str(h, "page_size", a);
+                        if (json_object_object_get_ex(h, "limit", &l))
+                                hp->limit = json_object_get_uint64(l);
+                        r->hugepage_limits[i] = hp;
+                }
+        }
+        if (json_object_object_get_ex(o, "unified", &v) && json_object_is_type(v, json_type_object)) {
+                r->n_unified = (size_t)json_object_object_length(v);
+                r->unified = (Runtime__V1__LinuxContainerResources__UnifiedEntry **)rm_arena_ptrs(
+                    a, r->n_unified ? r->n_unified : 1);
+                size_t i = 0;
+                json_object_object_foreach(v, key, val)
+                {
+                        Runtime__V1__LinuxContainerResources__UnifiedEntry *e =
+                            rm_arena_alloc(a, sizeof(*e));
+                        runtime__v1__linux_container_resources__unified_entry__init(e);
+                        e->key = rm_arena_strdup(a, key);
+                        e->value = rm_arena_strdup(a, json_object_get_string(val));
+                        r->unified[i++] = e;
+                }
+        }
+        return r;
 }
 
 /* Field readers that fail on a missing or mistyped field, naming it. */
@@ -116,6 +226,8 @@ struct ctr *rm__ctr_from_json(const char *id, struct json_object *doc, struct rm
         c->pid = (pid_t)num(&r, "pid");
         c->uid = (uint32_t)num(&r, "uid");
         c->gid = (uint32_t)num(&r, "gid");
+        c->cgroup_path = str(&r, "cgroup_path");
+        c->resources = obj(&r, "resources", json_type_object);
         if (r.failed) {
                 rm__ctr_free(c);
                 return NULL;
@@ -137,6 +249,8 @@ void rm__ctr_free(struct ctr *c)
         json_object_put(c->labels);
         json_object_put(c->annotations);
         json_object_put(c->mounts);
+        free(c->cgroup_path);
+        json_object_put(c->resources);
         free(c->reason);
         free(c->message);
         pthread_mutex_destroy(&c->op);

@@ -8,7 +8,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -219,4 +222,60 @@ int rm_exit_file_read(const char *path, struct rm_exit_status *st, struct rm_err
         st->signal = json_object_get_int(sig);
         st->finished_ns = json_object_get_int64(ns);
         return 1;
+}
+
+int rm_shim_command(const char *bundle, const char *command, int timeout_ms,
+                    struct rm_error **err)
+{
+        /* The socket is reached through an O_PATH fd of the bundle: the full path may not
+         * fit in sun_path, and a daemon with threads cannot chdir. */
+        cleanup_close int dir = open(bundle, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (dir < 0)
+                return rm_error_sys(err, "open the bundle %s", bundle);
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
+        snprintf(sa.sun_path, sizeof(sa.sun_path), "/proc/self/fd/%d/ctl.sock", dir);
+        cleanup_close int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+                return rm_error_sys(err, "socket");
+        struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+        if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+                if (errno == ENOENT || errno == ECONNREFUSED)
+                        return rm_error_set(err, RM_FAILED_PRECONDITION,
+                                            "no monitor listens in %s (the container is not "
+                                            "running)",
+                                            bundle);
+                return rm_error_sys(err, "connect to the monitor in %s", bundle);
+        }
+        cleanup_free char *line = xasprintf("%s\n", command);
+        if (write(fd, line, strlen(line)) != (ssize_t)strlen(line))
+                return rm_error_sys(err, "send \"%s\" to the monitor", command);
+        char reply[1024];
+        size_t n = 0;
+        while (n < sizeof(reply) - 1) {
+                ssize_t r = read(fd, reply + n, sizeof(reply) - 1 - n);
+                if (r < 0 && errno == EINTR)
+                        continue;
+                if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+                        return rm_error_set(err, RM_DEADLINE_EXCEEDED,
+                                            "the monitor did not answer \"%s\" within %d ms",
+                                            command, timeout_ms);
+                if (r <= 0)
+                        break;
+                n += (size_t)r;
+                if (memchr(reply, '\n', n))
+                        break;
+        }
+        reply[n] = '\0';
+        char *nl = strchr(reply, '\n');
+        if (nl == NULL)
+                return rm_error_set(err, RM_UNAVAILABLE,
+                                    "the monitor closed the connection without answering \"%s\"",
+                                    command);
+        *nl = '\0';
+        if (strcmp(reply, "ok") == 0)
+                return 0;
+        return rm_error_set(err, RM_INTERNAL, "monitor: %s",
+                            strncmp(reply, "error ", 6) == 0 ? reply + 6 : reply);
 }

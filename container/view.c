@@ -12,7 +12,7 @@ struct map_entry {
         char *value;
 };
 
-static void **map_entries(struct rm_arena *a, const ProtobufCMessageDescriptor *desc,
+void **rm__map_entries(struct rm_arena *a, const ProtobufCMessageDescriptor *desc,
                           struct json_object *map, size_t *n)
 {
         *n = map ? (size_t)json_object_object_length(map) : 0;
@@ -31,7 +31,7 @@ static void **map_entries(struct rm_arena *a, const ProtobufCMessageDescriptor *
         return out;
 }
 
-static Runtime__V1__ContainerMetadata *metadata(const struct ctr *c, struct rm_arena *a)
+Runtime__V1__ContainerMetadata *rm__ctr_metadata(const struct ctr *c, struct rm_arena *a)
 {
         Runtime__V1__ContainerMetadata *m = rm_arena_alloc(a, sizeof(*m));
         runtime__v1__container_metadata__init(m);
@@ -105,7 +105,7 @@ Runtime__V1__ContainerStatusResponse *rm__ctr_status(const struct rm_container_m
         Runtime__V1__ContainerStatus *s = rm_arena_alloc(a, sizeof(*s));
         runtime__v1__container_status__init(s);
         s->id = rm_arena_strdup(a, c->id);
-        s->metadata = metadata(c, a);
+        s->metadata = rm__ctr_metadata(c, a);
         s->state = c->state;
         s->created_at = c->created_at;
         s->started_at = c->started_at;
@@ -116,14 +116,19 @@ Runtime__V1__ContainerStatusResponse *rm__ctr_status(const struct rm_container_m
         s->image_id = rm_arena_strdup(a, c->image_id);
         s->reason = rm_arena_strdup(a, c->reason ? c->reason : "");
         s->message = rm_arena_strdup(a, c->message ? c->message : "");
-        s->labels = (Runtime__V1__ContainerStatus__LabelsEntry **)map_entries(
+        s->labels = (Runtime__V1__ContainerStatus__LabelsEntry **)rm__map_entries(
             a, &runtime__v1__container_status__labels_entry__descriptor, c->labels, &s->n_labels);
-        s->annotations = (Runtime__V1__ContainerStatus__AnnotationsEntry **)map_entries(
+        s->annotations = (Runtime__V1__ContainerStatus__AnnotationsEntry **)rm__map_entries(
             a, &runtime__v1__container_status__annotations_entry__descriptor, c->annotations,
             &s->n_annotations);
         s->mounts = mounts(c, a, &s->n_mounts);
         s->log_path = rm_arena_strdup(a, c->log_path);
         s->user = user(c, a);
+        if (c->resources) {
+                s->resources = rm_arena_alloc(a, sizeof(*s->resources));
+                runtime__v1__container_resources__init(s->resources);
+                s->resources->linux = rm__resources_from_json(c->resources, a);
+        }
 
         Runtime__V1__ContainerStatusResponse *r = rm_arena_alloc(a, sizeof(*r));
         runtime__v1__container_status_response__init(r);
@@ -150,15 +155,15 @@ Runtime__V1__Container *rm__ctr_summary(const struct ctr *c, struct rm_arena *a)
         runtime__v1__container__init(s);
         s->id = rm_arena_strdup(a, c->id);
         s->pod_sandbox_id = rm_arena_strdup(a, c->pod_id);
-        s->metadata = metadata(c, a);
+        s->metadata = rm__ctr_metadata(c, a);
         s->image = image_spec(c, a);
         s->image_ref = rm_arena_strdup(a, c->image_ref);
         s->image_id = rm_arena_strdup(a, c->image_id);
         s->state = c->state;
         s->created_at = c->created_at;
-        s->labels = (Runtime__V1__Container__LabelsEntry **)map_entries(
+        s->labels = (Runtime__V1__Container__LabelsEntry **)rm__map_entries(
             a, &runtime__v1__container__labels_entry__descriptor, c->labels, &s->n_labels);
-        s->annotations = (Runtime__V1__Container__AnnotationsEntry **)map_entries(
+        s->annotations = (Runtime__V1__Container__AnnotationsEntry **)rm__map_entries(
             a, &runtime__v1__container__annotations_entry__descriptor, c->annotations,
             &s->n_annotations);
         return s;

@@ -4,72 +4,14 @@ import base64
 import json
 import os
 import signal
-import subprocess
 import time
 
 import grpc
 import pytest
 from google.protobuf import json_format
 
-import registry as R
-
-POD = {"metadata": {"name": "ctr-pod", "namespace": "default", "uid": "ctr-uid", "attempt": 0},
-       "hostname": "ctr-pod",
-       "linux": {"security_context": {"namespace_options": {"pid": "CONTAINER"}}}}
-
-
-@pytest.fixture(scope="module")
-def image_ref():
-    reg = R.DockerRegistry()
-    img = R.Image([R.busybox_layer()], config={"Cmd": ["/bin/sh"], "Env": ["PATH=/bin",
-                                                                            "FROM_IMAGE=1"],
-                                                 "WorkingDir": "/srv/work"})
-    ref = reg.push("test/busybox", "latest", img)
-    yield ref
-    reg.stop()
-
-
-@pytest.fixture
-def pod(daemon, cri, image_ref, tmp_path):
-    cri.call("PullImage", image=cri.message("ImageSpec", image=image_ref), timeout=60)
-    doc = dict(POD, log_directory=str(tmp_path / "logs"))
-    cfg = json_format.ParseDict(doc, cri.api.PodSandboxConfig())
-    pod_id = cri.call("RunPodSandbox", config=cfg).pod_sandbox_id
-    yield pod_id, cfg
-    cri.call("StopPodSandbox", pod_sandbox_id=pod_id)
-    cri.call("RemovePodSandbox", pod_sandbox_id=pod_id)
-
-
-def container_config(cri, image_ref, name, command, **extra):
-    doc = {"metadata": {"name": name}, "image": {"image": image_ref},
-           "command": command, "log_path": "%s.log" % name}
-    doc.update(extra)
-    return json_format.ParseDict(doc, cri.api.ContainerConfig())
-
-
-def create(cri, pod, cfg):
-    pod_id, pod_cfg = pod
-    return cri.call("CreateContainer", pod_sandbox_id=pod_id, config=cfg,
-                    sandbox_config=pod_cfg).container_id
-
-
-def status(cri, cid):
-    return cri.call("ContainerStatus", container_id=cid).status
-
-
-def wait_exited(cri, cid, timeout=15):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        st = status(cri, cid)
-        if st.state == cri.api.CONTAINER_EXITED:
-            return st
-        time.sleep(0.05)
-    raise AssertionError("container %s did not exit" % cid)
-
-
-def log_lines(path):
-    with open(path) as f:
-        return [line.rstrip("\n").split(" ", 3) for line in f]
+from ctr_helpers import (POD, container_config, create, image_ref, log_lines,  # noqa: F401
+                         pod, status, wait_exited)
 
 
 def test_run_to_completion_with_logs_env_user_cwd(cri, pod, image_ref):

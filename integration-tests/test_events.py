@@ -92,3 +92,45 @@ def test_garbage_request_is_invalid_argument(cri):
         list(fn(b"\xff\xff\xff", timeout=5))
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "GetEventsRequest" in e.value.details()
+
+
+def test_two_clients_see_the_same_ordered_container_events(daemon, cri, tmp_path):
+    """Every change of a container reaches every client in order, with the pod's status and
+    the container's; a client that never reads holds nobody up."""
+    from ctr_helpers import container_config, create, pod_running, pulled_image
+
+    ref = pulled_image(cri)
+    pod_id, cfg = pod_running(cri, tmp_path, uid="events")
+    idle = open_stream(cri)  # opened, never read
+    streams = [open_stream(cri, timeout=30), open_stream(cri, timeout=30)]
+    time.sleep(0.2)
+    cid = create(cri, (pod_id, cfg), container_config(cri, ref, "ev", ["/bin/sh", "-c",
+                                                                        "exit 2"]))
+    cri.call("StartContainer", container_id=cid)
+    deadline = time.monotonic() + 15
+    while cri.call("ContainerStatus", container_id=cid).status.state != \
+            cri.api.CONTAINER_EXITED and time.monotonic() < deadline:
+        time.sleep(0.05)
+    cri.call("RemoveContainer", container_id=cid)
+    want = [cri.api.CONTAINER_CREATED_EVENT, cri.api.CONTAINER_STARTED_EVENT,
+            cri.api.CONTAINER_STOPPED_EVENT, cri.api.CONTAINER_DELETED_EVENT]
+    seen = []
+    for s in streams:
+        got = []
+        for ev in s:
+            if ev.container_id == cid:
+                got.append(ev)
+            if len(got) == 4:
+                break
+        s.cancel()
+        assert [e.container_event_type for e in got] == want
+        assert all(e.pod_sandbox_status.id == pod_id for e in got)
+        assert [e.created_at for e in got] == sorted(e.created_at for e in got)
+        stopped = got[2].containers_statuses
+        assert [c.id for c in stopped] == [cid] and stopped[0].exit_code == 2
+        assert list(got[3].containers_statuses) == []
+        seen.append([(e.container_event_type, e.created_at) for e in got])
+    assert seen[0] == seen[1], "both clients got the very same events"
+    idle.cancel()
+    cri.call("StopPodSandbox", pod_sandbox_id=pod_id)
+    cri.call("RemovePodSandbox", pod_sandbox_id=pod_id)

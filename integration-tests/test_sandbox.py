@@ -285,6 +285,33 @@ def test_fifty_pods_leak_nothing(daemon, cri):
     assert children.strip() == "", "no helper process outlives RunPodSandbox"
 
 
+def test_concurrent_pods_do_not_hold_each_other(daemon, cri):
+    """Eight threads running pods at once. The namespace helper is a fork without exec; a
+    helper that kept another's pipes open once deadlocked two RunPodSandbox calls."""
+    import concurrent.futures
+    before_mounts = mounts_under(daemon.base)
+
+    def lifecycle(n):
+        c = daemon.client()
+        try:
+            for i in range(4):
+                pod_id = c.call("RunPodSandbox", timeout=20, config=pod_config(
+                    c.api, name="par", uid="par-%d-%d" % (n, i))).pod_sandbox_id
+                c.call("StopPodSandbox", pod_sandbox_id=pod_id, timeout=20)
+                c.call("RemovePodSandbox", pod_sandbox_id=pod_id, timeout=20)
+        finally:
+            c.close()
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        for f in [pool.submit(lifecycle, n) for n in range(8)]:
+            f.result()
+    assert list(cri.call("ListPodSandbox").items) == []
+    assert mounts_under(daemon.base) == before_mounts
+    children = subprocess.run(["pgrep", "-P", str(daemon.proc.pid)], capture_output=True,
+                              text=True).stdout
+    assert children.strip() == ""
+
+
 def test_kill_9_and_restart_keeps_and_repairs(make_daemon):
     d = make_daemon().start()
     cri = d.client()

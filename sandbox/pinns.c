@@ -154,8 +154,14 @@ int rm_pinns_create(const struct rm_pinns_request *req, struct rm_error **err)
         }
         pid_t pid = fork();
         if (pid == 0) {
-                close(report[0]);
-                close(release[1]);
+                /* O_CLOEXEC does nothing here (the child never execs): without this, a
+                 * child would hold the pipes of helpers other threads start meanwhile, and
+                 * two helpers could each keep the other's release pipe open forever. */
+                int lo = report[1] < release[0] ? report[1] : release[0];
+                int hi = report[1] < release[0] ? release[0] : report[1];
+                close_range(3, (unsigned)lo - 1, 0);
+                close_range((unsigned)lo + 1, (unsigned)hi - 1, 0);
+                close_range((unsigned)hi + 1, ~0U, 0);
                 child_main(req, paths, report[1], release[0]);
         }
         int saved = errno;

@@ -147,6 +147,22 @@ static int exec_sync(void *ctx, const char *id, char *const *argv, int64_t timeo
         return 0;
 }
 
+static int update(void *ctx, const char *id, const char *resources_json, struct rm_error **err)
+{
+        struct rm_daemon *d = ctx;
+        return d->oci->ops->update(d->oci, id, resources_json, err);
+}
+
+/* The monitor answers within a second unless it is wedged. */
+#define SHIM_COMMAND_TIMEOUT_MS 5000
+
+static int reopen_log(void *ctx, const char *id, const char *bundle, struct rm_error **err)
+{
+        (void)ctx;
+        (void)id;
+        return rm_shim_command(bundle, "reopen-log", SHIM_COMMAND_TIMEOUT_MS, err);
+}
+
 void rm__container_ops(struct rm_daemon *d, struct rm_container_ops *ops)
 {
         memset(ops, 0, sizeof(*ops));
@@ -160,5 +176,7 @@ void rm__container_ops(struct rm_daemon *d, struct rm_container_ops *ops)
         ops->delete = delete_ctr;
         ops->exit_status = exit_status;
         ops->exec_sync = exec_sync;
+        ops->update = update;
+        ops->reopen_log = reopen_log;
         ops->exit_dir = d->exit_dir;
 }

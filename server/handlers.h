@@ -25,6 +25,14 @@ RM_HANDLER(list_containers);
 RM_HANDLER(container_status);
 RM_HANDLER(exec_sync);
 
+/* stats_handlers.c */
+RM_HANDLER(container_stats);
+RM_HANDLER(list_container_stats);
+RM_HANDLER(pod_sandbox_stats);
+RM_HANDLER(list_pod_sandbox_stats);
+RM_HANDLER(update_container_resources);
+RM_HANDLER(reopen_container_log);
+
 /* image_handlers.c */
 RM_HANDLER(pull_image);
 RM_HANDLER(list_images);

@@ -7,6 +7,11 @@
  * init when it exits, writes the exit file atomically and exits. It never depends on the
  * daemon being alive after the report.
  *
+ * While the container runs, the shim listens on <bundle>/ctl.sock (0600) for one-line
+ * commands from the daemon, one per connection: "reopen-log" closes the CRI log file and
+ * opens it again at its path (kubelet's rotation renames the file first), then answers
+ * "ok" or "error <message>".
+ *
  * Only libc: it runs once per container, so it must stay small. */
 #include <errno.h>
 #include <fcntl.h>
@@ -22,7 +27,10 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -263,6 +271,93 @@ static bool pump(int *fd, int logfd, struct rm_cri_stream *s)
         return false;
 }
 
+#define CTL_NAME "ctl.sock"
+
+/* Bind the control socket in the bundle. The path is made relative (chdir) because a
+ * bundle path may be longer than sun_path allows. */
+static int ctl_listen(const char *bundle)
+{
+        if (chdir(bundle) < 0)
+                return -1;
+        unlink(CTL_NAME);
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
+        memcpy(sa.sun_path, CTL_NAME, sizeof(CTL_NAME));
+        mode_t old = umask(0077);
+        int rc = fd < 0 ? -1 : bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+        umask(old);
+        if (rc < 0 || listen(fd, 8) < 0) {
+                int saved = errno;
+                if (fd >= 0)
+                        close(fd);
+                if (chdir("/") < 0)
+                        saved = errno;
+                errno = saved;
+                return -1;
+        }
+        if (chdir("/") < 0) {
+                close(fd);
+                return -1;
+        }
+        return fd;
+}
+
+static int reopen_log(const char *path, int *logfd, char *msg, size_t len)
+{
+        int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+        if (fd < 0) {
+                snprintf(msg, len, "open %s: %s", path, strerror(errno));
+                return -1;
+        }
+        if (*logfd >= 0)
+                close(*logfd);
+        *logfd = fd;
+        return 0;
+}
+
+/* Serve one connection: read a command line (a client gets a second to send it), act,
+ * answer. Log lines keep flowing through the pipes' buffers meanwhile. */
+static void ctl_serve(int lfd, const struct opts *o, int *logfd)
+{
+        int c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+        if (c < 0)
+                return;
+        struct timeval tv = {.tv_sec = 1};
+        setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+        setsockopt(c, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+        char cmd[128];
+        size_t n = 0;
+        while (n < sizeof(cmd) - 1) {
+                ssize_t r = read(c, cmd + n, sizeof(cmd) - 1 - n);
+                if (r <= 0)
+                        break;
+                n += (size_t)r;
+                if (memchr(cmd, '\n', n))
+                        break;
+        }
+        cmd[n] = '\0';
+        char *nl = strchr(cmd, '\n');
+        if (nl)
+                *nl = '\0';
+        char reply[1024] = "ok";
+        if (strcmp(cmd, "reopen-log") == 0) {
+                char msg[900];
+                if (!o->log_path)
+                        snprintf(reply, sizeof(reply), "error the container has no log file");
+                else if (reopen_log(o->log_path, logfd, msg, sizeof(msg)) < 0)
+                        snprintf(reply, sizeof(reply), "error %s", msg);
+                else
+                        diag("reopened %s", o->log_path);
+        } else {
+                snprintf(reply, sizeof(reply), "error unknown command \"%.64s\"", cmd);
+        }
+        size_t len = strlen(reply);
+        reply[len++] = '\n';
+        if (write(c, reply, len) < 0)
+                diag("control reply: %s", strerror(errno));
+        close(c);
+}
+
 int main(int argc, char **argv)
 {
         struct opts o;
@@ -348,6 +443,10 @@ int main(int argc, char **argv)
                 report(o.sync_fd, "error runc wrote no pid to %s", o.pid_file);
                 return 1;
         }
+        int ctl = ctl_listen(o.bundle);
+        if (ctl < 0)
+                diag("control socket in %s: %s (log reopen unavailable)", o.bundle,
+                     strerror(errno));
         report(o.sync_fd, "ok %d", cpid);
         if (o.sync_fd >= 0)
                 close(o.sync_fd);
@@ -356,10 +455,11 @@ int main(int argc, char **argv)
         struct exit_record rec = {.pid = cpid};
         bool exited = false;
         while (!exited) {
-                struct pollfd pf[3] = {{.fd = sfd, .events = POLLIN},
+                struct pollfd pf[4] = {{.fd = sfd, .events = POLLIN},
                                        {.fd = outp[0], .events = POLLIN},
-                                       {.fd = errp[0], .events = POLLIN}};
-                if (poll(pf, 3, -1) < 0 && errno != EINTR) {
+                                       {.fd = errp[0], .events = POLLIN},
+                                       {.fd = ctl, .events = POLLIN}};
+                if (poll(pf, 4, -1) < 0 && errno != EINTR) {
                         diag("poll: %s", strerror(errno));
                         break;
                 }
@@ -367,6 +467,8 @@ int main(int argc, char **argv)
                         pump(&outp[0], logfd, &so);
                 if (pf[2].revents)
                         pump(&errp[0], logfd, &se);
+                if (pf[3].revents)
+                        ctl_serve(ctl, &o, &logfd);
                 if (pf[0].revents) {
                         struct signalfd_siginfo si;
                         while (read(sfd, &si, sizeof(si)) > 0)
@@ -381,6 +483,12 @@ int main(int argc, char **argv)
                                 }
                         }
                 }
+        }
+        if (ctl >= 0) {
+                close(ctl);
+                char path[PATH_MAX];
+                snprintf(path, sizeof(path), "%s/" CTL_NAME, o.bundle);
+                unlink(path);
         }
         /* The init is gone. Whatever it (or a process sharing its pipes) wrote is read
          * without blocking: a process left holding the pipe must not keep us alive. */

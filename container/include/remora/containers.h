@@ -12,6 +12,7 @@
 
 #include "api.pb-c.h"
 #include "remora/arena.h"
+#include "remora/cgroups.h"
 #include "remora/error.h"
 #include "remora/spec.h"
 #include "remora/store.h"
@@ -83,6 +84,11 @@ struct rm_container_ops {
                            struct rm_error **err);
         int (*exec_sync)(void *ctx, const char *id, char *const *argv, int64_t timeout_s,
                          struct rm_ctr_exec_result *res, struct rm_error **err);
+        /* Apply OCI LinuxResources (JSON) to a created or running container. */
+        int (*update)(void *ctx, const char *id, const char *resources_json,
+                      struct rm_error **err);
+        /* Have the container's monitor reopen its log file (bundle: its OCI bundle). */
+        int (*reopen_log)(void *ctx, const char *id, const char *bundle, struct rm_error **err);
         /* Told of every change (created, started, stopped, deleted), after the record is
          * written and outside the manager's locks; may be NULL. */
         void (*event)(void *ctx, const char *container_id, const char *pod_id,
@@ -131,6 +137,46 @@ Runtime__V1__ListContainersResponse *rm_containers_list(struct rm_container_mana
 int rm_containers_exec_sync(struct rm_container_manager *mgr,
                             const Runtime__V1__ExecSyncRequest *req, struct rm_ctr_exec_result *res,
                             struct rm_error **err);
+
+/* UpdateContainerResources: validated as at create, applied by the runtime, recorded
+ * so ContainerStatus.resources shows them. FAILED_PRECONDITION once exited. */
+int rm_containers_update(struct rm_container_manager *mgr,
+                         const Runtime__V1__UpdateContainerResourcesRequest *req,
+                         struct rm_error **err);
+/* ReopenContainerLog: FAILED_PRECONDITION unless running with a log file. */
+int rm_containers_reopen_log(struct rm_container_manager *mgr, const char *id,
+                             struct rm_error **err);
+
+/* Usage figures of containers (ContainerStats), read from cgroupfs and the writable
+ * layer. A figure the host does not report is left unset. */
+Runtime__V1__ContainerStats *rm_containers_stats_one(struct rm_container_manager *mgr,
+                                                     const struct rm_cgroup_host *cg,
+                                                     const char *id, struct rm_arena *a,
+                                                     struct rm_error **err);
+/* Every container matching the filter (ID prefix, pod ID prefix, labels). */
+Runtime__V1__ContainerStats **rm_containers_stats(struct rm_container_manager *mgr,
+                                                  const struct rm_cgroup_host *cg,
+                                                  const Runtime__V1__ContainerStatsFilter *f,
+                                                  struct rm_arena *a, size_t *n);
+
+/* MemoryUsage from a cgroup's figures; available_bytes only when a limit is set. */
+Runtime__V1__MemoryUsage *rm_memory_usage(const struct rm_cgroup_stats *cs, int64_t at,
+                                          struct rm_arena *a);
+
+/* CpuUsage from a cgroup's figures, usage_nano_cores against the previous sample of key. */
+Runtime__V1__CpuUsage *rm_cpu_usage(struct rm_container_manager *mgr, const char *key,
+                                    const struct rm_cgroup_stats *cs, int64_t at,
+                                    struct rm_arena *a);
+/* The summed cgroup figures of a pod's created and running containers (for a pod with no
+ * cgroup of its own); returns how many containers were read. */
+int rm_containers_pod_usage(struct rm_container_manager *mgr, const struct rm_cgroup_host *cg,
+                            const char *pod_id, struct rm_cgroup_stats *sum);
+
+/* The CPU rate between two samples of a cgroup's cumulative usage, kept per key (a
+ * container or pod ID) by the manager: nano-cores since the previous sample, or false
+ * for the first sample of that key. */
+bool rm_containers_cpu_rate(struct rm_container_manager *mgr, const char *key, int64_t now_ns,
+                            uint64_t usage_ns, uint64_t *nano_cores);
 
 /* IDs of the containers in pod_id (for pod stop/remove); a malloc'd NULL-terminated
  * array. */

@@ -46,6 +46,13 @@ struct rm_shim_result {
 int rm_shim_spawn(const struct rm_shim_request *req, struct rm_shim_result *res,
                   struct rm_error **err);
 
+/* Send a command to the running shim of the container whose bundle this is, over
+ * <bundle>/ctl.sock, and wait (up to timeout_ms) for its answer. "reopen-log" is the one
+ * command: close and reopen the CRI log file. FAILED_PRECONDITION when no shim listens
+ * (the container has exited); the shim's own error message otherwise. */
+int rm_shim_command(const char *bundle, const char *command, int timeout_ms,
+                    struct rm_error **err);
+
 /* What the exit file says. */
 struct rm_exit_status {
         pid_t pid;
