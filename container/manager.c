@@ -111,12 +111,13 @@ static bool refresh_exit(struct rm_container_manager *mgr, struct ctr *c)
 {
         pthread_mutex_lock(&mgr->lock);
         Runtime__V1__ContainerState state = c->state;
+        pid_t pid = c->pid;
         pthread_mutex_unlock(&mgr->lock);
         if (state == RUNTIME__V1__CONTAINER_STATE__CONTAINER_EXITED)
                 return true;
         if (state != RUNTIME__V1__CONTAINER_STATE__CONTAINER_RUNNING &&
-            state != RUNTIME__V1__CONTAINER_STATE__CONTAINER_CREATED)
-                return false;
+            (state != RUNTIME__V1__CONTAINER_STATE__CONTAINER_CREATED || pid == 0))
+                return false; /* a created container is in the runtime only once started */
         int code = 0;
         int64_t finished = 0;
         cleanup_error struct rm_error *err = NULL;
@@ -340,7 +341,6 @@ static int image_signal(const char *s)
 struct undo {
         bool dirs;
         bool mounted;
-        bool created;
         const char *image_id;
 };
 
@@ -348,11 +348,6 @@ static void rollback(struct rm_container_manager *mgr, const char *id, const str
                      const struct undo *u)
 {
         struct rm_error *e = NULL;
-        if (u->created && mgr->ops.delete(mgr->ops.ctx, id, true, &e) < 0) {
-                rm_log_warn("container %s: undoing a failed create: %s", id, e->msg);
-                rm_error_free(e);
-                e = NULL;
-        }
         if (u->mounted &&
             mgr->ops.rootfs_unmount(mgr->ops.ctx, u->image_id, p->dir, p->rootfs, &e) < 0) {
                 rm_log_warn("container %s: undoing a failed create: %s", id, e->msg);
@@ -477,22 +472,13 @@ static int build_and_create(struct rm_container_manager *mgr, struct ctr *c,
         json_object_object_get_ex(user, "uid", &uid);
         json_object_object_get_ex(user, "gid", &gid);
 
-        struct rm_ctr_create cc = {
-            .id = c->id,
-            .bundle = p->bundle,
-            .log_path = *log ? log : NULL,
-            .runtime_handler = pod.runtime_handler,
-            .tty = cfg->tty,
-            .stdin = cfg->stdin,
-            .stdin_once = cfg->stdin_once,
-        };
-        pid_t pid = 0;
-        if (mgr->ops.create(mgr->ops.ctx, &cc, &pid, err) < 0)
-                return -1;
-        u->created = true;
-
+        /* The runtime's create (runc create under its monitor) waits for StartContainer, as
+         * in containerd: CreateContainer stays cheap, and a container never started costs
+         * no process. */
         pthread_mutex_lock(&mgr->lock);
-        c->pid = pid;
+        c->tty = cfg->tty;
+        c->stdin = cfg->stdin;
+        c->stdin_once = cfg->stdin_once;
         c->uid = (uint32_t)json_object_get_int64(uid);
         c->gid = (uint32_t)json_object_get_int64(gid);
         replace_str(&c->log_path, log);
@@ -623,6 +609,59 @@ int rm_containers_create(struct rm_container_manager *mgr,
 
 /* ---- start, stop, remove ---- */
 
+/* A start that failed leaves the container EXITED with the reason, as kubelet expects
+ * (it creates a new one), and nothing of it in the runtime. Caller holds c->op. */
+static void start_failed(struct rm_container_manager *mgr, struct ctr *c, const char *msg)
+{
+        cleanup_error struct rm_error *e = NULL;
+        if (mgr->ops.delete(mgr->ops.ctx, c->id, true, &e) < 0)
+                rm_log_warn("container %s: cleaning up a failed start: %s", c->id, e->msg);
+        pthread_mutex_lock(&mgr->lock);
+        c->state = RUNTIME__V1__CONTAINER_STATE__CONTAINER_EXITED;
+        c->exit_code = 128;
+        c->finished_at = now_ns();
+        c->pid = 0;
+        replace_str(&c->reason, "StartError");
+        replace_str(&c->message, msg);
+        pthread_cond_broadcast(&mgr->changed);
+        pthread_mutex_unlock(&mgr->lock);
+        cleanup_error struct rm_error *save_err = NULL;
+        if (save(mgr, c, &save_err) < 0)
+                rm_log_warn("container %s: recording a failed start: %s", c->id, save_err->msg);
+        emit(mgr, c->id, c->pod_id, RUNTIME__V1__CONTAINER_EVENT_TYPE__CONTAINER_STOPPED_EVENT);
+}
+
+/* runc create under a monitor, then runc start. Caller holds c->op. */
+static int runtime_create_start(struct rm_container_manager *mgr, struct ctr *c,
+                                struct rm_error **err)
+{
+        cleanup_free char *bundle = xasprintf("%s/%s", mgr->bundles, c->id);
+        pthread_mutex_lock(&mgr->lock);
+        cleanup_free char *log = xstrdup(c->log_path);
+        cleanup_free char *handler = xstrdup(c->runtime_handler);
+        struct rm_ctr_create cc = {
+            .id = c->id,
+            .bundle = bundle,
+            .log_path = *log ? log : NULL,
+            .runtime_handler = handler,
+            .tty = c->tty,
+            .stdin = c->stdin,
+            .stdin_once = c->stdin_once,
+        };
+        pthread_mutex_unlock(&mgr->lock);
+        pid_t pid = 0;
+        if (mgr->ops.create(mgr->ops.ctx, &cc, &pid, err) < 0 ||
+            mgr->ops.start(mgr->ops.ctx, c->id, err) < 0) {
+                rm_error_wrap(err, "start container %s", c->id);
+                start_failed(mgr, c, (*err)->msg);
+                return -1;
+        }
+        pthread_mutex_lock(&mgr->lock);
+        c->pid = pid;
+        pthread_mutex_unlock(&mgr->lock);
+        return 0;
+}
+
 int rm_containers_start(struct rm_container_manager *mgr, const char *id, struct rm_error **err)
 {
         struct ctr *c = get(mgr, id, err);
@@ -641,8 +680,8 @@ int rm_containers_start(struct rm_container_manager *mgr, const char *id, struct
                                   protobuf_c_enum_descriptor_get_value(
                                       &runtime__v1__container_state__descriptor, state)
                                       ->name);
-        } else if (mgr->ops.start(mgr->ops.ctx, c->id, err) < 0) {
-                rc = rm_error_wrap(err, "start container %s", c->id);
+        } else if (runtime_create_start(mgr, c, err) < 0) {
+                rc = -1;
         } else {
                 pthread_mutex_lock(&mgr->lock);
                 c->state = RUNTIME__V1__CONTAINER_STATE__CONTAINER_RUNNING;
@@ -667,7 +706,23 @@ static int stop_locked(struct rm_container_manager *mgr, struct ctr *c, int64_t 
         pthread_mutex_lock(&mgr->lock);
         int sig = c->stop_signal ? c->stop_signal : SIGTERM;
         bool started = c->state == RUNTIME__V1__CONTAINER_STATE__CONTAINER_RUNNING;
+        bool never_ran = c->state == RUNTIME__V1__CONTAINER_STATE__CONTAINER_CREATED;
+        if (never_ran) {
+                /* Nothing runs yet (the runtime's create waits for start): just EXITED. */
+                c->state = RUNTIME__V1__CONTAINER_STATE__CONTAINER_EXITED;
+                c->finished_at = now_ns();
+                replace_str(&c->reason, "NotStarted");
+                replace_str(&c->message, "stopped before it was started");
+                pthread_cond_broadcast(&mgr->changed);
+        }
         pthread_mutex_unlock(&mgr->lock);
+        if (never_ran) {
+                if (save(mgr, c, err) < 0)
+                        return -1;
+                emit(mgr, c->id, c->pod_id,
+                     RUNTIME__V1__CONTAINER_EVENT_TYPE__CONTAINER_STOPPED_EVENT);
+                return 0;
+        }
         if (started && timeout > 0) {
                 if (mgr->ops.kill(mgr->ops.ctx, c->id, sig, err) < 0)
                         return rm_error_wrap(err, "stop container %s", c->id);
@@ -714,7 +769,10 @@ int rm_containers_remove(struct rm_container_manager *mgr, const char *id, struc
         int rc = stop_locked(mgr, c, 0, err);
         struct paths p;
         paths_init(mgr, c->id, &p);
-        if (rc == 0 && mgr->ops.delete(mgr->ops.ctx, c->id, true, err) < 0)
+        pthread_mutex_lock(&mgr->lock);
+        bool in_runtime = c->pid != 0;
+        pthread_mutex_unlock(&mgr->lock);
+        if (rc == 0 && in_runtime && mgr->ops.delete(mgr->ops.ctx, c->id, true, err) < 0)
                 rc = rm_error_wrap(err, "remove container %s", c->id);
         if (rc == 0 && *c->image_id &&
             mgr->ops.rootfs_unmount(mgr->ops.ctx, c->image_id, p.dir, p.rootfs, err) < 0)
@@ -806,6 +864,28 @@ static bool live(struct rm_container_manager *mgr, struct ctr *c, bool *running)
         return ok;
 }
 
+/* A container not started yet has only its bundle: the new resources go into its
+ * config.json, and runc create applies them at start. */
+static int update_bundle(struct rm_container_manager *mgr, const struct ctr *c,
+                         struct json_object *res, struct rm_error **err)
+{
+        cleanup_free char *path = xasprintf("%s/%s/config.json", mgr->bundles, c->id);
+        cleanup_json struct json_object *spec = json_object_from_file(path);
+        struct json_object *linux = NULL;
+        if (spec == NULL || !json_object_object_get_ex(spec, "linux", &linux))
+                return rm_error_set(err, RM_INTERNAL, "read %s: %s", path,
+                                    json_util_get_last_err());
+        json_object_object_add(linux, "resources", json_object_get(res));
+        cleanup_free char *tmp = xasprintf("%s.tmp", path);
+        if (json_object_to_file_ext(tmp, spec, JSON_C_TO_STRING_PLAIN) < 0 ||
+            rename(tmp, path) < 0) {
+                unlink(tmp);
+                return rm_error_set(err, RM_INTERNAL, "write %s: %s", path,
+                                    json_util_get_last_err());
+        }
+        return 0;
+}
+
 int rm_containers_update(struct rm_container_manager *mgr,
                          const Runtime__V1__UpdateContainerResourcesRequest *req,
                          struct rm_error **err)
@@ -828,9 +908,15 @@ int rm_containers_update(struct rm_container_manager *mgr,
         if (!live(mgr, c, &running))
                 rc = rm_error_set(err, RM_FAILED_PRECONDITION,
                                   "container %s has exited; its resources cannot change", c->id);
-        if (rc == 0 && mgr->ops.update(mgr->ops.ctx, c->id,
-                                       json_object_to_json_string_ext(res, JSON_C_TO_STRING_PLAIN),
-                                       err) < 0)
+        pthread_mutex_lock(&mgr->lock);
+        bool in_runtime = c->pid != 0;
+        pthread_mutex_unlock(&mgr->lock);
+        if (rc == 0 && !in_runtime)
+                rc = update_bundle(mgr, c, res, err);
+        else if (rc == 0 &&
+                 mgr->ops.update(mgr->ops.ctx, c->id,
+                                 json_object_to_json_string_ext(res, JSON_C_TO_STRING_PLAIN),
+                                 err) < 0)
                 rc = rm_error_wrap(err, "update container %s", c->id);
         if (rc == 0) {
                 pthread_mutex_lock(&mgr->lock);

@@ -39,6 +39,9 @@ struct json_object *rm__ctr_to_json(const struct ctr *c)
         json_object_object_add(o, "uid", json_object_new_int64(c->uid));
         json_object_object_add(o, "gid", json_object_new_int64(c->gid));
         put_str(o, "cgroup_path", c->cgroup_path);
+        json_object_object_add(o, "tty", json_object_new_boolean(c->tty));
+        json_object_object_add(o, "stdin", json_object_new_boolean(c->stdin));
+        json_object_object_add(o, "stdin_once", json_object_new_boolean(c->stdin_once));
         json_object_object_add(o, "resources", json_object_get(c->resources));
         return o;
 }
@@ -186,6 +189,12 @@ static int64_t num(struct reader *r, const char *key)
         return v ? json_object_get_int64(v) : 0;
 }
 
+static bool flag(struct reader *r, const char *key)
+{
+        struct json_object *v = field(r, key, json_type_boolean);
+        return v ? json_object_get_boolean(v) : false;
+}
+
 static struct json_object *obj(struct reader *r, const char *key, json_type type)
 {
         struct json_object *v = field(r, key, type);
@@ -227,6 +236,9 @@ struct ctr *rm__ctr_from_json(const char *id, struct json_object *doc, struct rm
         c->uid = (uint32_t)num(&r, "uid");
         c->gid = (uint32_t)num(&r, "gid");
         c->cgroup_path = str(&r, "cgroup_path");
+        c->tty = flag(&r, "tty");
+        c->stdin = flag(&r, "stdin");
+        c->stdin_once = flag(&r, "stdin_once");
         c->resources = obj(&r, "resources", json_type_object);
         if (r.failed) {
                 rm__ctr_free(c);

@@ -442,7 +442,7 @@ static void test_names_and_retries(void **state)
         cleanup_free char *id = create(w, &r);
         cleanup_free char *again = create(w, &r); /* identical retry */
         assert_string_equal(id, again);
-        assert_int_equal(F.created, 1);
+        assert_int_equal(F.created, 0); /* the runtime sees it only at start */
 
         struct request other;
         request_init(&other, "web", "changed");
@@ -486,7 +486,7 @@ static size_t count_entries(const char *dir)
         return n;
 }
 
-static void test_failed_create_leaves_nothing(void **state)
+static void test_failed_start_leaves_nothing(void **state)
 {
         struct world *w = *state;
         cleanup_free char *dir = xasprintf("%s/containers", w->root);
@@ -494,19 +494,45 @@ static void test_failed_create_leaves_nothing(void **state)
         F.fail_create = true;
         struct request r;
         request_init(&r, "doomed", "x");
-        char *id = NULL;
+        cleanup_free char *id = create(w, &r);
+        assert_int_equal(F.created, 0);
         struct rm_error *err = NULL;
-        assert_int_equal(rm_containers_create(w->mgr, &r.req, &id, &err), -1);
+        assert_int_equal(rm_containers_start(w->mgr, id, &err), -1);
         expect_code(&err, RM_INTERNAL, "runc create failed");
         F.fail_create = false;
+        struct rm_arena *a = rm_arena_new();
+        Runtime__V1__ContainerStatusResponse *st = rm_containers_status(w->mgr, id, false, a, &err);
+        assert_non_null(st);
+        assert_int_equal(st->status->state, RUNTIME__V1__CONTAINER_STATE__CONTAINER_EXITED);
+        assert_string_equal(st->status->reason, "StartError");
+        assert_non_null(strstr(st->status->message, "runc create failed"));
+        assert_int_equal(rm_containers_remove(w->mgr, id, &err), 0);
         assert_int_equal(count_entries(dir), 0);
         assert_int_equal(count_entries(bundles), 0);
         assert_int_equal(F.mounted, F.unmounted);
-        struct rm_arena *a = rm_arena_new();
         assert_int_equal(rm_containers_list(w->mgr, NULL, a)->n_containers, 0);
         rm_arena_free(a);
         /* The name is free again. */
         cleanup_free char *ok = create(w, &r);
+}
+
+static void test_stop_before_start(void **state)
+{
+        struct world *w = *state;
+        struct request r;
+        request_init(&r, "never", "x");
+        cleanup_free char *id = create(w, &r);
+        struct rm_error *err = NULL;
+        assert_int_equal(rm_containers_stop(w->mgr, id, 10, &err), 0);
+        assert_int_equal(F.kills, 0);
+        struct rm_arena *a = rm_arena_new();
+        Runtime__V1__ContainerStatusResponse *st = rm_containers_status(w->mgr, id, false, a, &err);
+        assert_int_equal(st->status->state, RUNTIME__V1__CONTAINER_STATE__CONTAINER_EXITED);
+        assert_int_equal(rm_containers_start(w->mgr, id, &err), -1);
+        expect_code(&err, RM_FAILED_PRECONDITION, "not CREATED");
+        assert_int_equal(rm_containers_remove(w->mgr, id, &err), 0);
+        assert_int_equal(F.deleted, 0);
+        rm_arena_free(a);
 }
 
 static void test_list_filters_and_prefixes(void **state)
@@ -646,7 +672,8 @@ int main(void)
             cmocka_unit_test_setup_teardown(test_stop_escalates_to_sigkill, setup, teardown),
             cmocka_unit_test_setup_teardown(test_exit_noticed_without_a_call, setup, teardown),
             cmocka_unit_test_setup_teardown(test_names_and_retries, setup, teardown),
-            cmocka_unit_test_setup_teardown(test_failed_create_leaves_nothing, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_stop_before_start, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_failed_start_leaves_nothing, setup, teardown),
             cmocka_unit_test_setup_teardown(test_list_filters_and_prefixes, setup, teardown),
             cmocka_unit_test_setup_teardown(test_exec_sync_needs_running, setup, teardown),
             cmocka_unit_test_setup_teardown(test_restart_recovers_state, setup, teardown),
