@@ -43,6 +43,7 @@ struct bench {
         struct endpoint ep[BENCH_MAX_ENDPOINTS];
         size_t nep;
         int n, warmup, parallel, pods_k;
+        bool shared_pid; /* pods share one PID namespace (an infra process where needed) */
         const char *image, *pull_image, *json;
         size_t list_sizes[8];
         size_t nlist;

@@ -27,7 +27,7 @@ static void usage(FILE *out)
                 "                    [-n N] [--warmup W] [--parallel P] [--pods K]\n"
                 "                    [--image REF] [--pull-image REF] [--list-sizes 10,100,500]\n"
                 "                    [--pid PID]... [--helper NAME]... [--only LIST]\n"
-                "                    [--timeout SECONDS] [--json FILE]\n"
+                "                    [--timeout SECONDS] [--shared-pid] [--json FILE]\n"
                 "\n"
                 "  -n N            measured iterations per figure (default 20)\n"
                 "  --warmup W      unrecorded iterations before them (default 2)\n"
@@ -38,7 +38,9 @@ static void usage(FILE *out)
                 "  --pid PID       daemon pid of the matching --endpoint (default: SO_PEERCRED)\n"
                 "  --helper NAME   comm prefix of per-pod helper processes (default\n"
                 "                  containerd-shim and remora-shim)\n"
-                "  --only LIST     scenarios: rpc,pod,container,parallel,lists,image,memory\n");
+                "  --only LIST     scenarios: rpc,pod,container,parallel,lists,image,memory\n"
+                "  --shared-pid    pods share one PID namespace (shareProcessNamespace); by\n"
+                "                  default each container has its own, as kubelet asks\n");
 }
 
 static bool wanted(const struct bench *b, const char *name)
@@ -107,6 +109,7 @@ int main(int argc, char **argv)
                                                  {"only", required_argument, NULL, 'o'},
                                                  {"timeout", required_argument, NULL, 't'},
                                                  {"list-sizes", required_argument, NULL, 'l'},
+                                                 {"shared-pid", no_argument, NULL, 'S'},
                                                  {"help", no_argument, NULL, 'h'},
                                                  {NULL, 0, NULL, 0}};
         int c;
@@ -163,6 +166,9 @@ int main(int argc, char **argv)
                         free(copy);
                         break;
                 }
+                case 'S':
+                        b.shared_pid = true;
+                        break;
                 case 'h':
                         usage(stdout);
                         return 0;

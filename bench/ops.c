@@ -21,7 +21,7 @@ void op_name(struct bench *b, const char *what, char *buf, size_t len)
         snprintf(buf, len, "rb-%s-%s-%lu", b->run_id, what, s);
 }
 
-void op_pod_cfg(struct pod_cfg *pc, const char *name)
+void op_pod_cfg(struct pod_cfg *pc, const char *name, bool shared_pid)
 {
         snprintf(pc->name, sizeof(pc->name), "%s", name);
         runtime__v1__pod_sandbox_metadata__init(&pc->meta);
@@ -29,6 +29,14 @@ void op_pod_cfg(struct pod_cfg *pc, const char *name)
         pc->meta.uid = pc->name;
         pc->meta.namespace_ = "remora-bench";
         runtime__v1__linux_pod_sandbox_config__init(&pc->linux);
+        /* As kubelet sends them: one PID namespace per container unless the pod asks to
+         * share one (shareProcessNamespace, --shared-pid here). */
+        runtime__v1__namespace_option__init(&pc->ns);
+        pc->ns.pid = shared_pid ? RUNTIME__V1__NAMESPACE_MODE__POD
+                                : RUNTIME__V1__NAMESPACE_MODE__CONTAINER;
+        runtime__v1__linux_sandbox_security_context__init(&pc->sc);
+        pc->sc.namespace_options = &pc->ns;
+        pc->linux.security_context = &pc->sc;
         runtime__v1__pod_sandbox_config__init(&pc->cfg);
         pc->cfg.metadata = &pc->meta;
         pc->cfg.linux = &pc->linux;
@@ -60,7 +68,7 @@ int op_run_pod(struct bench *b, struct endpoint *ep, struct pod *p, struct cri_r
         op_name(b, "pod", p->name, sizeof(p->name));
         p->id = NULL;
         struct pod_cfg pc;
-        op_pod_cfg(&pc, p->name);
+        op_pod_cfg(&pc, p->name, b->shared_pid);
         Runtime__V1__RunPodSandboxRequest req = RUNTIME__V1__RUN_POD_SANDBOX_REQUEST__INIT;
         req.config = &pc.cfg;
         Runtime__V1__RunPodSandboxResponse *resp = NULL;
@@ -112,7 +120,7 @@ int op_create_ctr(struct bench *b, struct endpoint *ep, const struct pod *p, cha
         char log[128];
         snprintf(log, sizeof(log), "%s.log", name);
         struct pod_cfg pc;
-        op_pod_cfg(&pc, p->name);
+        op_pod_cfg(&pc, p->name, b->shared_pid);
         Runtime__V1__ContainerMetadata meta = RUNTIME__V1__CONTAINER_METADATA__INIT;
         meta.name = name;
         Runtime__V1__ImageSpec image = RUNTIME__V1__IMAGE_SPEC__INIT;
@@ -123,6 +131,10 @@ int op_create_ctr(struct bench *b, struct endpoint *ep, const struct pod *p, cha
         cfg.image = &image;
         cfg.log_path = log;
         cfg.linux = &linux;
+        Runtime__V1__LinuxContainerSecurityContext sc =
+            RUNTIME__V1__LINUX_CONTAINER_SECURITY_CONTEXT__INIT;
+        sc.namespace_options = &pc.ns;
+        linux.security_context = &sc;
         Runtime__V1__CreateContainerRequest req = RUNTIME__V1__CREATE_CONTAINER_REQUEST__INIT;
         req.pod_sandbox_id = p->id;
         req.config = &cfg;

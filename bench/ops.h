@@ -19,6 +19,8 @@ struct pod {
 struct pod_cfg {
         Runtime__V1__PodSandboxMetadata meta;
         Runtime__V1__LinuxPodSandboxConfig linux;
+        Runtime__V1__LinuxSandboxSecurityContext sc;
+        Runtime__V1__NamespaceOption ns;
         Runtime__V1__PodSandboxConfig cfg;
         char name[96];
 };
@@ -26,7 +28,7 @@ struct pod_cfg {
 int op_call(struct bench *b, struct endpoint *ep, const char *method, const ProtobufCMessage *req,
             const ProtobufCMessageDescriptor *desc, ProtobufCMessage **resp,
             struct cri_result *res);
-void op_pod_cfg(struct pod_cfg *pc, const char *name);
+void op_pod_cfg(struct pod_cfg *pc, const char *name, bool shared_pid);
 /* A new unique name "rb-<run>-<what>-<seq>". */
 void op_name(struct bench *b, const char *what, char *buf, size_t len);
 
