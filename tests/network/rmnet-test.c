@@ -6,8 +6,12 @@
  *   rmnet-test CONFIG_JSON STORE_DIR bench COUNT POD_ID NETNS
  *   rmnet-test CONFIG_JSON STORE_DIR setup-loop POD_PREFIX NETNS_DIR COUNT
  * setup prints the pod's IP; bench prints setup and teardown p50/p95 in microseconds;
- * setup-loop sets up pods <prefix>0..COUNT-1 in NETNS_DIR/<n> (to be killed midway). */
+ *   rmnet-test CONFIG_JSON STORE_DIR setup-par POD_PREFIX NETNS_DIR COUNT
+ * setup prints the pod's IP; bench prints setup and teardown p50/p95 in microseconds;
+ * setup-loop sets up pods <prefix>0..COUNT-1 in NETNS_DIR/<n> (to be killed midway);
+ * setup-par does the same from COUNT threads at once and prints "<id> <ip>" lines. */
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -88,6 +92,27 @@ static int bench(struct rm_network *net, int count, const char *id, const char *
         return 0;
 }
 
+struct par {
+        struct rm_network *net;
+        char id[128], path[4096], ip[64];
+        int rc;
+};
+
+static void *par_setup(void *arg)
+{
+        struct par *p = arg;
+        struct rm_error *e = NULL;
+        struct rm_pod_network_request req = {.pod_id = p->id, .netns_path = p->path};
+        struct rm_pod_network_result res = {0};
+        if (rm_network_pod_setup(p->net, &req, &res, &e) < 0) {
+                p->rc = fail(e);
+                return NULL;
+        }
+        snprintf(p->ip, sizeof(p->ip), "%s", res.ips[0]);
+        rm_pod_network_result_release(&res);
+        return NULL;
+}
+
 int main(int argc, char **argv)
 {
         if (argc < 4) {
@@ -157,6 +182,23 @@ int main(int argc, char **argv)
                         fflush(stdout);
                         rm_pod_network_result_release(&res);
                 }
+        } else if (strcmp(cmd, "setup-par") == 0 && argc == 7) {
+                int n = atoi(argv[6]);
+                struct par *ps = calloc((size_t)n, sizeof(*ps));
+                pthread_t *th = calloc((size_t)n, sizeof(*th));
+                for (int i = 0; i < n; i++) {
+                        ps[i].net = net;
+                        snprintf(ps[i].id, sizeof(ps[i].id), "%s%d", argv[4], i);
+                        snprintf(ps[i].path, sizeof(ps[i].path), "%s/%d", argv[5], i);
+                        pthread_create(&th[i], NULL, par_setup, &ps[i]);
+                }
+                for (int i = 0; i < n; i++) {
+                        pthread_join(th[i], NULL);
+                        rc |= ps[i].rc;
+                        printf("%s %s\n", ps[i].id, ps[i].ip);
+                }
+                free(ps);
+                free(th);
         } else {
                 fprintf(stderr, "unknown command or wrong arguments: %s\n", cmd);
                 rc = 2;
