@@ -78,16 +78,15 @@ int rm__net_config_parse(struct json_object *section, struct rm__net_config *cfg
         const char *mode = "bridge", *bridge = "remora0", *subnet = "10.77.0.0/16";
         const char *table = "remora", *vprefix = "rmv";
         int64_t mtu = 1500;
-        cfg->cni_conf_dir = "/etc/cni/net.d";
-        cfg->cni_bin_dir = "/usr/lib/cni";
+        const char *conf_dir = "/etc/cni/net.d", *bin_dir = "/usr/lib/cni";
         if (rm_confsect_string("network", section, "mode", &mode, err) < 0 ||
             rm_confsect_string("network", section, "bridge", &bridge, err) < 0 ||
             rm_confsect_string("network", section, "subnet", &subnet, err) < 0 ||
             rm_confsect_int("network", section, "mtu", 576, 65535, &mtu, err) < 0 ||
             rm_confsect_string("network", section, "nft_table", &table, err) < 0 ||
             rm_confsect_string("network", section, "veth_prefix", &vprefix, err) < 0 ||
-            rm_confsect_string("network", section, "cni_conf_dir", &cfg->cni_conf_dir, err) < 0 ||
-            rm_confsect_string("network", section, "cni_bin_dir", &cfg->cni_bin_dir, err) < 0)
+            rm_confsect_string("network", section, "cni_conf_dir", &conf_dir, err) < 0 ||
+            rm_confsect_string("network", section, "cni_bin_dir", &bin_dir, err) < 0)
                 return -1;
         if (strcmp(mode, "bridge") == 0)
                 cfg->mode = RM_NET_BRIDGE;
@@ -117,5 +116,16 @@ int rm__net_config_parse(struct json_object *section, struct rm__net_config *cfg
                                     "network.veth_prefix: \"%s\" must be 1-4 of [A-Za-z0-9_]",
                                     vprefix);
         strcpy(cfg->veth_prefix, vprefix);
+        if (conf_dir[0] != '/' || strlen(conf_dir) >= sizeof(cfg->cni_conf_dir))
+                return rm_error_set(
+                    err, RM_INVALID_ARGUMENT,
+                    "network.cni_conf_dir: must be an absolute path under %zu bytes",
+                    sizeof(cfg->cni_conf_dir));
+        if (bin_dir[0] != '/' || strlen(bin_dir) >= sizeof(cfg->cni_bin_dir))
+                return rm_error_set(err, RM_INVALID_ARGUMENT,
+                                    "network.cni_bin_dir: must be an absolute path under %zu bytes",
+                                    sizeof(cfg->cni_bin_dir));
+        strcpy(cfg->cni_conf_dir, conf_dir);
+        strcpy(cfg->cni_bin_dir, bin_dir);
         return 0;
 }

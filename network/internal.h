@@ -19,10 +19,10 @@ struct rm__net_config {
         int prefix;       /* 8..30 */
         uint32_t gateway; /* host order, first address of the subnet */
         int mtu;
-        char nft_table[64];  /* the ip-family nftables table Remora owns */
-        char veth_prefix[8]; /* host veth names are <prefix><pod id head>, 15 bytes total */
-        const char *cni_conf_dir;
-        const char *cni_bin_dir;
+        char nft_table[64];     /* the ip-family nftables table Remora owns */
+        char veth_prefix[8];    /* host veth names are <prefix><pod id head>, 15 bytes total */
+        char cni_conf_dir[512]; /* copies: the config section may go after open */
+        char cni_bin_dir[512];
 };
 
 /* Fill cfg from the "network" section over the defaults. Errors name "network.<key>". */
