@@ -32,8 +32,8 @@ void op_pod_cfg(struct pod_cfg *pc, const char *name, bool shared_pid)
         /* As kubelet sends them: one PID namespace per container unless the pod asks to
          * share one (shareProcessNamespace, --shared-pid here). */
         runtime__v1__namespace_option__init(&pc->ns);
-        pc->ns.pid = shared_pid ? RUNTIME__V1__NAMESPACE_MODE__POD
-                                : RUNTIME__V1__NAMESPACE_MODE__CONTAINER;
+        pc->ns.pid =
+            shared_pid ? RUNTIME__V1__NAMESPACE_MODE__POD : RUNTIME__V1__NAMESPACE_MODE__CONTAINER;
         runtime__v1__linux_sandbox_security_context__init(&pc->sc);
         pc->sc.namespace_options = &pc->ns;
         pc->linux.security_context = &pc->sc;

@@ -463,8 +463,8 @@ static int build_and_create(struct rm_container_manager *mgr, struct ctr *c,
         if (json_object_to_file_ext(config, spec, JSON_C_TO_STRING_PLAIN) < 0)
                 return rm_error_set(err, RM_INTERNAL, "write %s: %s", config,
                                     json_util_get_last_err());
-        struct json_object *uid = NULL, *gid = NULL, *user = NULL, *process = NULL,
-                           *linux = NULL, *cgpath = NULL;
+        struct json_object *uid = NULL, *gid = NULL, *user = NULL, *process = NULL, *linux = NULL,
+                           *cgpath = NULL;
         json_object_object_get_ex(spec, "linux", &linux);
         json_object_object_get_ex(linux, "cgroupsPath", &cgpath);
         json_object_object_get_ex(spec, "process", &process);
@@ -944,8 +944,8 @@ int rm_containers_reopen_log(struct rm_container_manager *mgr, const char *id,
         bool has_log = *c->log_path != '\0';
         pthread_mutex_unlock(&mgr->lock);
         if (!running)
-                rc = rm_error_set(err, RM_FAILED_PRECONDITION, "container %s is not running",
-                                  c->id);
+                rc =
+                    rm_error_set(err, RM_FAILED_PRECONDITION, "container %s is not running", c->id);
         else if (!has_log)
                 rc = rm_error_set(err, RM_FAILED_PRECONDITION,
                                   "container %s has no log file (its pod has no log_directory "

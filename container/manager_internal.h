@@ -31,7 +31,7 @@ struct ctr {
         char *reason;
         char *message;
         int stop_signal; /* 0: SIGTERM */
-        pid_t pid;         /* 0 until started (runc create runs at StartContainer) */
+        pid_t pid;       /* 0 until started (runc create runs at StartContainer) */
         bool tty, stdin, stdin_once;
         uint32_t uid; /* the user the process runs as, for ContainerStatus.user */
         uint32_t gid;

@@ -78,8 +78,8 @@ struct json_object *rm__resources_to_json(const Runtime__V1__LinuxContainerResou
                 for (size_t i = 0; i < r->n_hugepage_limits; i++) {
                         struct json_object *h = json_object_new_object();
                         put_str(h, "page_size", r->hugepage_limits[i]->page_size);
-                        json_object_object_add(h, "limit",
-                                               json_object_new_uint64(r->hugepage_limits[i]->limit));
+                        json_object_object_add(
+                            h, "limit", json_object_new_uint64(r->hugepage_limits[i]->limit));
                         json_object_array_add(a, h);
                 }
                 json_object_object_add(o, "hugepage_limits", a);
@@ -135,7 +135,8 @@ Runtime__V1__LinuxContainerResources *rm__resources_from_json(struct json_object
                         r->hugepage_limits[i] = hp;
                 }
         }
-        if (json_object_object_get_ex(o, "unified", &v) && json_object_is_type(v, json_type_object)) {
+        if (json_object_object_get_ex(o, "unified", &v) &&
+            json_object_is_type(v, json_type_object)) {
                 r->n_unified = (size_t)json_object_object_length(v);
                 r->unified = (Runtime__V1__LinuxContainerResources__UnifiedEntry **)rm_arena_ptrs(
                     a, r->n_unified ? r->n_unified : 1);

@@ -224,8 +224,7 @@ int rm_exit_file_read(const char *path, struct rm_exit_status *st, struct rm_err
         return 1;
 }
 
-int rm_shim_command(const char *bundle, const char *command, int timeout_ms,
-                    struct rm_error **err)
+int rm_shim_command(const char *bundle, const char *command, int timeout_ms, struct rm_error **err)
 {
         /* The socket is reached through an O_PATH fd of the bundle: the full path may not
          * fit in sun_path, and a daemon with threads cannot chdir. */

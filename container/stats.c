@@ -127,8 +127,8 @@ static void pick_init(struct pick *p, const struct ctr *c, struct rm_arena *a)
         p->cgroup = live && *c->cgroup_path ? rm_arena_strdup(a, c->cgroup_path) : NULL;
 }
 
-static void fill(struct rm_container_manager *mgr, const struct rm_cgroup_host *cg,
-                 struct pick *p, struct rm_arena *a)
+static void fill(struct rm_container_manager *mgr, const struct rm_cgroup_host *cg, struct pick *p,
+                 struct rm_arena *a)
 {
         int64_t at = now_ns();
         Runtime__V1__ContainerStats *s = p->stats;
@@ -155,10 +155,9 @@ Runtime__V1__MemoryUsage *rm_memory_usage(const struct rm_cgroup_stats *cs, int6
         m->page_faults = u64(a, cs->page_faults);
         m->major_page_faults = u64(a, cs->major_page_faults);
         if (cs->memory_limit > 0)
-                m->available_bytes =
-                    u64(a, cs->memory_limit > cs->memory_working_set
-                               ? cs->memory_limit - cs->memory_working_set
-                               : 0);
+                m->available_bytes = u64(a, cs->memory_limit > cs->memory_working_set
+                                                ? cs->memory_limit - cs->memory_working_set
+                                                : 0);
         return m;
 }
 
@@ -198,8 +197,8 @@ Runtime__V1__ContainerStats **rm_containers_stats(struct rm_container_manager *m
                 f.id = sf->id;
                 f.pod_sandbox_id = sf->pod_sandbox_id;
                 f.n_label_selector = sf->n_label_selector;
-                f.label_selector = (Runtime__V1__ContainerFilter__LabelSelectorEntry **)
-                                       sf->label_selector;
+                f.label_selector =
+                    (Runtime__V1__ContainerFilter__LabelSelectorEntry **)sf->label_selector;
         }
         pthread_mutex_lock(&mgr->lock);
         struct pick *picks = rm_arena_alloc(a, sizeof(*picks) * (mgr->n ? mgr->n : 1));

@@ -13,7 +13,7 @@ struct map_entry {
 };
 
 void **rm__map_entries(struct rm_arena *a, const ProtobufCMessageDescriptor *desc,
-                          struct json_object *map, size_t *n)
+                       struct json_object *map, size_t *n)
 {
         *n = map ? (size_t)json_object_object_length(map) : 0;
         void **out = rm_arena_ptrs(a, *n ? *n : 1);

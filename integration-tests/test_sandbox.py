@@ -75,9 +75,12 @@ def test_pod_lifecycle_with_real_namespaces(daemon, cri):
     mounted = mounts_under(daemon.base)
     assert sorted(set(mounted) - set(before)) == sorted(
         list(p.values()) + [os.path.join(daemon.state, "sandboxes", pod_id, "shm")])
-    # Inside: lo up and alone, the hostname, the sysctls; the host keeps its own values.
+    # Inside: lo up and eth0 from the built-in bridge, the hostname, the sysctls; the host
+    # keeps its own values.
     links = nsenter("net", p["netns"], "ip", "-o", "link", "show")
-    assert links.count(": ") // 2 == 1 and "lo:" in links and "UP" in links
+    assert links.count(": ") // 2 == 2 and "lo:" in links and "eth0@" in links
+    ip = st.status.network.ip
+    assert ip.startswith("10.77.") and ip in nsenter("net", p["netns"], "ip", "-o", "addr")
     assert nsenter("uts", p["utsns"], "hostname") == "web-host"
     assert nsenter("net", p["netns"], "cat", "/proc/sys/net/ipv4/ip_unprivileged_port_start") == "81"
     assert nsenter("ipc", p["ipcns"], "cat", "/proc/sys/kernel/shm_rmid_forced") == "1"
@@ -89,7 +92,8 @@ def test_pod_lifecycle_with_real_namespaces(daemon, cri):
     assert "nameserver 10.96.0.10" in resolv and "search default.svc.cluster.local" in resolv
     assert "options ndots:5" in resolv
     with open(os.path.join(pod_dir, "hosts")) as f:
-        assert "localhost" in f.read()
+        hosts = f.read()
+    assert "localhost" in hosts and "%s\tweb-host" % ip in hosts
 
     cri.call("StopPodSandbox", pod_sandbox_id=pod_id)
     assert status(cri, pod_id).status.state == cri.api.SANDBOX_NOTREADY

@@ -108,6 +108,25 @@ static int open_containers(struct rm_daemon *d, struct rm_error **err)
         return d->containers ? 0 : -1;
 }
 
+/* Undo pod networks whose pod is gone or not ready (a crash between the two), and what a
+ * crashed setup left. A failure is logged: what is left is retried at the next start. */
+static void reconcile_network(struct rm_daemon *d)
+{
+        struct rm_arena *a = rm_arena_new();
+        Runtime__V1__PodSandboxStateValue ready = RUNTIME__V1__POD_SANDBOX_STATE_VALUE__INIT;
+        ready.state = RUNTIME__V1__POD_SANDBOX_STATE__SANDBOX_READY;
+        Runtime__V1__PodSandboxFilter f = RUNTIME__V1__POD_SANDBOX_FILTER__INIT;
+        f.state = &ready;
+        Runtime__V1__ListPodSandboxResponse *l = rm_sandbox_list(d->sandboxes, &f, a);
+        const char **ids = rm_arena_alloc(a, sizeof(char *) * (l->n_items + 1));
+        for (size_t i = 0; i < l->n_items; i++)
+                ids[i] = l->items[i]->id;
+        cleanup_error struct rm_error *e = NULL;
+        if (rm_network_reconcile(d->network, ids, l->n_items, &e) < 0)
+                rm_log_warn("pod networking: reconcile at start: %s", e->msg);
+        rm_arena_free(a);
+}
+
 static int open_managers(struct rm_daemon *d, struct rm_error **err)
 {
         const struct rm_config *cfg = d->cfg;
@@ -139,6 +158,7 @@ static int open_managers(struct rm_daemon *d, struct rm_error **err)
             cfg->root, cfg->state, cfg->sections[RM_SECTION_SANDBOX], d->store, &hooks, err);
         if (d->sandboxes == NULL)
                 return -1;
+        reconcile_network(d);
         if (open_containers(d, err) < 0)
                 return -1;
         d->dispatch = rm_dispatch_new(rm_handlers, d, err);

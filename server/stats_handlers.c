@@ -63,8 +63,8 @@ RM_HANDLER(list_container_stats)
         struct rm_daemon *d = call->daemon;
         Runtime__V1__ListContainerStatsResponse *r = rm_arena_alloc(call->arena, sizeof(*r));
         runtime__v1__list_container_stats_response__init(r);
-        r->stats = rm_containers_stats(d->containers, &d->cgroups, in->filter, call->arena,
-                                       &r->n_stats);
+        r->stats =
+            rm_containers_stats(d->containers, &d->cgroups, in->filter, call->arena, &r->n_stats);
         *resp = &r->base;
         return 0;
 }
@@ -158,8 +158,8 @@ static Runtime__V1__NetworkUsage *network_usage(const char *netns, int64_t at, s
         return n;
 }
 
-static Runtime__V1__PodSandboxStats *pod_stats(struct rm_daemon *d, const Runtime__V1__PodSandbox *p,
-                                               struct rm_arena *a)
+static Runtime__V1__PodSandboxStats *pod_stats(struct rm_daemon *d,
+                                               const Runtime__V1__PodSandbox *p, struct rm_arena *a)
 {
         Runtime__V1__PodSandboxAttributes *at = rm_arena_alloc(a, sizeof(*at));
         runtime__v1__pod_sandbox_attributes__init(at);
@@ -214,8 +214,8 @@ RM_HANDLER(pod_sandbox_stats)
 {
         REQ(Runtime__V1__PodSandboxStatsRequest);
         struct rm_daemon *d = call->daemon;
-        cleanup_free char *id = rm_sandbox_resolve(
-            d->sandboxes, in->pod_sandbox_id ? in->pod_sandbox_id : "", err);
+        cleanup_free char *id =
+            rm_sandbox_resolve(d->sandboxes, in->pod_sandbox_id ? in->pod_sandbox_id : "", err);
         if (id == NULL)
                 return -1;
         Runtime__V1__PodSandboxFilter f;
@@ -246,14 +246,14 @@ RM_HANDLER(list_pod_sandbox_stats)
         if (in->filter) {
                 f.id = in->filter->id;
                 f.n_label_selector = in->filter->n_label_selector;
-                f.label_selector =
-                    (Runtime__V1__PodSandboxFilter__LabelSelectorEntry **)in->filter->label_selector;
+                f.label_selector = (Runtime__V1__PodSandboxFilter__LabelSelectorEntry **)
+                                       in->filter->label_selector;
         }
         Runtime__V1__ListPodSandboxResponse *l = rm_sandbox_list(d->sandboxes, &f, call->arena);
         Runtime__V1__ListPodSandboxStatsResponse *r = rm_arena_alloc(call->arena, sizeof(*r));
         runtime__v1__list_pod_sandbox_stats_response__init(r);
         r->stats = (Runtime__V1__PodSandboxStats **)rm_arena_ptrs(call->arena,
-                                                                   l->n_items ? l->n_items : 1);
+                                                                  l->n_items ? l->n_items : 1);
         for (size_t i = 0; i < l->n_items; i++)
                 r->stats[r->n_stats++] = pod_stats(d, l->items[i], call->arena);
         *resp = &r->base;

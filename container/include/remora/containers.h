@@ -85,8 +85,7 @@ struct rm_container_ops {
         int (*exec_sync)(void *ctx, const char *id, char *const *argv, int64_t timeout_s,
                          struct rm_ctr_exec_result *res, struct rm_error **err);
         /* Apply OCI LinuxResources (JSON) to a created or running container. */
-        int (*update)(void *ctx, const char *id, const char *resources_json,
-                      struct rm_error **err);
+        int (*update)(void *ctx, const char *id, const char *resources_json, struct rm_error **err);
         /* Have the container's monitor reopen its log file (bundle: its OCI bundle). */
         int (*reopen_log)(void *ctx, const char *id, const char *bundle, struct rm_error **err);
         /* Told of every change (created, started, stopped, deleted), after the record is

@@ -50,8 +50,7 @@ int rm_shim_spawn(const struct rm_shim_request *req, struct rm_shim_result *res,
  * <bundle>/ctl.sock, and wait (up to timeout_ms) for its answer. "reopen-log" is the one
  * command: close and reopen the CRI log file. FAILED_PRECONDITION when no shim listens
  * (the container has exited); the shim's own error message otherwise. */
-int rm_shim_command(const char *bundle, const char *command, int timeout_ms,
-                    struct rm_error **err);
+int rm_shim_command(const char *bundle, const char *command, int timeout_ms, struct rm_error **err);
 
 /* What the exit file says. */
 struct rm_exit_status {

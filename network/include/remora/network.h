@@ -1,8 +1,10 @@
 /* Pod networking: what a pod's network namespace gets between RunPodSandbox and
  * StopPodSandbox. The sandbox layer creates and pins the namespace; this module fills it
  * (interfaces, addresses, routes, port mappings) and empties it again. It knows nothing
- * of containers. Until the built-in bridge or CNI mode is configured the module reports
- * NetworkReady false and gives pods loopback only. */
+ * of containers. The built-in mode ("bridge", the default) puts every pod on a Linux
+ * bridge with an address from the configured subnet, masquerade and hostPort DNAT in an
+ * nftables table Remora owns; mode "none" gives pods loopback only. CNI mode is accepted
+ * in the config but reports NetworkReady false (not implemented yet). */
 #ifndef REMORA_NETWORK_H
 #define REMORA_NETWORK_H
 
@@ -64,5 +66,13 @@ int rm_network_pod_setup(struct rm_network *net, const struct rm_pod_network_req
  * say the pod held. Tearing down a pod that has nothing is not an error. */
 int rm_network_pod_teardown(struct rm_network *net, const char *pod_id, const char *netns_path,
                             struct rm_error **err);
+
+/* Start-up reconcile: undo every pod network whose pod is not in live_pod_ids (the pods
+ * the server still has) or whose setup never finished (a crash mid-setup): its port
+ * mappings, veth and address record. Also removes veths on the bridge that no record
+ * owns. Call once after open, before serving. Returns -1 if something could not be
+ * undone (it is kept and retried by the next reconcile). */
+int rm_network_reconcile(struct rm_network *net, const char *const *live_pod_ids, size_t n_live,
+                         struct rm_error **err);
 
 #endif

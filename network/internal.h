@@ -1,0 +1,70 @@
+/* Shared-internal pieces of the network module: config, netlink, nftables, IPAM. */
+#ifndef REMORA_NETWORK_INTERNAL_H
+#define REMORA_NETWORK_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <netinet/in.h>
+#include <json-c/json.h>
+
+#include "remora/error.h"
+#include "remora/network.h"
+
+enum rm__net_mode { RM_NET_BRIDGE, RM_NET_CNI, RM_NET_NONE };
+
+struct rm__net_config {
+        enum rm__net_mode mode;
+        char bridge[16];  /* IFNAMSIZ */
+        uint32_t subnet;  /* host order, network address */
+        int prefix;       /* 8..30 */
+        uint32_t gateway; /* host order, first address of the subnet */
+        int mtu;
+        char nft_table[64];     /* the ip-family nftables table Remora owns */
+        char veth_prefix[8];    /* host veth names are <prefix><pod id head>, 15 bytes total */
+        char cni_conf_dir[512]; /* copies: the config section may go after open */
+        char cni_bin_dir[512];
+};
+
+/* Fill cfg from the "network" section over the defaults. Errors name "network.<key>". */
+int rm__net_config_parse(struct json_object *section, struct rm__net_config *cfg,
+                         struct rm_error **err);
+
+/* Dotted quad of a host-order address into buf (at least 16 bytes). */
+const char *rm__ip4_str(uint32_t addr, char *buf);
+
+/* Netlink. One socket per struct; not thread-safe (the caller serializes). */
+struct rm__nl;
+struct rm__nl *rm__nl_open(struct rm_error **err);
+void rm__nl_close(struct rm__nl *nl);
+/* Create or adopt the bridge: up, the gateway address on it. *ifindex and *mtu out. */
+int rm__nl_bridge_ensure(struct rm__nl *nl, const struct rm__net_config *cfg, int *ifindex,
+                         struct rm_error **err);
+/* Create the veth pair host_name <-> eth0 with eth0 in the namespace netns_fd, host end
+ * on the bridge, both up with mtu. */
+int rm__nl_veth_create(struct rm__nl *nl, const char *host_name, int bridge_ifindex, int mtu,
+                       int netns_fd, struct rm_error **err);
+/* Delete a host link by name; a missing link is not an error. */
+int rm__nl_link_delete(struct rm__nl *nl, const char *name, struct rm_error **err);
+/* Inside netns_fd: lo up, addr/prefix on eth0, default route via gateway. */
+int rm__nl_pod_configure(int netns_fd, uint32_t addr, int prefix, uint32_t gateway,
+                         struct rm_error **err);
+/* Names of the links enslaved to bridge_ifindex whose names start with prefix. Calls
+ * visit for each; returns 0 or -1. */
+int rm__nl_bridge_ports(struct rm__nl *nl, int bridge_ifindex, const char *prefix,
+                        void (*visit)(const char *name, void *data), void *data,
+                        struct rm_error **err);
+
+/* nftables: the table with NAT chains and hostport maps. */
+struct rm__nft;
+struct rm__nft *rm__nft_open(const struct rm__net_config *cfg, struct rm_error **err);
+void rm__nft_close(struct rm__nft *nft);
+/* (Re)create the table from scratch, dropping every element. */
+int rm__nft_reset(struct rm__nft *nft, struct rm_error **err);
+/* Add the pod's port mappings atomically; EEXIST conflicts are FAILED_PRECONDITION. */
+int rm__nft_ports_add(struct rm__nft *nft, uint32_t pod_ip, const struct rm_port_mapping *ports,
+                      size_t n, struct rm_error **err);
+/* Remove them; elements already gone are skipped. */
+void rm__nft_ports_del(struct rm__nft *nft, uint32_t pod_ip, const struct rm_port_mapping *ports,
+                       size_t n);
+
+#endif

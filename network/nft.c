@@ -1,0 +1,150 @@
+/* Port mappings and masquerade in an nftables table Remora owns, through libnftables
+ * (in process: no `nft` child per pod). Per-pod state lives in two maps keyed by
+ * (host IP,) protocol and host port, so removing a pod deletes elements by key and
+ * never needs rule handles. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <string.h>
+#include <nftables/libnftables.h>
+
+#include "internal.h"
+#include "remora/cleanup.h"
+#include "remora/xalloc.h"
+
+struct rm__nft {
+        struct nft_ctx *ctx;
+        struct rm__net_config cfg;
+};
+
+struct rm__nft *rm__nft_open(const struct rm__net_config *cfg, struct rm_error **err)
+{
+        struct nft_ctx *ctx = nft_ctx_new(NFT_CTX_DEFAULT);
+        if (ctx == NULL) {
+                rm_error_set(err, RM_INTERNAL, "nftables: cannot create a context");
+                return NULL;
+        }
+        nft_ctx_buffer_output(ctx);
+        nft_ctx_buffer_error(ctx);
+        struct rm__nft *nft = xzalloc(sizeof(*nft));
+        nft->ctx = ctx;
+        nft->cfg = *cfg;
+        return nft;
+}
+
+void rm__nft_close(struct rm__nft *nft)
+{
+        if (nft == NULL)
+                return;
+        nft_ctx_free(nft->ctx);
+        free(nft);
+}
+
+static int run(struct rm__nft *nft, const char *cmd, struct rm_error **err)
+{
+        if (nft_run_cmd_from_buffer(nft->ctx, cmd) == 0)
+                return 0;
+        const char *e = nft_ctx_get_error_buffer(nft->ctx);
+        /* The first line of libnftables' message is the reason; the rest echoes input. */
+        size_t n = e ? strcspn(e, "\n") : 0;
+        bool exists = e && strstr(e, "File exists") != NULL;
+        return rm_error_set(err, exists ? RM_FAILED_PRECONDITION : RM_INTERNAL, "nftables: %.*s",
+                            (int)n, e ? e : "failed");
+}
+
+int rm__nft_reset(struct rm__nft *nft, struct rm_error **err)
+{
+        char sub[40], buf[16];
+        const struct rm__net_config *c = &nft->cfg;
+        snprintf(sub, sizeof(sub), "%s/%d", rm__ip4_str(c->subnet, buf), c->prefix);
+        cleanup_free char *cmd = NULL;
+        /* add+delete makes the delete succeed on a first start; the batch is atomic. */
+        if (asprintf(&cmd,
+                     "add table ip %1$s\n"
+                     "delete table ip %1$s\n"
+                     "table ip %1$s {\n"
+                     " map hp_any { type inet_proto . inet_service : ipv4_addr . inet_service; }\n"
+                     " map hp_ip { type ipv4_addr . inet_proto . inet_service :"
+                     " ipv4_addr . inet_service; }\n"
+                     " chain prerouting { type nat hook prerouting priority -100; policy accept;"
+                     " fib daddr type local jump hostports; }\n"
+                     " chain output { type nat hook output priority -100; policy accept;"
+                     " fib daddr type local jump hostports; }\n"
+                     " chain hostports {\n"
+                     "  dnat ip to ip daddr . meta l4proto . th dport map @hp_ip\n"
+                     "  dnat ip to meta l4proto . th dport map @hp_any\n"
+                     " }\n"
+                     " chain postrouting { type nat hook postrouting priority 100; policy accept;\n"
+                     "  ip saddr %2$s oifname != \"%3$s\" masquerade\n"
+                     /* hostPort through 127.0.0.1: the pod must answer a routable source */
+                     "  ip saddr 127.0.0.0/8 ip daddr %2$s masquerade\n"
+                     /* pod to a hostPort of another pod: replies must come back via the host */
+                     "  ct status dnat ip saddr %2$s ip daddr %2$s masquerade\n"
+                     " }\n"
+                     "}\n",
+                     c->nft_table, sub, c->bridge) < 0)
+                abort();
+        if (run(nft, cmd, err) < 0)
+                return rm_error_wrap(err, "set up nftables table ip %s", c->nft_table);
+        return 0;
+}
+
+static const char *proto_name(int p)
+{
+        return p == IPPROTO_UDP ? "udp" : p == IPPROTO_SCTP ? "sctp" : "tcp";
+}
+
+static bool any_host(const char *ip)
+{
+        return ip == NULL || *ip == '\0' || strcmp(ip, "0.0.0.0") == 0;
+}
+
+/* One element, as "add"/"create"/"delete" takes it. */
+static void element(FILE *f, const char *verb, const char *table, uint32_t pod_ip,
+                    const struct rm_port_mapping *p)
+{
+        char buf[16];
+        if (any_host(p->host_ip))
+                fprintf(f, "%s element ip %s hp_any { %s . %d", verb, table,
+                        proto_name(p->protocol), p->host_port);
+        else
+                fprintf(f, "%s element ip %s hp_ip { %s . %s . %d", verb, table, p->host_ip,
+                        proto_name(p->protocol), p->host_port);
+        if (strcmp(verb, "delete") != 0)
+                fprintf(f, " : %s . %d", rm__ip4_str(pod_ip, buf), p->container_port);
+        fputs(" }\n", f);
+}
+
+int rm__nft_ports_add(struct rm__nft *nft, uint32_t pod_ip, const struct rm_port_mapping *ports,
+                      size_t n, struct rm_error **err)
+{
+        if (n == 0)
+                return 0;
+        cleanup_free char *cmd = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&cmd, &len);
+        if (f == NULL)
+                abort();
+        for (size_t i = 0; i < n; i++)
+                element(f, "create", nft->cfg.nft_table, pod_ip, &ports[i]);
+        fclose(f);
+        if (run(nft, cmd, err) < 0)
+                return rm_error_wrap(err, "add port mappings (a host port may be taken)");
+        return 0;
+}
+
+void rm__nft_ports_del(struct rm__nft *nft, uint32_t pod_ip, const struct rm_port_mapping *ports,
+                       size_t n)
+{
+        /* One command per element: a missing one (already removed) must not stop the rest. */
+        for (size_t i = 0; i < n; i++) {
+                cleanup_free char *cmd = NULL;
+                size_t len = 0;
+                FILE *f = open_memstream(&cmd, &len);
+                if (f == NULL)
+                        abort();
+                element(f, "delete", nft->cfg.nft_table, pod_ip, &ports[i]);
+                fclose(f);
+                nft_run_cmd_from_buffer(nft->ctx, cmd);
+        }
+}
