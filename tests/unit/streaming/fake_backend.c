@@ -113,18 +113,19 @@ static int fake_exec(void *ctx, const char *container_id, char *const *argv,
                         close(master); /* EIO: no slave left open, or the client is gone */
                         master = -1;
                 }
-                if (p[3].revents && copy_some(io->in, master) < 0) {
-                        /* stdin EOF on a terminal: send ^D as a user would. */
-                        ssize_t ignored = write(master, "\x04", 1);
-                        (void)ignored;
-                        in_open = false;
-                }
+                /* Resize first: a client sends it before the input it types. */
                 if (p[4].revents) {
                         struct rm_term_size ts;
                         if (read(io->resize, &ts, sizeof(ts)) == sizeof(ts)) {
                                 struct winsize ws = {.ws_col = ts.width, .ws_row = ts.height};
                                 ioctl(master, TIOCSWINSZ, &ws);
                         }
+                }
+                if (p[3].revents && copy_some(io->in, master) < 0) {
+                        /* stdin EOF on a terminal: send ^D as a user would. */
+                        ssize_t ignored = write(master, "\x04", 1);
+                        (void)ignored;
+                        in_open = false;
                 }
         }
         if (pfd >= 0)
