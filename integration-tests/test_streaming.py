@@ -321,3 +321,33 @@ def test_port_forward_refused_reports_error(srv):
     ws = connect(url, proto="portforward.k8s.io")
     got = collect(ws, until=lambda s: len(s.get(1, b"")) > 2)
     assert b"connect to port" in got[1][2:]
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def test_daemon_serves_streaming_address(make_daemon):
+    """remorad opens the server on the configured address; unknown tokens are 404."""
+    import http.client
+    port = free_port()
+    d = make_daemon(config=json.dumps({"streaming": {"address": f"127.0.0.1:{port}",
+                                                     "token_ttl_seconds": 30}}))
+    d.start()
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    c.request("GET", "/exec/AAAAAAAAAAAAAAAAAAAAAAAA")
+    assert c.getresponse().status == 404
+    c.close()
+    assert f"streaming server listening on 127.0.0.1:{port}" in d.read_log()
+
+
+@pytest.mark.parametrize("address", ["nonsense", "localhost:80", "127.0.0.1:99999"])
+def test_daemon_refuses_bad_streaming_address(make_daemon, address):
+    d = make_daemon(config=json.dumps({"streaming": {"address": address}}))
+    d.start(wait=False)
+    assert d.proc.wait(timeout=10) != 0
+    assert "streaming.address" in d.read_log()
