@@ -141,6 +141,14 @@ static const struct proto exec_protos[] = {
     {"v4.base64.channel.k8s.io", 4, true}, {"channel.k8s.io", 1, false},
     {"base64.channel.k8s.io", 1, true},    {NULL, 0, false},
 };
+static const struct proto spdy_exec_protos[] = {
+    {"v4.channel.k8s.io", 4, false},
+    {"v3.channel.k8s.io", 3, false},
+    {"v2.channel.k8s.io", 2, false},
+    {"channel.k8s.io", 1, false},
+    {NULL, 0, false},
+};
+static const struct proto spdy_pf_protos[] = {{"portforward.k8s.io", 1, false}, {NULL, 0, false}};
 static const struct proto pf_protos[] = {
     {"portforward.k8s.io", 1, false},
     {"v4.channel.k8s.io", 4, false},
@@ -175,6 +183,8 @@ struct pending {
         struct rm_streaming *srv;
         struct rm_stream_req *req;
         const struct proto *proto;
+        bool spdy;
+        const struct proto *spdy_list; /* what we speak, for X-Stream-Protocol-Version */
         int32_t *ports;
         size_t n_ports;
         bool bad_port;
@@ -201,6 +211,18 @@ static enum MHD_Result collect_port(void *cls, enum MHD_ValueKind kind, const ch
         return MHD_YES;
 }
 
+/* SPDY clients name the protocols they speak in X-Stream-Protocol-Version headers, one or
+ * several, in order of preference: take the first we speak. */
+static enum MHD_Result collect_spdy_proto(void *cls, enum MHD_ValueKind kind, const char *key,
+                                          const char *value)
+{
+        (void)kind;
+        struct pending *p = cls;
+        if (p->proto == NULL && value && strcasecmp(key, "X-Stream-Protocol-Version") == 0)
+                p->proto = pick_proto(value, p->spdy_list);
+        return MHD_YES;
+}
+
 static void on_upgrade(void *cls, struct MHD_Connection *c, void *con_cls, const char *extra_in,
                        size_t extra_in_size, MHD_socket sock, struct MHD_UpgradeResponseHandle *urh)
 {
@@ -213,6 +235,7 @@ static void on_upgrade(void *cls, struct MHD_Connection *c, void *con_cls, const
                                  .req = pd->req,
                                  .sock = sock,
                                  .urh = urh,
+                                 .spdy = pd->spdy,
                                  .version = pd->proto->version,
                                  .base64 = pd->proto->base64,
                                  .ports = pd->ports,
@@ -266,6 +289,30 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
         }
 }
 
+static enum MHD_Result upgrade_spdy(struct MHD_Connection *c, struct pending *pd,
+                                    enum rm_stream_kind kind)
+{
+        static const struct proto none = {NULL, 1, false};
+        pd->spdy = true;
+        pd->spdy_list = kind == RM_STREAM_PORTFORWARD ? spdy_pf_protos : spdy_exec_protos;
+        bool offered = false;
+        MHD_get_connection_values(c, MHD_HEADER_KIND, collect_spdy_proto, pd);
+        offered =
+            MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Stream-Protocol-Version") != NULL;
+        if (pd->proto == NULL && offered)
+                return reply(c, MHD_HTTP_FORBIDDEN,
+                             "unable to upgrade: no X-Stream-Protocol-Version we speak\n");
+        if (pd->proto == NULL)
+                pd->proto = &none;
+        struct MHD_Response *resp = MHD_create_response_for_upgrade(on_upgrade, pd->srv);
+        MHD_add_response_header(resp, "Upgrade", "SPDY/3.1");
+        if (pd->proto->name)
+                MHD_add_response_header(resp, "X-Stream-Protocol-Version", pd->proto->name);
+        enum MHD_Result rc = MHD_queue_response(c, MHD_HTTP_SWITCHING_PROTOCOLS, resp);
+        MHD_destroy_response(resp);
+        return rc;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **con_cls)
@@ -303,9 +350,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                 return reply(c, MHD_HTTP_NOT_FOUND, "unknown or expired streaming token\n");
 
         const char *upgrade = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Upgrade");
+        if (upgrade && header_has(upgrade, "SPDY/3.1"))
+                return upgrade_spdy(c, pd, kind);
         if (upgrade == NULL || !header_has(upgrade, "websocket"))
                 return reply(c, MHD_HTTP_BAD_REQUEST,
-                             "this endpoint needs an Upgrade: websocket request\n");
+                             "this endpoint needs an Upgrade: websocket or SPDY/3.1 request\n");
         const char *key = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Sec-WebSocket-Key");
         const char *wsver =
             MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Sec-WebSocket-Version");
