@@ -224,6 +224,19 @@ def test_token_expires():
         s.close()
 
 
+def settled(srv, timeout=10):
+    """The server's counts once a session that just ended is gone."""
+    last = srv.counts()
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        time.sleep(0.3)
+        now = srv.counts()
+        if now == last and now[2] == 0:
+            break
+        last = now
+    return last
+
+
 def wait_baseline(srv, base, timeout=10):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -236,8 +249,7 @@ def wait_baseline(srv, base, timeout=10):
 
 def test_dropped_clients_leak_nothing(srv):
     collect(connect(srv.exec_url(["true"])))  # warm up lazily created state
-    time.sleep(0.3)
-    base = srv.counts()
+    base = settled(srv)
     assert base[2] == 0
 
     # A client gone mid-stream while its process runs and never ends by itself.
@@ -297,7 +309,7 @@ def test_port_forward(srv):
     ls = echo_server()
     port = ls.getsockname()[1]
     try:
-        base = srv.counts()
+        base = settled(srv)
         url = srv.url(kind="portforward", pod_sandbox_id="p1", port=[port])
         ws = connect(url + f"?port={port}", proto="portforward.k8s.io")
         # Each channel opens with the port, little-endian.
@@ -351,3 +363,254 @@ def test_daemon_refuses_bad_streaming_address(make_daemon, address):
     d.start(wait=False)
     assert d.proc.wait(timeout=10) != 0
     assert "streaming.address" in d.read_log()
+
+
+# ---- SPDY/3.1, as client-go (kubectl, crictl, kubelet's proxy) speaks it ----
+
+import re
+import struct
+import zlib
+from urllib.parse import urlsplit
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def spdy_dictionary():
+    # The SPDY/3 header dictionary is protocol data; read the byte table the server uses.
+    text = open(os.path.join(HERE, "..", "server", "streaming", "spdy_dict.inc")).read()
+    data = bytes(int(x, 16) for x in re.findall(r"0x([0-9a-f]{2})", text))
+    assert len(data) == 1423
+    return data
+
+
+SYN_STREAM, SYN_REPLY, RST_STREAM, PING, GOAWAY = 1, 2, 3, 6, 7
+FIN = 1
+
+
+class Spdy:
+    def __init__(self, url, protocols, method="POST"):
+        u = urlsplit(url)
+        self.sock = socket.create_connection((u.hostname, u.port), timeout=20)
+        req = [f"{method} {u.path}{'?' + u.query if u.query else ''} HTTP/1.1",
+               f"Host: {u.netloc}", "Connection: Upgrade", "Upgrade: SPDY/3.1"]
+        req += [f"X-Stream-Protocol-Version: {p}" for p in protocols]
+        self.sock.sendall(("\r\n".join(req) + "\r\n\r\n").encode())
+        self.buf = b""
+        while b"\r\n\r\n" not in self.buf:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                break
+            self.buf += chunk
+        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
+        lines = head.decode().split("\r\n")
+        self.status = int(lines[0].split()[1])
+        self.headers = {k.lower(): v.strip() for k, v in
+                        (l.split(":", 1) for l in lines[1:] if ":" in l)}
+        d = spdy_dictionary()
+        self.comp = zlib.compressobj(zdict=d)
+        self.decomp = zlib.decompressobj(zdict=d)
+        self.next_id = 1
+        self.data, self.fin, self.replied, self.reset = {}, set(), set(), set()
+        self.goaway = False
+
+    def send_control(self, ftype, payload, flags=0):
+        self.sock.sendall(struct.pack(">HHI", 0x8003, ftype, (flags << 24) | len(payload)) + payload)
+
+    def syn(self, **headers):
+        raw = struct.pack(">I", len(headers))
+        for k, v in headers.items():
+            raw += struct.pack(">I", len(k)) + k.encode() + struct.pack(">I", len(v)) + v.encode()
+        block = self.comp.compress(raw) + self.comp.flush(zlib.Z_SYNC_FLUSH)
+        sid = self.next_id
+        self.next_id += 2
+        self.send_control(SYN_STREAM, struct.pack(">IIBB", sid, 0, 0, 0) + block)
+        return sid
+
+    def send(self, sid, data, fin=False):
+        self.sock.sendall(struct.pack(">II", sid, (int(fin) << 24) | len(data)) + data)
+
+    def _read(self, n):
+        while len(self.buf) < n:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError
+            self.buf += chunk
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def frame(self):
+        """Read one frame and record its effect; returns False at EOF."""
+        try:
+            hdr = self._read(8)
+            length = struct.unpack(">I", hdr[4:])[0] & 0xFFFFFF
+            flags = hdr[4]
+            payload = self._read(length)
+        except (EOFError, ConnectionResetError):
+            return False
+        if hdr[0] & 0x80:
+            ftype = struct.unpack(">H", hdr[2:4])[0]
+            if ftype == SYN_REPLY:
+                sid = struct.unpack(">I", payload[:4])[0]
+                raw = self.decomp.decompress(payload[4:])
+                assert struct.unpack(">I", raw[:4])[0] == 0  # no headers expected
+                self.replied.add(sid)
+            elif ftype == RST_STREAM:
+                self.reset.add(struct.unpack(">I", payload[:4])[0])
+            elif ftype == GOAWAY:
+                self.goaway = True
+            elif ftype == PING:
+                self.pinged = payload
+        else:
+            sid = struct.unpack(">I", hdr[:4])[0]
+            self.data[sid] = self.data.get(sid, b"") + payload
+            if flags & FIN:
+                self.fin.add(sid)
+        return True
+
+    def until(self, cond):
+        while not cond():
+            if not self.frame():
+                break
+        return cond()
+
+    def run(self):
+        while self.frame():
+            pass
+
+    def close(self):
+        self.sock.close()
+
+
+def spdy_exec(srv, cmd, proto="v4.channel.k8s.io", stdin=False, stderr=False, tty=False):
+    c = Spdy(srv.exec_url(cmd, stdin=stdin, stderr=stderr, tty=tty), [proto, "v1.channel.k8s.io"])
+    assert c.status == 101, c.status
+    assert c.headers["x-stream-protocol-version"] == proto
+    ids = {"error": c.syn(streamtype="error")}
+    if stdin:
+        ids["stdin"] = c.syn(streamtype="stdin")
+    ids["stdout"] = c.syn(streamtype="stdout")
+    if stderr:
+        ids["stderr"] = c.syn(streamtype="stderr")
+    if tty:
+        ids["resize"] = c.syn(streamtype="resize")
+    assert c.until(lambda: all(i in c.replied for i in ids.values()))
+    return c, ids
+
+
+def test_spdy_exec_echo(srv):
+    c, ids = spdy_exec(srv, ["echo", "hello"])
+    c.run()
+    assert c.data[ids["stdout"]] == b"hello\n"
+    assert json.loads(c.data[ids["error"]]) == {"metadata": {}, "status": "Success"}
+    assert {ids["stdout"], ids["error"]} <= c.fin and c.goaway
+
+
+def test_spdy_exec_exit_code(srv):
+    c, ids = spdy_exec(srv, ["sh", "-c", "echo err >&2; exit 3"], stderr=True)
+    c.run()
+    assert c.data[ids["stderr"]] == b"err\n"
+    st = json.loads(c.data[ids["error"]])
+    assert st["status"] == "Failure" and st["reason"] == "NonZeroExitCode"
+    assert st["details"]["causes"] == [{"reason": "ExitCode", "message": "3"}]
+    # v2 carries a failure as plain text, success as nothing.
+    c, ids = spdy_exec(srv, ["sh", "-c", "exit 7"], proto="v2.channel.k8s.io")
+    c.run()
+    assert c.data[ids["error"]] == b"command terminated with exit code 7"
+
+
+def test_spdy_exec_stdin_eof(srv):
+    c, ids = spdy_exec(srv, ["cat"], stdin=True)
+    c.send(ids["stdin"], b"abc\n")
+    c.send(ids["stdin"], b"def\n", fin=True)  # FIN on stdin is EOF
+    c.run()
+    assert c.data[ids["stdout"]] == b"abc\ndef\n"
+    assert json.loads(c.data[ids["error"]])["status"] == "Success"
+
+
+def test_spdy_exec_tty_resize(srv):
+    c, ids = spdy_exec(srv, ["sh", "-c", "read x; stty size"], stdin=True, tty=True)
+    c.send(ids["resize"], json.dumps({"Width": 91, "Height": 17}).encode() + b"\n")
+    c.send(ids["stdin"], b"go\n")
+    c.run()
+    assert b"17 91" in c.data[ids["stdout"]]
+    assert json.loads(c.data[ids["error"]])["status"] == "Success"
+
+
+def test_spdy_ping_and_unknown_stream(srv):
+    c, ids = spdy_exec(srv, ["sh", "-c", "read x"], stdin=True)
+    bogus = c.syn(streamtype="bogus")
+    c.send_control(PING, struct.pack(">I", 9))
+    assert c.until(lambda: bogus in c.reset and getattr(c, "pinged", None) == struct.pack(">I", 9))
+    c.send(ids["stdin"], b"\n", fin=True)
+    c.run()
+    assert json.loads(c.data[ids["error"]])["status"] == "Success"
+
+
+def test_spdy_refusals(srv):
+    url = srv.exec_url(["true"])
+    c = Spdy(url, ["v9.channel.k8s.io"])
+    assert c.status == 403  # nothing we speak; the token is spent all the same
+    c.close()
+    c = Spdy(url, ["v4.channel.k8s.io"])
+    assert c.status == 404
+    c.close()
+
+
+def test_spdy_dropped_client_leaks_nothing(srv):
+    c, ids = spdy_exec(srv, ["true"])
+    c.run()
+    c.close()
+    base = settled(srv)
+    c, ids = spdy_exec(srv, ["sleep", "1000"], stdin=True)
+    c.send(ids["stdin"], b"partial")
+    time.sleep(0.3)
+    assert srv.counts()[2] == 1
+    c.close()
+    c, ids = spdy_exec(srv, ["yes"])  # never read
+    time.sleep(1)
+    c.close()
+    c = Spdy(srv.exec_url(["true"]), ["v4.channel.k8s.io"])
+    c.sock.sendall(b"\x80\x02\x00\x01\x00\x00\x00\x00")  # SPDY/2: a protocol error
+    c.run()
+    c.close()
+    assert wait_baseline(srv, base) == base
+
+
+def test_spdy_port_forward(srv):
+    ls = echo_server()
+    port = ls.getsockname()[1]
+    try:
+        base = settled(srv)
+        c = Spdy(srv.url(kind="portforward", pod_sandbox_id="p1", port=[port]),
+                 ["portforward.k8s.io"])
+        assert c.status == 101 and c.headers["x-stream-protocol-version"] == "portforward.k8s.io"
+        pairs = []
+        for rid in ("0", "1"):  # two requests at once on one connection
+            e = c.syn(streamtype="error", port=str(port), requestid=rid)
+            d = c.syn(streamtype="data", port=str(port), requestid=rid)
+            pairs.append((e, d))
+        assert c.until(lambda: all(i in c.replied for p in pairs for i in p))
+        for n, (e, d) in enumerate(pairs):
+            c.send(d, f"hello {n}".encode())
+        assert c.until(lambda: all(c.data.get(d) == f"hello {n}".encode()
+                                   for n, (e, d) in enumerate(pairs)))
+        # Closing the data stream ends that request: the target closes, and so does ours.
+        e, d = pairs[0]
+        c.send(d, b"", fin=True)
+        assert c.until(lambda: d in c.fin and e in c.fin)
+        assert c.data.get(e, b"") == b""
+        c.close()
+        assert wait_baseline(srv, base) == base
+    finally:
+        ls.close()
+
+
+def test_spdy_port_forward_refused(srv):
+    port = free_port()
+    c = Spdy(srv.url(kind="portforward", pod_sandbox_id="p1", port=[port]),
+             ["portforward.k8s.io"])
+    e = c.syn(streamtype="error", port=str(port), requestid="0")
+    d = c.syn(streamtype="data", port=str(port), requestid="0")
+    assert c.until(lambda: e in c.fin)
+    assert f"connect to port {port}".encode() in c.data[e]
+    c.close()

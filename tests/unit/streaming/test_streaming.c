@@ -262,6 +262,96 @@ static void test_config(void **state)
         json_object_put(bad);
 }
 
+static void test_spdy_frames(void **state)
+{
+        (void)state;
+        uint8_t buf[64];
+        struct rm_spdy_frame f;
+        rm__spdy_control_header(RM_SPDY_PING, 0, 4, buf);
+        memcpy(buf + 8, "\0\0\0\x07", 4);
+        assert_int_equal(rm__spdy_parse(buf, 11, 1024, &f), 0);
+        assert_int_equal(rm__spdy_parse(buf, 12, 1024, &f), 12);
+        assert_true(f.control);
+        assert_int_equal(f.type, RM_SPDY_PING);
+        assert_int_equal(f.len, 4);
+        assert_int_equal(f.payload[3], 7);
+        rm__spdy_data_header(0x7FFFFFFF, RM_SPDY_FLAG_FIN, 3, buf);
+        memcpy(buf + 8, "abc", 3);
+        assert_int_equal(rm__spdy_parse(buf, 11, 1024, &f), 11);
+        assert_false(f.control);
+        assert_int_equal(f.stream_id, 0x7FFFFFFF);
+        assert_int_equal(f.flags, RM_SPDY_FLAG_FIN);
+        assert_memory_equal(f.payload, "abc", 3);
+        /* Too long for the server, or the wrong version: refused from the header. */
+        rm__spdy_data_header(1, 0, 5000, buf);
+        assert_int_equal(rm__spdy_parse(buf, 8, 4096, &f), -1);
+        rm__spdy_control_header(RM_SPDY_PING, 0, 4, buf);
+        buf[1] = 2;
+        assert_int_equal(rm__spdy_parse(buf, 12, 1024, &f), -1);
+}
+
+static void test_spdy_header_blocks(void **state)
+{
+        (void)state;
+        struct rm_spdy_z a, b;
+        assert_int_equal(rm__spdy_z_init(&a), 0);
+        assert_int_equal(rm__spdy_z_init(&b), 0);
+        /* Several blocks over one compression context, as on a connection. */
+        for (int round = 0; round < 3; round++) {
+                const char *kv[] = {"streamtype", round == 1 ? "stdout" : "error",
+                                    "port",       "8080",
+                                    "requestid",  "0"};
+                uint8_t *block;
+                size_t len;
+                assert_int_equal(rm__spdy_headers_encode(&a, kv, 3, &block, &len), 0);
+                struct rm_spdy_headers h;
+                assert_int_equal(rm__spdy_headers_decode(&b, block, len, &h), 0);
+                free(block);
+                assert_int_equal(h.n, 3);
+                assert_string_equal(rm__spdy_header(&h, "StreamType"), kv[1]);
+                assert_string_equal(rm__spdy_header(&h, "port"), "8080");
+                assert_null(rm__spdy_header(&h, "missing"));
+                rm__spdy_headers_free(&h);
+        }
+        uint8_t *block;
+        size_t len;
+        assert_int_equal(rm__spdy_headers_encode(&a, NULL, 0, &block, &len), 0);
+        struct rm_spdy_headers h;
+        assert_int_equal(rm__spdy_headers_decode(&b, block, len, &h), 0);
+        assert_int_equal(h.n, 0);
+        rm__spdy_headers_free(&h);
+        free(block);
+        /* Garbage is refused, not crashed on. */
+        struct rm_spdy_z c;
+        assert_int_equal(rm__spdy_z_init(&c), 0);
+        uint8_t junk[] = {0x78, 0xbb, 0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4};
+        assert_int_equal(rm__spdy_headers_decode(&c, junk, sizeof(junk), &h), -1);
+        rm__spdy_z_free(&a);
+        rm__spdy_z_free(&b);
+        rm__spdy_z_free(&c);
+}
+
+static void test_spdy_header_block_lies(void **state)
+{
+        (void)state;
+        /* A block whose count or lengths overrun the data: compress it raw ourselves. */
+        struct rm_spdy_z a, b;
+        assert_int_equal(rm__spdy_z_init(&a), 0);
+        assert_int_equal(rm__spdy_z_init(&b), 0);
+        const uint8_t raw[] = {0, 0, 0, 1, 0, 0, 0, 3, 'a', 'b', 'c', 0xff, 0xff, 0xff, 0xff};
+        uint8_t out[256];
+        a.def.next_in = (uint8_t *)raw;
+        a.def.avail_in = sizeof(raw);
+        a.def.next_out = out;
+        a.def.avail_out = sizeof(out);
+        assert_int_equal(deflate(&a.def, Z_SYNC_FLUSH), Z_OK);
+        struct rm_spdy_headers h;
+        assert_int_equal(rm__spdy_headers_decode(&b, out, sizeof(out) - a.def.avail_out, &h), -1);
+        assert_int_equal(h.n, 0);
+        rm__spdy_z_free(&a);
+        rm__spdy_z_free(&b);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -276,6 +366,9 @@ int main(void)
             cmocka_unit_test(test_ws_header_and_accept),
             cmocka_unit_test(test_request_validation),
             cmocka_unit_test(test_config),
+            cmocka_unit_test(test_spdy_frames),
+            cmocka_unit_test(test_spdy_header_blocks),
+            cmocka_unit_test(test_spdy_header_block_lies),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
