@@ -117,7 +117,8 @@ def test_port_forward_reaches_the_pod(cri, pod, image_ref):
                                          "while true; do echo hello-from-pod | nc -l -p 8080; "
                                          "done"])
     time.sleep(0.5)
-    url = cri.call("PortForward", pod_sandbox_id=pod[0][:10], port=[8080]).url
+    # No ports in the request, as kubelet and crictl send it: the streams name the port.
+    url = cri.call("PortForward", pod_sandbox_id=pod[0][:10]).url
     c = Spdy(url, ["portforward.k8s.io"])
     assert c.status == 101
     e = c.syn(streamtype="error", port="8080", requestid="0")

@@ -96,7 +96,9 @@ int rm_streaming_portforward_url(struct rm_streaming *srv,
                                     .id = xstrdup(req->pod_sandbox_id),
                                     .n_ports = req->n_port};
         r->ports = xmalloc((req->n_port + 1) * sizeof(int32_t));
-        memcpy(r->ports, req->port, req->n_port * sizeof(int32_t));
+        /* kubelet and crictl send no ports here: they name them per stream instead. */
+        if (req->n_port)
+                memcpy(r->ports, req->port, req->n_port * sizeof(int32_t));
         return put_url(srv, r, "portforward", url, err);
 }
 
@@ -244,7 +246,8 @@ static void on_upgrade(void *cls, struct MHD_Connection *c, void *con_cls, const
         pd->req = NULL;
         pd->ports = NULL;
         s->extra = xmalloc(extra_in_size + 1);
-        memcpy(s->extra, extra_in, extra_in_size);
+        if (extra_in_size)
+                memcpy(s->extra, extra_in, extra_in_size);
         s->extra_len = extra_in_size;
         pthread_t t;
         pthread_attr_t attr;
