@@ -128,3 +128,26 @@ int rm_remove_tree(const char *path, struct rm_error **err)
                 return rm_error_sys(err, "remove %s", path);
         return 0;
 }
+
+/* nftw has no user pointer: one walk's totals live in thread-local storage. */
+static __thread uint64_t usage_bytes, usage_inodes;
+
+static int usage_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+        (void)path;
+        (void)flag;
+        (void)ftw;
+        usage_bytes += (uint64_t)st->st_blocks * 512;
+        usage_inodes++;
+        return 0;
+}
+
+int rm_tree_usage(const char *path, uint64_t *bytes, uint64_t *inodes)
+{
+        usage_bytes = usage_inodes = 0;
+        if (nftw(path, usage_one, 32, FTW_PHYS | FTW_MOUNT) < 0)
+                return -1;
+        *bytes = usage_bytes;
+        *inodes = usage_inodes;
+        return 0;
+}

@@ -184,8 +184,8 @@ static void reap_exited(struct rm_container_manager *mgr)
                                 c->runtime_deleted = true;
                                 pthread_mutex_unlock(&mgr->lock);
                         } else if (due) {
-                                rm_log_debug("container %s: deleting its runtime state: %s",
-                                             c->id, e->msg);
+                                rm_log_debug("container %s: deleting its runtime state: %s", c->id,
+                                             e->msg);
                         }
                         pthread_mutex_unlock(&c->op);
                         put(mgr, c);

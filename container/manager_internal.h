@@ -39,8 +39,8 @@ struct ctr {
         struct json_object *resources; /* LinuxContainerResources, CRI field names */
 
         /* Not persisted. */
-        bool creating; /* reserved by a CreateContainer still in progress */
-        bool removed;  /* gone from the index; freed when the last reference drops */
+        bool creating;        /* reserved by a CreateContainer still in progress */
+        bool removed;         /* gone from the index; freed when the last reference drops */
         bool runtime_deleted; /* exited and already deleted from the runtime */
         int refs;
         pthread_mutex_t op; /* serializes lifecycle operations on this container */

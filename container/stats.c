@@ -1,7 +1,6 @@
 /* ContainerStats: CPU and memory from the container's cgroup, the writable layer's size
  * from a walk of its upper directory. Nothing here calls runc: kubelet polls these every
  * few seconds for every container. */
-#include <ftw.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -10,6 +9,7 @@
 #include "manager_internal.h"
 #include "remora/cgroups.h"
 #include "remora/cleanup.h"
+#include "remora/fsutil.h"
 #include "remora/xalloc.h"
 
 /* Samples older than this are dropped (their container is probably gone). */
@@ -67,26 +67,12 @@ static Runtime__V1__UInt64Value *u64(struct rm_arena *a, uint64_t v)
         return p;
 }
 
-/* The usage of a writable layer: nftw has no user pointer, so the walk's totals live in
- * thread-local storage for the length of one walk. */
-static __thread uint64_t walk_bytes, walk_inodes;
-
-static int walk_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-        (void)path;
-        (void)flag;
-        (void)ftw;
-        walk_bytes += (uint64_t)st->st_blocks * 512;
-        walk_inodes++;
-        return 0;
-}
-
 static Runtime__V1__FilesystemUsage *layer_usage(const struct rm_container_manager *mgr,
                                                  const char *id, int64_t at, struct rm_arena *a)
 {
         cleanup_free char *upper = xasprintf("%s/%s/upper", mgr->dir, id);
-        walk_bytes = walk_inodes = 0;
-        if (nftw(upper, walk_one, 16, FTW_PHYS | FTW_MOUNT) < 0)
+        uint64_t bytes, inodes;
+        if (rm_tree_usage(upper, &bytes, &inodes) < 0)
                 return NULL;
         Runtime__V1__FilesystemUsage *fs = rm_arena_alloc(a, sizeof(*fs));
         runtime__v1__filesystem_usage__init(fs);
@@ -94,8 +80,8 @@ static Runtime__V1__FilesystemUsage *layer_usage(const struct rm_container_manag
         fs->fs_id = rm_arena_alloc(a, sizeof(*fs->fs_id));
         runtime__v1__filesystem_identifier__init(fs->fs_id);
         fs->fs_id->mountpoint = rm_arena_strdup(a, mgr->dir);
-        fs->used_bytes = u64(a, walk_bytes);
-        fs->inodes_used = u64(a, walk_inodes);
+        fs->used_bytes = u64(a, bytes);
+        fs->inodes_used = u64(a, inodes);
         return fs;
 }
 

@@ -1,7 +1,6 @@
 /* The image store: records and the in-memory index, the CRI views of images, removal
  * with layer garbage collection, filesystem usage, and root filesystems for containers. */
 #include <errno.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -337,23 +336,11 @@ int rm_image_remove(struct rm_image_service *svc, const char *ref, struct rm_err
 
 /* ---- filesystem usage ---- */
 
-static __thread uint64_t walk_bytes, walk_inodes;
-
-static int count(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-        (void)path;
-        (void)flag;
-        (void)ftw;
-        walk_bytes += (uint64_t)st->st_blocks * 512;
-        walk_inodes++;
-        return 0;
-}
-
 Runtime__V1__ImageFsInfoResponse *rm_image_fs_info(struct rm_image_service *svc, struct rm_arena *a,
                                                    struct rm_error **err)
 {
-        walk_bytes = walk_inodes = 0;
-        if (nftw(svc->dir, count, 32, FTW_PHYS | FTW_MOUNT) < 0) {
+        uint64_t used, inode_count;
+        if (rm_tree_usage(svc->dir, &used, &inode_count) < 0) {
                 rm_error_sys(err, "measure %s", svc->dir);
                 return NULL;
         }
@@ -368,10 +355,10 @@ Runtime__V1__ImageFsInfoResponse *rm_image_fs_info(struct rm_image_service *svc,
         u->fs_id = fsid;
         Runtime__V1__UInt64Value *bytes = rm_arena_alloc(a, sizeof(*bytes));
         runtime__v1__uint64_value__init(bytes);
-        bytes->value = walk_bytes;
+        bytes->value = used;
         Runtime__V1__UInt64Value *inodes = rm_arena_alloc(a, sizeof(*inodes));
         runtime__v1__uint64_value__init(inodes);
-        inodes->value = walk_inodes;
+        inodes->value = inode_count;
         u->used_bytes = bytes;
         u->inodes_used = inodes;
         Runtime__V1__ImageFsInfoResponse *r = rm_arena_alloc(a, sizeof(*r));

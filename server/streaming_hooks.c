@@ -34,8 +34,7 @@ static bool container_running(struct rm_daemon *d, const char *id, struct rm_err
         struct rm_arena *a = rm_arena_new();
         Runtime__V1__ContainerStatusResponse *st =
             rm_containers_status(d->containers, id, false, a, err);
-        bool running =
-            st && st->status->state == RUNTIME__V1__CONTAINER_STATE__CONTAINER_RUNNING;
+        bool running = st && st->status->state == RUNTIME__V1__CONTAINER_STATE__CONTAINER_RUNNING;
         if (st && !running)
                 rm_error_set(err, RM_FAILED_PRECONDITION, "container %s is not running", id);
         rm_arena_free(a);
@@ -158,9 +157,8 @@ static int stream_exec(void *ctx, const char *container_id, char *const *argv,
         cleanup_free char *log = xasprintf("%s/runc.log", dir);
         const char *args[MAX_EXEC_ARGS + 16];
         size_t n = 0;
-        const char *pre[] = {d->oci->binary, "--root",     d->oci->root, "--log",
-                             log,            "--log-format", "json",       "exec",
-                             "--pid-file",   pid_file};
+        const char *pre[] = {d->oci->binary, "--root", d->oci->root, "--log",      log,
+                             "--log-format", "json",   "exec",       "--pid-file", pid_file};
         for (size_t i = 0; i < sizeof(pre) / sizeof(pre[0]); i++)
                 args[n++] = pre[i];
         if (io->tty)
@@ -377,8 +375,8 @@ RM_HANDLER(port_forward)
 {
         const Runtime__V1__PortForwardRequest *in = (const Runtime__V1__PortForwardRequest *)req;
         struct rm_daemon *d = call->daemon;
-        cleanup_free char *id = rm_sandbox_resolve(
-            d->sandboxes, in->pod_sandbox_id ? in->pod_sandbox_id : "", err);
+        cleanup_free char *id =
+            rm_sandbox_resolve(d->sandboxes, in->pod_sandbox_id ? in->pod_sandbox_id : "", err);
         if (id == NULL)
                 return -1;
         struct rm_arena *a = rm_arena_new();

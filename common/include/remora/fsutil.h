@@ -2,6 +2,7 @@
 #ifndef REMORA_FSUTIL_H
 #define REMORA_FSUTIL_H
 
+#include <stdint.h>
 #include <stddef.h>
 #include <sys/types.h>
 
@@ -18,6 +19,11 @@ char *rm_read_file(const char *path, size_t max, size_t *len, struct rm_error **
 /* rm -rf path, never crossing into another mount (a rootfs left mounted below it stays
  * intact) and never following symlinks. A missing path is fine. */
 int rm_remove_tree(const char *path, struct rm_error **err);
+
+/* The disk usage of a tree (allocated blocks, not apparent sizes) and how many inodes it
+ * holds, without following symlinks or crossing mounts. -1 with errno when path cannot
+ * be walked. */
+int rm_tree_usage(const char *path, uint64_t *bytes, uint64_t *inodes);
 
 /* write(2) the whole buffer, retrying on EINTR and short writes. */
 int rm_write_all(int fd, const void *buf, size_t len);
