@@ -727,6 +727,7 @@ static int add_locked(struct rm__cni *c, const struct rm__cni_pod *pod,
                 /* roll back: DEL the whole list, as the spec asks after a failed ADD */
                 struct call del = call;
                 del.cmd = "DEL";
+                del.netns = usable_netns(pod->netns);
                 cleanup_error struct rm_error *de = NULL;
                 if (del_all(c, &nc, &del, prev, &de) < 0)
                         rm_log_error("pod %s: rollback DEL failed, kept for reconcile: %s",
