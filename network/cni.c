@@ -235,17 +235,23 @@ static int cmp_str(const void *a, const void *b)
         return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* An error from a system call here means "not ready", whatever its errno says. */
+static int not_ready(struct rm_error **err, int ret)
+{
+        if (err && *err)
+                (*err)->code = RM_FAILED_PRECONDITION;
+        return ret;
+}
+
 /* The lexically first *.conflist, *.conf or *.json of conf_dir; a single-plugin config
  * is wrapped as a list of one. Errors are FAILED_PRECONDITION naming the dir or file. */
 static int netconf_load(const struct rm__cni *c, struct netconf *nc, struct rm_error **err)
 {
         memset(nc, 0, sizeof(*nc));
         cleanup_dir DIR *d = opendir(c->conf_dir);
-        if (d == NULL) {
-                rm_error_sys(err, "no CNI network config: directory %s", c->conf_dir);
-                (*err)->code = RM_FAILED_PRECONDITION;
-                return -1;
-        }
+        if (d == NULL)
+                return not_ready(
+                    err, rm_error_sys(err, "no CNI network config: directory %s", c->conf_dir));
         char *best = NULL;
         struct dirent *de;
         while ((de = readdir(d)) != NULL) {
@@ -268,10 +274,8 @@ static int netconf_load(const struct rm__cni *c, struct netconf *nc, struct rm_e
         bool is_list = has_suffix(best, ".conflist");
         free(best);
         cleanup_free char *text = rm_read_file(path, MAX_CONF_SIZE, NULL, err);
-        if (text == NULL) {
-                (*err)->code = RM_FAILED_PRECONDITION;
-                return rm_error_wrap(err, "CNI network config");
-        }
+        if (text == NULL)
+                return not_ready(err, rm_error_wrap(err, "CNI network config"));
         struct json_object *doc = json_tokener_parse(text);
         if (doc == NULL || !json_object_is_type(doc, json_type_object)) {
                 if (doc)
@@ -316,8 +320,6 @@ bool rm__cni_ready(struct rm__cni *c, const char **message)
         if (*message == NULL)
                 *message = "CNI network config is not usable (see the daemon log)";
         pthread_mutex_unlock(&c->lock);
-        if (*message != e->msg)
-                rm_log_debug("CNI not ready: %s", e->msg);
         return false;
 }
 

@@ -30,11 +30,15 @@ static long long now_ms(void)
 /* The child side: wire the three descriptors to 0/1/2, drop every other descriptor,
  * undo what the daemon did to signals, exec. Only async-signal-safe calls here. */
 static void __attribute__((noreturn))
-child(const char *path, char *const argv[], char *const envp[], int in_fd, int out_fd, int err_fd)
+child(const char *path, char *const argv[], char *const envp[], int in_fd, int out_fd, int err_fd,
+      int max_fd)
 {
         if (dup2(in_fd, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(err_fd, 2) < 0)
                 _exit(126);
-        close_range(3, ~0U, 0);
+        /* kernels before 5.9 have no close_range: close one by one up to the limit */
+        if (close_range(3, ~0U, 0) < 0)
+                for (int fd = 3; fd < max_fd; fd++)
+                        close(fd);
         /* own process group, so a timeout kills what the plugin started too */
         setpgid(0, 0);
         struct sigaction dfl;
@@ -107,12 +111,14 @@ int rm__cni_exec(const struct rm__cni_exec_req *req, struct rm__cni_exec_out *ou
                 return rm_error_sys(err, "pipe for plugin stderr");
         cleanup_close int err_parent = err_p[0], err_child = err_p[1];
         char *const argv[] = {(char *)req->path, NULL};
+        long open_max = sysconf(_SC_OPEN_MAX);
+        int max_fd = open_max > 0 && open_max < 65536 ? (int)open_max : 65536;
 
         pid_t pid = fork();
         if (pid < 0)
                 return rm_error_sys(err, "fork for %s", req->path);
         if (pid == 0)
-                child(req->path, argv, req->envp, in_child, out_child, err_child);
+                child(req->path, argv, req->envp, in_child, out_child, err_child, max_fd);
         close(steal_fd(&in_child));
         close(steal_fd(&out_child));
         close(steal_fd(&err_child));

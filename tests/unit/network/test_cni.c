@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -518,6 +519,68 @@ static void test_cni_check(void **state)
         rm__cni_free(c);
 }
 
+struct par_setup {
+        struct env *e;
+        const char *pod;
+        struct rm_pod_network_result res;
+        int rc;
+};
+
+static void *par_setup_run(void *arg)
+{
+        struct par_setup *p = arg;
+        struct rm_pod_network_request req = {.pod_id = p->pod, .netns_path = "/nonexistent"};
+        cleanup_error struct rm_error *err = NULL;
+        p->rc = rm_network_pod_setup(p->e->net, &req, &p->res, &err);
+        return NULL;
+}
+
+static double run_pair(struct env *e, const char *pod1, const char *pod2, struct par_setup *p)
+{
+        pthread_t th[2];
+        p[0] = (struct par_setup){.e = e, .pod = pod1};
+        p[1] = (struct par_setup){.e = e, .pod = pod2};
+        double t0 = now_s();
+        for (int i = 0; i < 2; i++)
+                assert_int_equal(pthread_create(&th[i], NULL, par_setup_run, &p[i]), 0);
+        for (int i = 0; i < 2; i++)
+                pthread_join(th[i], NULL);
+        return now_s() - t0;
+}
+
+static void test_cni_pods_in_parallel_one_pod_serialized(void **state)
+{
+        struct env *e = *state;
+        assert_int_equal(mkdir(e->conf, 0755), 0);
+        conflist(e, "10-test.conflist",
+                 "{\"cniVersion\":\"1.0.0\",\"name\":\"n\",\"plugins\":[{\"type\":\"fakes\"}]}");
+        plugin(e, "fakes", "sleep 1; printf '%s' '" RESULT_A "'");
+        open_net(e, 60);
+        struct par_setup p[2];
+        /* two pods: their plugins run side by side */
+        double took = run_pair(e, POD_A, POD_B, p);
+        assert_int_equal(p[0].rc, 0);
+        assert_int_equal(p[1].rc, 0);
+        rm_pod_network_result_release(&p[0].res);
+        rm_pod_network_result_release(&p[1].res);
+        if (took >= 1.9)
+                fail_msg("two pods took %.2f s: their ADDs did not overlap", took);
+        /* one pod twice at once: one ADD, the other call waits and gets its result */
+        assert_int_equal(rm_network_pod_teardown(e->net, POD_A, NULL, NULL), 0);
+        clear_log(e);
+        took = run_pair(e, POD_A, POD_A, p);
+        assert_int_equal(p[0].rc, 0);
+        assert_int_equal(p[1].rc, 0);
+        assert_string_equal(p[0].res.ips[0], "10.22.0.9");
+        assert_string_equal(p[1].res.ips[0], "10.22.0.9");
+        rm_pod_network_result_release(&p[0].res);
+        rm_pod_network_result_release(&p[1].res);
+        cleanup_free char *calls = read_log(e, "calls");
+        assert_string_equal(calls, "fakes ADD\n");
+        assert_int_equal(rm_network_pod_teardown(e->net, POD_A, NULL, NULL), 0);
+        assert_int_equal(rm_network_pod_teardown(e->net, POD_B, NULL, NULL), 0);
+}
+
 static void test_cni_result_ips(void **state)
 {
         (void)state;
@@ -559,6 +622,8 @@ int rm_test_cni_run(void)
             cmocka_unit_test_setup_teardown(test_cni_reconcile_dels_dead_pods, env_setup,
                                             env_teardown),
             cmocka_unit_test_setup_teardown(test_cni_check, env_setup, env_teardown),
+            cmocka_unit_test_setup_teardown(test_cni_pods_in_parallel_one_pod_serialized, env_setup,
+                                            env_teardown),
             cmocka_unit_test(test_cni_result_ips),
         };
         return cmocka_run_group_tests_name("cni", tests, NULL, NULL);
