@@ -142,7 +142,57 @@ static bool refresh_exit(struct rm_container_manager *mgr, struct ctr *c)
         else
                 rm_log_info("container %s exited with code %d", c->id, code);
         emit(mgr, c->id, c->pod_id, RUNTIME__V1__CONTAINER_EVENT_TYPE__CONTAINER_STOPPED_EVENT);
+        /* runc's state and cgroup go now, off this path, so RemoveContainer is cheap. */
+        pthread_mutex_lock(&mgr->lock);
+        mgr->reap = xrealloc(mgr->reap, (mgr->n_reap + 1) * sizeof(char *));
+        mgr->reap[mgr->n_reap++] = xstrdup(c->id);
+        pthread_mutex_unlock(&mgr->lock);
+        char one = 1;
+        if (mgr->wake[1] >= 0 && write(mgr->wake[1], &one, 1) < 0)
+                rm_log_debug("waking the container watcher: %s", strerror(errno));
         return true;
+}
+
+/* Delete the runtime's state of exited containers (the watcher's job). A container some
+ * call is working on is left for the next round. */
+static void reap_exited(struct rm_container_manager *mgr)
+{
+        pthread_mutex_lock(&mgr->lock);
+        char **ids = mgr->reap;
+        size_t n = mgr->n_reap;
+        mgr->reap = NULL;
+        mgr->n_reap = 0;
+        pthread_mutex_unlock(&mgr->lock);
+        for (size_t i = 0; i < n; i++) {
+                struct ctr *c = get(mgr, ids[i], NULL);
+                if (c && pthread_mutex_trylock(&c->op) != 0) {
+                        pthread_mutex_lock(&mgr->lock);
+                        mgr->reap = xrealloc(mgr->reap, (mgr->n_reap + 1) * sizeof(char *));
+                        mgr->reap[mgr->n_reap++] = steal_pointer(&ids[i]);
+                        pthread_mutex_unlock(&mgr->lock);
+                        put(mgr, c);
+                        continue;
+                }
+                if (c) {
+                        pthread_mutex_lock(&mgr->lock);
+                        bool due = c->state == RUNTIME__V1__CONTAINER_STATE__CONTAINER_EXITED &&
+                                   c->pid != 0 && !c->runtime_deleted;
+                        pthread_mutex_unlock(&mgr->lock);
+                        cleanup_error struct rm_error *e = NULL;
+                        if (due && mgr->ops.delete(mgr->ops.ctx, c->id, false, &e) == 0) {
+                                pthread_mutex_lock(&mgr->lock);
+                                c->runtime_deleted = true;
+                                pthread_mutex_unlock(&mgr->lock);
+                        } else if (due) {
+                                rm_log_debug("container %s: deleting its runtime state: %s",
+                                             c->id, e->msg);
+                        }
+                        pthread_mutex_unlock(&c->op);
+                        put(mgr, c);
+                }
+                free(ids[i]);
+        }
+        free(ids);
 }
 
 /* Wait until c exits or timeout_ms passes; true when it exited. */
@@ -210,8 +260,12 @@ static void *watcher(void *arg)
                 struct pollfd p[2] = {{.fd = mgr->wake[0], .events = POLLIN},
                                       {.fd = ino, .events = POLLIN}};
                 int n = poll(p, ino >= 0 ? 2 : 1, SWEEP_MS);
-                if (n > 0 && p[0].revents)
-                        return NULL;
+                if (n > 0 && p[0].revents) {
+                        char b[64];
+                        ssize_t len = read(mgr->wake[0], b, sizeof(b));
+                        if (len <= 0 || memchr(b, 0, (size_t)len))
+                                return NULL;
+                }
                 if (n > 0 && ino >= 0 && p[1].revents) {
                         char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
                         ssize_t len = read(ino, buf, sizeof(buf));
@@ -223,10 +277,13 @@ static void *watcher(void *arg)
                         }
                         continue;
                 }
-                char **ids = live_ids(mgr);
-                for (char **id = ids; *id; id++)
-                        check_one(mgr, *id);
-                rm_strv_free(ids);
+                if (n == 0) {
+                        char **ids = live_ids(mgr);
+                        for (char **id = ids; *id; id++)
+                                check_one(mgr, *id);
+                        rm_strv_free(ids);
+                }
+                reap_exited(mgr);
         }
 }
 
@@ -770,10 +827,16 @@ int rm_containers_remove(struct rm_container_manager *mgr, const char *id, struc
         struct paths p;
         paths_init(mgr, c->id, &p);
         pthread_mutex_lock(&mgr->lock);
-        bool in_runtime = c->pid != 0;
+        bool in_runtime = c->pid != 0 && !c->runtime_deleted;
         pthread_mutex_unlock(&mgr->lock);
-        if (rc == 0 && in_runtime && mgr->ops.delete(mgr->ops.ctx, c->id, true, err) < 0)
-                rc = rm_error_wrap(err, "remove container %s", c->id);
+        if (rc == 0 && in_runtime && mgr->ops.delete(mgr->ops.ctx, c->id, true, err) < 0) {
+                if ((*err)->code == RM_NOT_FOUND) {
+                        rm_error_free(*err); /* the watcher got there first */
+                        *err = NULL;
+                } else {
+                        rc = rm_error_wrap(err, "remove container %s", c->id);
+                }
+        }
         if (rc == 0 && *c->image_id &&
             mgr->ops.rootfs_unmount(mgr->ops.ctx, c->image_id, p.dir, p.rootfs, err) < 0)
                 rc = rm_error_wrap(err, "remove container %s", c->id);
@@ -1103,6 +1166,9 @@ void rm_containers_close(struct rm_container_manager *mgr)
         for (size_t i = 0; i < mgr->n; i++)
                 rm__ctr_free(mgr->ctrs[i]);
         free(mgr->ctrs);
+        for (size_t i = 0; i < mgr->n_reap; i++)
+                free(mgr->reap[i]);
+        free(mgr->reap);
         pthread_cond_destroy(&mgr->changed);
         pthread_mutex_destroy(&mgr->lock);
         pthread_mutex_destroy(&mgr->rates_lock);

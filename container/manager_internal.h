@@ -41,6 +41,7 @@ struct ctr {
         /* Not persisted. */
         bool creating; /* reserved by a CreateContainer still in progress */
         bool removed;  /* gone from the index; freed when the last reference drops */
+        bool runtime_deleted; /* exited and already deleted from the runtime */
         int refs;
         pthread_mutex_t op; /* serializes lifecycle operations on this container */
 };
@@ -70,7 +71,9 @@ struct rm_container_manager {
 
         pthread_t watcher;
         bool watching;
-        int wake[2]; /* a pipe that ends the watcher */
+        int wake[2]; /* the watcher's pipe: 0 ends it, 1 says there is something to reap */
+        char **reap; /* exited containers whose runtime state the watcher deletes */
+        size_t n_reap;
 };
 
 #define CTR_KIND "containers"

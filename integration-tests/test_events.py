@@ -123,12 +123,12 @@ def test_two_clients_see_the_same_ordered_container_events(daemon, cri, tmp_path
             if len(got) == 4:
                 break
         s.cancel()
-        assert [e.container_event_type for e in got] == want
-        assert all(e.pod_sandbox_status.id == pod_id for e in got)
-        assert [e.created_at for e in got] == sorted(e.created_at for e in got)
+        assert [e.container_event_type for e in got] == want, got
+        assert all(e.pod_sandbox_status.id == pod_id for e in got), got
+        assert [e.created_at for e in got] == sorted(e.created_at for e in got), got
         stopped = got[2].containers_statuses
-        assert [c.id for c in stopped] == [cid] and stopped[0].exit_code == 2
-        assert list(got[3].containers_statuses) == []
+        assert [c.id for c in stopped] == [cid] and stopped[0].exit_code == 2, got[2]
+        assert list(got[3].containers_statuses) == [], got[3]
         seen.append([(e.container_event_type, e.created_at) for e in got])
     assert seen[0] == seen[1], "both clients got the very same events"
     idle.cancel()

@@ -21,7 +21,8 @@ RUNTIME_METHODS_WITH_HANDLERS = {"Version", "Status", "UpdateRuntimeConfig", "Ru
                                  "StopContainer", "RemoveContainer", "ListContainers",
                                  "ContainerStatus", "ExecSync", "ContainerStats",
                                  "ListContainerStats", "PodSandboxStats", "ListPodSandboxStats",
-                                 "UpdateContainerResources", "ReopenContainerLog"}
+                                 "UpdateContainerResources", "ReopenContainerLog", "Exec",
+                                 "PortForward"}
 
 
 def remorad_version(remorad_bin):
@@ -210,7 +211,7 @@ def test_no_fd_or_thread_leak_across_calls(daemon, cri):
         for _ in range(n):
             cri.call("Version")
             with pytest.raises(grpc.RpcError):
-                cri.call("Exec")  # not implemented yet
+                cri.call("Attach")  # not implemented yet
             with pytest.raises(grpc.RpcError):
                 cri.raw("/runtime.v1.RuntimeService/Version", b"\x0f")
 

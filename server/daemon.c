@@ -138,10 +138,9 @@ static int open_managers(struct rm_daemon *d, struct rm_error **err)
                 rm_log_warn("OCI runtime %s not found; RuntimeReady stays false until it is "
                             "installed and remorad restarted",
                             cfg->runtime_path);
-        /* No module owns the streaming section yet: any key in it is unknown. */
-        static const char *const no_keys[] = {NULL};
-        if (rm_confsect_check_keys("streaming", cfg->sections[RM_SECTION_STREAMING], no_keys, err) <
-            0)
+        d->streaming =
+            rm_streaming_open(cfg->sections[RM_SECTION_STREAMING], &rm__stream_backend, d, err);
+        if (d->streaming == NULL)
                 return -1;
         d->network = rm_network_open(cfg->sections[RM_SECTION_NETWORK], cfg->root, cfg->state,
                                      d->store, err);
@@ -167,6 +166,8 @@ static int open_managers(struct rm_daemon *d, struct rm_error **err)
 
 static void release(struct rm_daemon *d)
 {
+        /* First: live sessions call into the managers below. */
+        rm_streaming_close(d->streaming);
         rm_dispatch_free(d->dispatch);
         rm_events_free(d->events);
         rm_containers_close(d->containers);

@@ -15,6 +15,7 @@
 #include "remora/sandbox.h"
 #include "remora/server.h"
 #include "remora/store.h"
+#include "remora/streaming.h"
 
 struct rm_dispatch;
 struct rm_events;
@@ -43,6 +44,7 @@ struct rm_daemon {
         struct rm_dispatch *dispatch;
         struct rm_events *events;
         struct rm_grpc_server *grpc;
+        struct rm_streaming *streaming; /* Exec/Attach/PortForward URLs point here */
 };
 
 #endif

@@ -21,6 +21,8 @@ const struct rm_handler_entry rm_handlers[] = {
     {RUNTIME, "ListContainers", rm__handle_list_containers},
     {RUNTIME, "ContainerStatus", rm__handle_container_status},
     {RUNTIME, "ExecSync", rm__handle_exec_sync},
+    {RUNTIME, "Exec", rm__handle_exec},
+    {RUNTIME, "PortForward", rm__handle_port_forward},
     {RUNTIME, "ContainerStats", rm__handle_container_stats},
     {RUNTIME, "ListContainerStats", rm__handle_list_container_stats},
     {RUNTIME, "PodSandboxStats", rm__handle_pod_sandbox_stats},

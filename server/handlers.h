@@ -33,6 +33,10 @@ RM_HANDLER(list_pod_sandbox_stats);
 RM_HANDLER(update_container_resources);
 RM_HANDLER(reopen_container_log);
 
+/* streaming_hooks.c */
+RM_HANDLER(exec);
+RM_HANDLER(port_forward);
+
 /* image_handlers.c */
 RM_HANDLER(pull_image);
 RM_HANDLER(list_images);

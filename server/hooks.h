@@ -4,6 +4,7 @@
 
 #include "remora/containers.h"
 #include "remora/sandbox.h"
+#include "remora/streaming.h"
 
 struct rm_daemon;
 
@@ -19,5 +20,8 @@ void rm__container_ops_common(struct rm_daemon *d, struct rm_container_ops *ops)
 
 /* All of the container manager's ops: the above, images, runc and remora-shim. */
 void rm__container_ops(struct rm_daemon *d, struct rm_container_ops *ops);
+
+/* The streaming server's backend (ctx: the daemon); see streaming_hooks.c. */
+extern const struct rm_stream_backend_ops rm__stream_backend;
 
 #endif

@@ -1,0 +1,132 @@
+"""Exec and PortForward against real containers: the URL from the CRI call, then the
+WebSocket or SPDY session a kubelet, kubectl or crictl would open, with runc exec and the
+pod's network namespace behind it."""
+import json
+import os
+import time
+
+import grpc
+import pytest
+
+from ctr_helpers import container_config, create, image_ref, pod, status  # noqa: F401
+from test_streaming import (ERROR, RESIZE, STDERR, STDIN, STDOUT, CLOSE, Spdy, collect,
+                            connect, send)
+
+
+def running(cri, pod, image_ref, name, command):
+    cid = create(cri, pod, container_config(cri, image_ref, name, command))
+    cri.call("StartContainer", container_id=cid)
+    return cid
+
+
+def exec_url(cri, cid, cmd, **kw):
+    fields = dict(stdout=True)
+    fields.update(kw)
+    return cri.call("Exec", container_id=cid, cmd=cmd, **fields).url
+
+
+def exec_status(streams):
+    return json.loads(streams[ERROR])
+
+
+def processes(cri, cid):
+    r = cri.call("ExecSync", container_id=cid, cmd=["/bin/ps", "-o", "args"], timeout=10)
+    return r.stdout.decode()
+
+
+def test_exec_over_websocket(cri, pod, image_ref):
+    cid = running(cri, pod, image_ref, "ws", ["/bin/sleep", "1000"])
+    s = collect(connect(exec_url(cri, cid[:12], ["/bin/sh", "-c", "hostname; id -u"])))
+    assert s[STDOUT] == b"ctr-pod\n0\n"
+    assert exec_status(s) == {"metadata": {}, "status": "Success"}
+
+    s = collect(connect(exec_url(cri, cid, ["/bin/sh", "-c", "echo oops >&2; exit 3"],
+                                 stderr=True)))
+    assert s[STDERR] == b"oops\n"
+    st = exec_status(s)
+    assert st["reason"] == "NonZeroExitCode"
+    assert st["details"]["causes"] == [{"reason": "ExitCode", "message": "3"}]
+
+    ws = connect(exec_url(cri, cid, ["/bin/cat"], stdin=True), proto="v5.channel.k8s.io")
+    send(ws, STDIN, b"through the pipe\n")
+    send(ws, CLOSE, bytes([STDIN]))
+    s = collect(ws)
+    assert s[STDOUT] == b"through the pipe\n" and exec_status(s)["status"] == "Success"
+
+
+def test_exec_with_a_tty(cri, pod, image_ref):
+    cid = running(cri, pod, image_ref, "tty", ["/bin/sleep", "1000"])
+    ws = connect(exec_url(cri, cid, ["/bin/sh", "-c", "test -t 0 && echo is-a-tty; read x; "
+                                                      "echo got-$x"], stdin=True, tty=True))
+    send(ws, RESIZE, json.dumps({"Width": 100, "Height": 30}).encode())
+    send(ws, STDIN, b"abc\r")
+    s = collect(ws)
+    out = s.get(STDOUT, b"")
+    assert b"is-a-tty" in out and b"got-abc" in out, out
+    assert STDERR not in s
+    assert exec_status(s)["status"] == "Success"
+
+
+def test_exec_over_spdy_as_kubectl_does(cri, pod, image_ref):
+    cid = running(cri, pod, image_ref, "spdy", ["/bin/sleep", "1000"])
+    c = Spdy(exec_url(cri, cid, ["/bin/sh", "-c", "echo spdy-out; exit 5"]),
+             ["v4.channel.k8s.io"])
+    assert c.status == 101
+    err_id, out_id = c.syn(streamtype="error"), c.syn(streamtype="stdout")
+    c.run()
+    assert c.data[out_id] == b"spdy-out\n"
+    st = json.loads(c.data[err_id])
+    assert st["details"]["causes"] == [{"reason": "ExitCode", "message": "5"}]
+
+
+def test_dropped_exec_client_kills_the_process(daemon, cri, pod, image_ref):
+    cid = running(cri, pod, image_ref, "drop", ["/bin/sleep", "1000"])
+    ws = connect(exec_url(cri, cid, ["/bin/sleep", "777"]))
+    deadline = time.monotonic() + 10
+    while "sleep 777" not in processes(cri, cid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "sleep 777" in processes(cri, cid)
+    ws.close()
+    deadline = time.monotonic() + 10
+    while "sleep 777" in processes(cri, cid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "sleep 777" not in processes(cri, cid)
+    time.sleep(0.3)
+    assert [n for n in os.listdir(daemon.state) if n.startswith("exec-")] == []
+
+
+def test_exec_refusals(cri, pod, image_ref):
+    cid = create(cri, pod, container_config(cri, image_ref, "idle", ["/bin/sleep", "1000"]))
+    with pytest.raises(grpc.RpcError) as e:
+        exec_url(cri, cid, ["/bin/true"])
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    with pytest.raises(grpc.RpcError) as e:
+        exec_url(cri, "f" * 64, ["/bin/true"])
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+    cri.call("StartContainer", container_id=cid)
+    with pytest.raises(grpc.RpcError) as e:
+        exec_url(cri, cid, ["/bin/true"], tty=True, stderr=True)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as e:
+        exec_url(cri, cid, [])
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_port_forward_reaches_the_pod(cri, pod, image_ref):
+    running(cri, pod, image_ref, "srv", ["/bin/sh", "-c",
+                                         "while true; do echo hello-from-pod | nc -l -p 8080; "
+                                         "done"])
+    time.sleep(0.5)
+    # No ports in the request, as kubelet and crictl send it: the streams name the port.
+    url = cri.call("PortForward", pod_sandbox_id=pod[0][:10]).url
+    c = Spdy(url, ["portforward.k8s.io"])
+    assert c.status == 101
+    e = c.syn(streamtype="error", port="8080", requestid="0")
+    d = c.syn(streamtype="data", port="8080", requestid="0")
+    assert c.until(lambda: d in c.replied and e in c.replied)
+    assert c.until(lambda: c.data.get(d, b"").endswith(b"hello-from-pod\n"))
+    c.close()
+
+    with pytest.raises(grpc.RpcError) as err:
+        cri.call("PortForward", pod_sandbox_id="0" * 64, port=[8080])
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
