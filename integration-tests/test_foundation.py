@@ -105,7 +105,9 @@ def test_status_runtime_missing_is_not_ready(make_daemon):
 @pytest.mark.parametrize("mode,reason", [("none", "NetworkDisabled"),
                                          ("cni", "NetworkPluginNotReady")])
 def test_status_network_not_ready_names_the_reason(make_daemon, mode, reason):
-    d = make_daemon(config='{"network": {"mode": "%s"}}' % mode).start()
+    # a CNI config dir that cannot exist, whatever the host has in /etc/cni/net.d
+    d = make_daemon(config='{"network": {"mode": "%s", "cni_conf_dir": "/nonexistent/net.d"}}'
+                    % mode).start()
     c = d.client()
     conds = conditions(c.call("Status"))
     c.close()

@@ -66,18 +66,44 @@ static bool valid_ident(const char *s, size_t max)
         return true;
 }
 
+/* One or more absolute directories separated by ':' (empty entries are skipped). */
+static bool valid_path_list(const char *s)
+{
+        bool any = false;
+        for (const char *p = s; *p;) {
+                const char *colon = strchr(p, ':');
+                size_t len = colon ? (size_t)(colon - p) : strlen(p);
+                if (len > 0) {
+                        if (p[0] != '/')
+                                return false;
+                        any = true;
+                }
+                if (colon == NULL)
+                        break;
+                p = colon + 1;
+        }
+        return any;
+}
+
 int rm__net_config_parse(struct json_object *section, struct rm__net_config *cfg,
                          struct rm_error **err)
 {
-        static const char *const known[] = {"mode",         "bridge",      "subnet",
-                                            "mtu",          "nft_table",   "veth_prefix",
-                                            "cni_conf_dir", "cni_bin_dir", NULL};
+        static const char *const known[] = {"mode",
+                                            "bridge",
+                                            "subnet",
+                                            "mtu",
+                                            "nft_table",
+                                            "veth_prefix",
+                                            "cni_conf_dir",
+                                            "cni_bin_dir",
+                                            "cni_plugin_timeout",
+                                            NULL};
         if (rm_confsect_check_keys("network", section, known, err) < 0)
                 return -1;
         memset(cfg, 0, sizeof(*cfg));
         const char *mode = "bridge", *bridge = "remora0", *subnet = "10.77.0.0/16";
         const char *table = "remora", *vprefix = "rmv";
-        int64_t mtu = 1500;
+        int64_t mtu = 1500, cni_timeout = 60;
         const char *conf_dir = "/etc/cni/net.d", *bin_dir = "/usr/lib/cni";
         if (rm_confsect_string("network", section, "mode", &mode, err) < 0 ||
             rm_confsect_string("network", section, "bridge", &bridge, err) < 0 ||
@@ -86,7 +112,9 @@ int rm__net_config_parse(struct json_object *section, struct rm__net_config *cfg
             rm_confsect_string("network", section, "nft_table", &table, err) < 0 ||
             rm_confsect_string("network", section, "veth_prefix", &vprefix, err) < 0 ||
             rm_confsect_string("network", section, "cni_conf_dir", &conf_dir, err) < 0 ||
-            rm_confsect_string("network", section, "cni_bin_dir", &bin_dir, err) < 0)
+            rm_confsect_string("network", section, "cni_bin_dir", &bin_dir, err) < 0 ||
+            rm_confsect_int("network", section, "cni_plugin_timeout", 1, 3600, &cni_timeout, err) <
+                0)
                 return -1;
         if (strcmp(mode, "bridge") == 0)
                 cfg->mode = RM_NET_BRIDGE;
@@ -121,11 +149,13 @@ int rm__net_config_parse(struct json_object *section, struct rm__net_config *cfg
                     err, RM_INVALID_ARGUMENT,
                     "network.cni_conf_dir: must be an absolute path under %zu bytes",
                     sizeof(cfg->cni_conf_dir));
-        if (bin_dir[0] != '/' || strlen(bin_dir) >= sizeof(cfg->cni_bin_dir))
+        if (!valid_path_list(bin_dir) || strlen(bin_dir) >= sizeof(cfg->cni_bin_dir))
                 return rm_error_set(err, RM_INVALID_ARGUMENT,
-                                    "network.cni_bin_dir: must be an absolute path under %zu bytes",
+                                    "network.cni_bin_dir: must be absolute paths, separated by "
+                                    "':', under %zu bytes",
                                     sizeof(cfg->cni_bin_dir));
         strcpy(cfg->cni_conf_dir, conf_dir);
         strcpy(cfg->cni_bin_dir, bin_dir);
+        cfg->cni_timeout_s = (int)cni_timeout;
         return 0;
 }

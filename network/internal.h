@@ -22,7 +22,8 @@ struct rm__net_config {
         char nft_table[64];     /* the ip-family nftables table Remora owns */
         char veth_prefix[8];    /* host veth names are <prefix><pod id head>, 15 bytes total */
         char cni_conf_dir[512]; /* copies: the config section may go after open */
-        char cni_bin_dir[512];
+        char cni_bin_dir[512];  /* one or more directories, ':'-separated */
+        int cni_timeout_s;      /* per plugin run */
 };
 
 /* Fill cfg from the "network" section over the defaults. Errors name "network.<key>". */

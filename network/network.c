@@ -1,6 +1,6 @@
-/* Pod networking, built-in bridge mode: the bridge, per-pod veth and addresses, IPAM and
- * the network journal. Every pod's record (kind "network", id = pod ID) is written in
- * state "pending" with the address and interface names before anything is made, and
+/* Pod networking: the mode switch, and the built-in bridge mode: the bridge, per-pod veth and
+ * addresses, IPAM and the network journal. Every pod's record (kind "network", id = pod ID) is
+ * written in state "pending" with the address and interface names before anything is made, and
  * turned "ready" when setup finishes; so after a crash, reconcile knows what to undo. */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cni.h"
 #include "internal.h"
 #include "remora/cleanup.h"
 #include "remora/log.h"
@@ -25,6 +26,7 @@ struct rm_network {
         pthread_mutex_t lock; /* IPAM, the netlink socket, the nft context */
         struct rm__nl *nl;
         struct rm__nft *nft;
+        struct rm__cni *cni; /* mode "cni" only */
         int bridge_ifindex;
         bool ready;
         const char *reason;
@@ -211,7 +213,6 @@ struct rm_network *rm_network_open(struct json_object *section, const char *root
                                    struct rm_store *store, struct rm_error **err)
 {
         (void)root;
-        (void)state;
         struct rm__net_config cfg;
         if (rm__net_config_parse(section, &cfg, err) < 0)
                 return NULL;
@@ -228,11 +229,14 @@ struct rm_network *rm_network_open(struct json_object *section, const char *root
                 snprintf(n->message, sizeof(n->message),
                          "network.mode is \"none\": pods get loopback only");
                 return n;
-        case RM_NET_CNI:
+        case RM_NET_CNI: {
+                /* readiness is decided at each call: the config may appear later */
+                cleanup_free char *cache = xasprintf("%s/network", state);
+                n->cni =
+                    rm__cni_new(cfg.cni_conf_dir, cfg.cni_bin_dir, cache, cfg.cni_timeout_s * 1000);
                 n->reason = "NetworkPluginNotReady";
-                snprintf(n->message, sizeof(n->message),
-                         "network.mode \"cni\" is not implemented in this build");
                 return n;
+        }
         case RM_NET_BRIDGE:
                 break;
         }
@@ -254,6 +258,7 @@ void rm_network_close(struct rm_network *net)
                 return;
         rm__nl_close(net->nl);
         rm__nft_close(net->nft);
+        rm__cni_free(net->cni);
         pthread_mutex_destroy(&net->lock);
         free(net->used);
         free(net);
@@ -261,6 +266,12 @@ void rm_network_close(struct rm_network *net)
 
 bool rm_network_ready(const struct rm_network *net, const char **reason, const char **message)
 {
+        if (net->cni) {
+                if (rm__cni_ready(net->cni, message))
+                        return true;
+                *reason = net->reason;
+                return false;
+        }
         if (net->ready)
                 return true;
         *reason = net->reason;
@@ -386,12 +397,34 @@ fail:;
         return rm_error_wrap(err, "%s", step);
 }
 
+static int cni_setup(struct rm_network *net, const struct rm_pod_network_request *req,
+                     struct rm_pod_network_result *res, struct rm_error **err)
+{
+        if (req->pod_id == NULL || !rm_store_valid_name(req->pod_id))
+                return rm_error_set(err, RM_INVALID_ARGUMENT, "pod_id: not a valid pod ID");
+        if (req->netns_path == NULL || req->netns_path[0] != '/')
+                return rm_error_set(err, RM_INVALID_ARGUMENT, "netns_path: must be absolute");
+        if (check_ports(req->ports, req->n_ports, err) < 0)
+                return -1;
+        struct rm__cni_pod pod = {.pod_id = req->pod_id,
+                                  .name = req->name,
+                                  .namespace_ = req->namespace_,
+                                  .netns = req->netns_path,
+                                  .ports = req->ports,
+                                  .n_ports = req->n_ports};
+        if (rm__cni_add(net->cni, &pod, res, err) < 0)
+                return rm_error_wrap(err, "network setup for pod %s", req->pod_id);
+        return 0;
+}
+
 int rm_network_pod_setup(struct rm_network *net, const struct rm_pod_network_request *req,
                          struct rm_pod_network_result *res, struct rm_error **err)
 {
         res->n_ips = 0;
         if (net->cfg.mode == RM_NET_NONE)
                 return 0; /* loopback only: the sandbox layer brings lo up */
+        if (net->cni)
+                return cni_setup(net, req, res, err);
         if (!net->ready)
                 return rm_error_set(err, RM_FAILED_PRECONDITION, "pod network is not ready: %s",
                                     net->message);
@@ -432,11 +465,13 @@ static int teardown_locked(struct rm_network *n, const char *pod_id, struct rm_e
 int rm_network_pod_teardown(struct rm_network *net, const char *pod_id, const char *netns_path,
                             struct rm_error **err)
 {
-        (void)netns_path; /* deleting the host end removes eth0 wherever it is */
-        if (net->cfg.mode != RM_NET_BRIDGE || net->nl == NULL)
+        if (net->cfg.mode == RM_NET_NONE || (net->cfg.mode == RM_NET_BRIDGE && net->nl == NULL))
                 return 0;
         if (pod_id == NULL || !rm_store_valid_name(pod_id))
                 return rm_error_set(err, RM_INVALID_ARGUMENT, "pod_id: not a valid pod ID");
+        if (net->cni)
+                return rm__cni_del(net->cni, pod_id, netns_path, err);
+        /* bridge: deleting the host end removes eth0 wherever it is, netns_path unused */
         pthread_mutex_lock(&net->lock);
         int r = teardown_locked(net, pod_id, err);
         pthread_mutex_unlock(&net->lock);
@@ -505,6 +540,16 @@ static void stray_port(const char *name, void *data)
 int rm_network_reconcile(struct rm_network *net, const char *const *live_pod_ids, size_t n_live,
                          struct rm_error **err)
 {
+        if (net->cni) {
+                int failed = rm__cni_reconcile(net->cni, live_pod_ids, n_live, err);
+                if (failed < 0)
+                        return rm_error_wrap(err, "network reconcile");
+                if (failed > 0)
+                        return rm_error_set(err, RM_INTERNAL,
+                                            "network reconcile: CNI DEL failed for %d pod(s)",
+                                            failed);
+                return 0;
+        }
         if (net->cfg.mode != RM_NET_BRIDGE || !net->ready)
                 return 0;
         struct reconcile_ctx c = {.n = net, .live = live_pod_ids, .n_live = n_live};

@@ -128,7 +128,10 @@ int main(int argc, char **argv)
         struct rm_store *store = rm_store_open(argv[2], &e);
         if (store == NULL)
                 return fail(e);
-        struct rm_network *net = rm_network_open(cfg, "/", "/run", store, &e);
+        /* runtime files (the CNI result cache) go next to the store, not in /run */
+        char state[4096];
+        snprintf(state, sizeof(state), "%s-state", argv[2]);
+        struct rm_network *net = rm_network_open(cfg, "/", state, store, &e);
         if (net == NULL)
                 return fail(e);
         const char *cmd = argv[3];

@@ -188,8 +188,11 @@ def test_invalid_config_names_the_key(net, cfg, key):
 def test_mode_none_and_cni_are_not_ready(net):
     r = net.run("ready", config=json.dumps({"mode": "none", "bridge": BRIDGE}))
     assert r.stdout.split()[:2] == ["false", "NetworkDisabled"]
-    r = net.run("ready", config=json.dumps({"mode": "cni", "bridge": BRIDGE}))
+    missing = os.path.join(net.base, "no-net.d")
+    r = net.run("ready", config=json.dumps({"mode": "cni", "bridge": BRIDGE,
+                                            "cni_conf_dir": missing}))
     assert r.stdout.split()[:2] == ["false", "NetworkPluginNotReady"]
+    assert missing in r.stdout
     assert not os.path.exists(f"/sys/class/net/{BRIDGE}"), "mode none/cni made a bridge"
 
 

@@ -3,8 +3,9 @@
  * (interfaces, addresses, routes, port mappings) and empties it again. It knows nothing
  * of containers. The built-in mode ("bridge", the default) puts every pod on a Linux
  * bridge with an address from the configured subnet, masquerade and hostPort DNAT in an
- * nftables table Remora owns; mode "none" gives pods loopback only. CNI mode is accepted
- * in the config but reports NetworkReady false (not implemented yet). */
+ * nftables table Remora owns; mode "none" gives pods loopback only; mode "cni" runs the
+ * CNI plugins of the first network config in cni_conf_dir (ADD at setup, DEL at
+ * teardown) and is ready once that config and its plugins are there. */
 #ifndef REMORA_NETWORK_H
 #define REMORA_NETWORK_H
 

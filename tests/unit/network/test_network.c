@@ -12,6 +12,7 @@
 #include "internal.h"
 #include "remora/cleanup.h"
 #include "remora/network.h"
+#include "test_cni.h"
 
 static void parse_ok(const char *json, struct rm__net_config *cfg)
 {
@@ -63,6 +64,10 @@ static void test_values(void **state)
         parse_ok("{\"mode\":\"cni\",\"cni_conf_dir\":\"/x\",\"cni_bin_dir\":\"/y\"}", &c);
         assert_int_equal(c.mode, RM_NET_CNI);
         assert_string_equal(c.cni_conf_dir, "/x");
+        assert_int_equal(c.cni_timeout_s, 60);
+        parse_ok("{\"cni_bin_dir\":\"/opt/cni/bin:/usr/lib/cni\",\"cni_plugin_timeout\":5}", &c);
+        assert_string_equal(c.cni_bin_dir, "/opt/cni/bin:/usr/lib/cni");
+        assert_int_equal(c.cni_timeout_s, 5);
 }
 
 static void test_invalid(void **state)
@@ -83,6 +88,9 @@ static void test_invalid(void **state)
         parse_bad("{\"nft_table\":\"a-b\"}", "network.nft_table");
         parse_bad("{\"veth_prefix\":\"toolong\"}", "network.veth_prefix");
         parse_bad("{\"cni_bin_dir\":\"relative\"}", "network.cni_bin_dir");
+        parse_bad("{\"cni_bin_dir\":\"/usr/lib/cni:relative\"}", "network.cni_bin_dir");
+        parse_bad("{\"cni_bin_dir\":\":\"}", "network.cni_bin_dir");
+        parse_bad("{\"cni_plugin_timeout\":0}", "network.cni_plugin_timeout");
         parse_bad("{\"subnet6\":\"fd00::/64\"}", "network.subnet6");
 }
 
@@ -122,5 +130,6 @@ int main(void)
             cmocka_unit_test(test_invalid),
             cmocka_unit_test(test_mode_none),
         };
-        return cmocka_run_group_tests(tests, NULL, NULL);
+        int failed = cmocka_run_group_tests(tests, NULL, NULL);
+        return failed + rm_test_cni_run();
 }
