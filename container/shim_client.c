@@ -94,6 +94,12 @@ int rm_shim_spawn(const struct rm_shim_request *req, struct rm_shim_result *res,
         argv[n++] = req->exit_file;
         argv[n++] = "--sync-fd";
         argv[n++] = "3";
+        if (req->tty)
+                argv[n++] = "--tty";
+        if (req->stdin)
+                argv[n++] = "--stdin";
+        if (req->stdin_once)
+                argv[n++] = "--stdin-once";
         if (req->log_path) {
                 argv[n++] = "--log-path";
                 argv[n++] = req->log_path;
@@ -224,21 +230,25 @@ int rm_exit_file_read(const char *path, struct rm_exit_status *st, struct rm_err
         return 1;
 }
 
-int rm_shim_command(const char *bundle, const char *command, int timeout_ms, struct rm_error **err)
+/* Connect to a socket of the shim in bundle. The socket is reached through an O_PATH fd
+ * of the bundle: the full path may not fit in sun_path, and a daemon with threads cannot
+ * chdir. */
+static int shim_connect(const char *bundle, const char *name, int timeout_ms, struct rm_error **err)
 {
-        /* The socket is reached through an O_PATH fd of the bundle: the full path may not
-         * fit in sun_path, and a daemon with threads cannot chdir. */
         cleanup_close int dir = open(bundle, O_PATH | O_DIRECTORY | O_CLOEXEC);
         if (dir < 0)
                 return rm_error_sys(err, "open the bundle %s", bundle);
         struct sockaddr_un sa = {.sun_family = AF_UNIX};
-        snprintf(sa.sun_path, sizeof(sa.sun_path), "/proc/self/fd/%d/ctl.sock", dir);
+        snprintf(sa.sun_path, sizeof(sa.sun_path), "/proc/self/fd/%d/%s", dir, name);
         cleanup_close int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (fd < 0)
                 return rm_error_sys(err, "socket");
-        struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+        if (timeout_ms > 0) {
+                struct timeval tv = {.tv_sec = timeout_ms / 1000,
+                                     .tv_usec = (timeout_ms % 1000) * 1000};
+                setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+                setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+        }
         if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
                 if (errno == ENOENT || errno == ECONNREFUSED)
                         return rm_error_set(err, RM_FAILED_PRECONDITION,
@@ -247,6 +257,19 @@ int rm_shim_command(const char *bundle, const char *command, int timeout_ms, str
                                             bundle);
                 return rm_error_sys(err, "connect to the monitor in %s", bundle);
         }
+        return steal_fd(&fd);
+}
+
+int rm_shim_attach(const char *bundle, struct rm_error **err)
+{
+        return shim_connect(bundle, "attach.sock", 0, err);
+}
+
+int rm_shim_command(const char *bundle, const char *command, int timeout_ms, struct rm_error **err)
+{
+        cleanup_close int fd = shim_connect(bundle, "ctl.sock", timeout_ms, err);
+        if (fd < 0)
+                return -1;
         cleanup_free char *line = xasprintf("%s\n", command);
         if (write(fd, line, strlen(line)) != (ssize_t)strlen(line))
                 return rm_error_sys(err, "send \"%s\" to the monitor", command);

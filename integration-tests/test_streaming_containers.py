@@ -130,3 +130,70 @@ def test_port_forward_reaches_the_pod(cri, pod, image_ref):
     with pytest.raises(grpc.RpcError) as err:
         cri.call("PortForward", pod_sandbox_id="0" * 64, port=[8080])
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def attach_url(cri, cid, **kw):
+    fields = dict(stdout=True)
+    fields.update(kw)
+    return cri.call("Attach", container_id=cid, **fields).url
+
+
+def read_until(ws, needle, timeout=10):
+    """Collect stdout until needle shows up (the container keeps running: no close)."""
+    got = b""
+    ws.settimeout(timeout)
+    while needle not in got:
+        op, data = ws.recv_data()
+        if op == 8:  # close
+            break
+        if data and data[0] == STDOUT:
+            got += data[1:]
+    return got
+
+
+def test_attach_to_a_tty_shell_and_detach(cri, pod, image_ref):
+    cid = create(cri, pod, container_config(cri, image_ref, "shell", ["/bin/sh"], tty=True,
+                                            stdin=True))
+    cri.call("StartContainer", container_id=cid)
+    a = connect(attach_url(cri, cid, stdin=True, tty=True))
+    b = connect(attach_url(cri, cid))  # a second client, output only
+    send(a, RESIZE, json.dumps({"Width": 90, "Height": 20}).encode())
+    send(a, STDIN, b"echo attached-$((40+2))\r")
+    assert b"attached-42" in read_until(a, b"attached-42")
+    assert b"attached-42" in read_until(b, b"attached-42")
+    a.close()
+    b.close()
+    time.sleep(0.3)
+    assert status(cri, cid).state == cri.api.CONTAINER_RUNNING, "detaching left it running"
+    c = connect(attach_url(cri, cid, stdin=True, tty=True))
+    send(c, STDIN, b"exit 6\r")
+    s = collect(c)
+    assert exec_status(s)["status"] == "Success"
+    deadline = time.monotonic() + 10
+    while status(cri, cid).state != cri.api.CONTAINER_EXITED and time.monotonic() < deadline:
+        time.sleep(0.05)
+    st = status(cri, cid)
+    assert st.exit_code == 6
+    with open(st.log_path) as f:
+        assert "attached-42" in f.read(), "the terminal's output is logged too"
+
+
+def test_attach_stdin_once_pipes(cri, pod, image_ref):
+    cid = create(cri, pod, container_config(
+        cri, image_ref, "once", ["/bin/sh", "-c", "cat; echo stdin-closed"], stdin=True,
+        stdin_once=True))
+    cri.call("StartContainer", container_id=cid)
+    ws = connect(attach_url(cri, cid, stdin=True, stderr=True), proto="v5.channel.k8s.io")
+    send(ws, STDIN, b"one line\n")
+    assert b"one line" in read_until(ws, b"one line")
+    send(ws, CLOSE, bytes([STDIN]))
+    s = collect(ws)
+    assert b"stdin-closed" in s.get(STDOUT, b"")
+    deadline = time.monotonic() + 10
+    while status(cri, cid).state != cri.api.CONTAINER_EXITED and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert status(cri, cid).exit_code == 0
+
+    with pytest.raises(grpc.RpcError) as e:
+        attach_url(cri, cid)
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION

@@ -72,6 +72,9 @@ static int create(void *ctx, const struct rm_ctr_create *c, pid_t *pid, struct r
             .exit_file = exits,
             .log_path = c->log_path,
             .shim_log = shim_log,
+            .tty = c->tty,
+            .stdin = c->stdin,
+            .stdin_once = c->stdin_once,
         };
         struct rm_shim_result res;
         if (rm_shim_spawn(&req, &res, err) < 0) {

@@ -22,6 +22,7 @@ const struct rm_handler_entry rm_handlers[] = {
     {RUNTIME, "ContainerStatus", rm__handle_container_status},
     {RUNTIME, "ExecSync", rm__handle_exec_sync},
     {RUNTIME, "Exec", rm__handle_exec},
+    {RUNTIME, "Attach", rm__handle_attach},
     {RUNTIME, "PortForward", rm__handle_port_forward},
     {RUNTIME, "ContainerStats", rm__handle_container_stats},
     {RUNTIME, "ListContainerStats", rm__handle_list_container_stats},

@@ -35,6 +35,7 @@ RM_HANDLER(reopen_container_log);
 
 /* streaming_hooks.c */
 RM_HANDLER(exec);
+RM_HANDLER(attach);
 RM_HANDLER(port_forward);
 
 /* image_handlers.c */

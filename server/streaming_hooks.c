@@ -1,8 +1,8 @@
 /* The streaming server's backend: how Exec and PortForward sessions reach containers and
  * pods. Exec runs `runc exec` in the foreground with the session's pipes as its stdio (or,
  * for a tty, a pseudo-terminal whose master this thread relays); port forward connects to
- * the port from inside the pod's network namespace and copies both ways. Attach needs the
- * monitor to share the container's stdio and is not offered yet. */
+ * the port from inside the pod's network namespace and copies both ways; attach joins the
+ * container's own stdio through its monitor's attach socket. */
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -16,6 +16,7 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
@@ -25,6 +26,7 @@
 #include "remora/cleanup.h"
 #include "remora/fsutil.h"
 #include "remora/log.h"
+#include "remora/shim_attach.h"
 #include "remora/xalloc.h"
 
 #define MAX_EXEC_ARGS 1024
@@ -334,13 +336,123 @@ static int stream_port_forward(void *ctx, const char *pod_id, int32_t port, int 
         return 0;
 }
 
+/* ---- attach ---- */
+
+static bool send_frame(int fd, int type, const char *data, uint32_t len)
+{
+        unsigned char hdr[RM_ATTACH_HEADER];
+        rm_attach_header(hdr, type, len);
+        struct iovec iov[2] = {{hdr, sizeof(hdr)}, {(void *)data, len}};
+        struct msghdr m = {.msg_iov = iov, .msg_iovlen = 2};
+        size_t want = sizeof(hdr) + len;
+        ssize_t w = sendmsg(fd, &m, MSG_NOSIGNAL);
+        if (w == (ssize_t)want)
+                return true;
+        if (w < 0)
+                return false;
+        /* A short send: the rest, byte-exact. */
+        unsigned char *all = xmalloc(want);
+        memcpy(all, hdr, sizeof(hdr));
+        if (len)
+                memcpy(all + sizeof(hdr), data, len);
+        bool ok = true;
+        for (size_t off = (size_t)w; ok && off < want;) {
+                ssize_t n = send(fd, all + off, want - off, MSG_NOSIGNAL);
+                ok = n > 0;
+                off += ok ? (size_t)n : 0;
+        }
+        free(all);
+        return ok;
+}
+
+/* The monitor's output frames, to the session's stdout and stderr; false at the end. */
+struct frames {
+        size_t len;
+        unsigned char buf[RM_ATTACH_HEADER + RM_ATTACH_MAX_PAYLOAD];
+};
+
+static bool output(int sock, struct frames *f, const struct rm_stream_io *io)
+{
+        ssize_t n = read(sock, f->buf + f->len, sizeof(f->buf) - f->len);
+        if (n < 0 && errno == EINTR)
+                return true;
+        if (n <= 0)
+                return false;
+        f->len += (size_t)n;
+        size_t off = 0;
+        while (f->len - off >= RM_ATTACH_HEADER) {
+                uint32_t len = rm_attach_length(f->buf + off);
+                if (len > RM_ATTACH_MAX_PAYLOAD)
+                        return false;
+                if (f->len - off < RM_ATTACH_HEADER + len)
+                        break;
+                int type = f->buf[off];
+                int to = type == RM_ATTACH_STDERR ? io->err : io->out;
+                const unsigned char *p = f->buf + off + RM_ATTACH_HEADER;
+                for (uint32_t done = 0; to >= 0 && done < len;) {
+                        ssize_t w = write(to, p + done, len - done);
+                        if (w < 0 && errno == EINTR)
+                                continue;
+                        if (w <= 0)
+                                return false;
+                        done += (uint32_t)w;
+                }
+                off += RM_ATTACH_HEADER + len;
+        }
+        memmove(f->buf, f->buf + off, f->len - off);
+        f->len -= off;
+        return true;
+}
+
 static int stream_attach(void *ctx, const char *container_id, const struct rm_stream_io *io,
                          struct rm_error **err)
 {
-        (void)ctx;
-        (void)io;
-        return rm_error_set(err, RM_UNIMPLEMENTED, "attach to %s is not supported yet",
-                            container_id);
+        struct rm_daemon *d = ctx;
+        if (!container_running(d, container_id, err))
+                return -1;
+        cleanup_free char *bundle = xasprintf("%s/containers/%s", d->cfg->state, container_id);
+        cleanup_close int sock = rm_shim_attach(bundle, err);
+        if (sock < 0)
+                return -1;
+        cleanup_free struct frames *f = xzalloc(sizeof(*f));
+        int in = io->in, resize = io->resize;
+        for (;;) {
+                struct pollfd p[4] = {{.fd = io->cancel, .events = POLLIN},
+                                      {.fd = sock, .events = POLLIN},
+                                      {.fd = in, .events = POLLIN},
+                                      {.fd = resize, .events = POLLIN}};
+                if (poll(p, 4, -1) < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        break;
+                }
+                if (p[0].revents)
+                        break; /* the client left: detach, the container goes on */
+                if (p[1].revents && !output(sock, f, io))
+                        break; /* the container exited */
+                if (p[2].revents) {
+                        char buf[32768];
+                        ssize_t n = read(in, buf, sizeof(buf));
+                        if (n > 0) {
+                                if (!send_frame(sock, RM_ATTACH_STDIN, buf, (uint32_t)n))
+                                        break;
+                        } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
+                                send_frame(sock, RM_ATTACH_CLOSE_STDIN, NULL, 0);
+                                in = -1;
+                        }
+                }
+                if (p[3].revents) {
+                        struct rm_term_size sz;
+                        if (read(resize, &sz, sizeof(sz)) == (ssize_t)sizeof(sz)) {
+                                char b[4] = {(char)(sz.width >> 8), (char)sz.width,
+                                             (char)(sz.height >> 8), (char)sz.height};
+                                send_frame(sock, RM_ATTACH_RESIZE, b, 4);
+                        } else {
+                                resize = -1;
+                        }
+                }
+        }
+        return 0;
 }
 
 const struct rm_stream_backend_ops rm__stream_backend = {
@@ -395,6 +507,27 @@ RM_HANDLER(port_forward)
                 return -1;
         Runtime__V1__PortForwardResponse *r = rm_arena_alloc(call->arena, sizeof(*r));
         runtime__v1__port_forward_response__init(r);
+        r->url = rm_arena_strdup(call->arena, url);
+        free(url);
+        *resp = &r->base;
+        return 0;
+}
+
+RM_HANDLER(attach)
+{
+        const Runtime__V1__AttachRequest *in = (const Runtime__V1__AttachRequest *)req;
+        struct rm_daemon *d = call->daemon;
+        cleanup_free char *id =
+            rm_containers_resolve(d->containers, in->container_id ? in->container_id : "", err);
+        if (id == NULL || !container_running(d, id, err))
+                return -1;
+        Runtime__V1__AttachRequest copy = *in;
+        copy.container_id = id;
+        char *url = NULL;
+        if (rm_streaming_attach_url(d->streaming, &copy, &url, err) < 0)
+                return -1;
+        Runtime__V1__AttachResponse *r = rm_arena_alloc(call->arena, sizeof(*r));
+        runtime__v1__attach_response__init(r);
         r->url = rm_arena_strdup(call->arena, url);
         free(url);
         *resp = &r->base;

@@ -10,7 +10,9 @@
  * While the container runs, the shim listens on <bundle>/ctl.sock (0600) for one-line
  * commands from the daemon, one per connection: "reopen-log" closes the CRI log file and
  * opens it again at its path (kubelet's rotation renames the file first), then answers
- * "ok" or "error <message>".
+ * "ok" or "error <message>". On <bundle>/attach.sock (see attach.h) it shares the
+ * container's output and takes its input; with a tty, runc hands the terminal's master
+ * over <bundle>/console.sock during create and the shim relays it.
  *
  * Only libc: it runs once per container, so it must stay small. */
 #include <errno.h>
@@ -36,10 +38,15 @@
 #include <unistd.h>
 
 #include "cri_log.h"
+#include "hub.h"
+
+#define CTL_NAME     "ctl.sock"
+#define CONSOLE_NAME "console.sock"
 
 struct opts {
         const char *runtime, *root, *id, *bundle, *pid_file, *exit_file, *log_path, *shim_log;
         int sync_fd;
+        bool tty, stdin, stdin_once;
 };
 
 static void diag(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -82,11 +89,19 @@ static void report(int fd, const char *fmt, ...)
 static int parse_args(int argc, char **argv, struct opts *o)
 {
         static const struct option longopts[] = {
-            {"runtime", required_argument, NULL, 'r'},  {"root", required_argument, NULL, 'R'},
-            {"id", required_argument, NULL, 'i'},       {"bundle", required_argument, NULL, 'b'},
-            {"pid-file", required_argument, NULL, 'p'}, {"exit-file", required_argument, NULL, 'e'},
-            {"log-path", required_argument, NULL, 'l'}, {"shim-log", required_argument, NULL, 's'},
-            {"sync-fd", required_argument, NULL, 'S'},  {NULL, 0, NULL, 0},
+            {"runtime", required_argument, NULL, 'r'},
+            {"root", required_argument, NULL, 'R'},
+            {"id", required_argument, NULL, 'i'},
+            {"bundle", required_argument, NULL, 'b'},
+            {"pid-file", required_argument, NULL, 'p'},
+            {"exit-file", required_argument, NULL, 'e'},
+            {"log-path", required_argument, NULL, 'l'},
+            {"shim-log", required_argument, NULL, 's'},
+            {"sync-fd", required_argument, NULL, 'S'},
+            {"tty", no_argument, NULL, 't'},
+            {"stdin", no_argument, NULL, 'I'},
+            {"stdin-once", no_argument, NULL, 'O'},
+            {NULL, 0, NULL, 0},
         };
         memset(o, 0, sizeof(*o));
         o->sync_fd = -1;
@@ -119,6 +134,15 @@ static int parse_args(int argc, char **argv, struct opts *o)
                         break;
                 case 'S':
                         o->sync_fd = atoi(optarg);
+                        break;
+                case 't':
+                        o->tty = true;
+                        break;
+                case 'I':
+                        o->stdin = true;
+                        break;
+                case 'O':
+                        o->stdin_once = true;
                         break;
                 default:
                         return -1;
@@ -184,14 +208,23 @@ static int run_create(const struct opts *o, int in, int out, int err_fd, const s
         char log[PATH_MAX];
         snprintf(log, sizeof(log), "%s/runc-create.log", o->bundle);
         unlink(log);
-        const char *argv[] = {o->runtime,     "--root",    o->root,  "--log",    log,
-                              "--log-format", "json",      "create", "--bundle", o->bundle,
-                              "--pid-file",   o->pid_file, o->id,    NULL};
+        /* The console socket is named relative to the bundle, runc's working directory: its
+         * full path may not fit in sun_path. */
+        const char *argv[] = {o->runtime, "--root",       o->root,      "--log",
+                              log,        "--log-format", "json",       "create",
+                              "--bundle", o->bundle,      "--pid-file", o->pid_file,
+                              o->id,      NULL,           NULL,         NULL};
+        if (o->tty) {
+                argv[12] = "--console-socket";
+                argv[13] = CONSOLE_NAME;
+                argv[14] = o->id;
+        }
         pid_t pid = fork();
         if (pid < 0)
                 return -1;
         if (pid == 0) {
-                if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(err_fd, 2) < 0)
+                if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(err_fd, 2) < 0 ||
+                    chdir(o->bundle) < 0)
                         _exit(127);
                 sigprocmask(SIG_SETMASK, oldmask, NULL);
                 signal(SIGPIPE, SIG_DFL);
@@ -255,12 +288,15 @@ static int write_exit_file(const char *path, const struct exit_record *r)
         return 0;
 }
 
-static bool pump(int *fd, int logfd, struct rm_cri_stream *s)
+/* Copy what the container wrote on one stream to the log and to attached clients; false
+ * at its end (EIO on a terminal whose last user is gone counts as the end). */
+static bool pump(int *fd, int logfd, struct rm_cri_stream *s, struct rm_hub *hub, int type)
 {
         char buf[65536];
         ssize_t n = read(*fd, buf, sizeof(buf));
         if (n > 0) {
                 rm_cri_feed(logfd, s, buf, (size_t)n);
+                rm_hub_broadcast(hub, type, buf, (size_t)n);
                 return true;
         }
         if (n < 0 && (errno == EINTR || errno == EAGAIN))
@@ -271,34 +307,54 @@ static bool pump(int *fd, int logfd, struct rm_cri_stream *s)
         return false;
 }
 
-#define CTL_NAME "ctl.sock"
-
-/* Bind the control socket in the bundle. The path is made relative (chdir) because a
- * bundle path may be longer than sun_path allows. */
-static int ctl_listen(const char *bundle)
+/* A listening socket named name in the current directory (the bundle), 0600. */
+static int listen_here(const char *name)
 {
-        if (chdir(bundle) < 0)
-                return -1;
-        unlink(CTL_NAME);
-        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        unlink(name);
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         struct sockaddr_un sa = {.sun_family = AF_UNIX};
-        memcpy(sa.sun_path, CTL_NAME, sizeof(CTL_NAME));
+        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", name);
         mode_t old = umask(0077);
         int rc = fd < 0 ? -1 : bind(fd, (struct sockaddr *)&sa, sizeof(sa));
         umask(old);
-        if (rc < 0 || listen(fd, 8) < 0) {
-                int saved = errno;
+        if (rc < 0 || listen(fd, 1) < 0) {
                 if (fd >= 0)
                         close(fd);
-                if (chdir("/") < 0)
-                        saved = errno;
-                errno = saved;
                 return -1;
         }
-        if (chdir("/") < 0) {
-                close(fd);
+        return fd;
+}
+
+/* The terminal's master, which runc sent on the console socket during create. */
+static int receive_console(int lfd)
+{
+        int c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+        if (c < 0)
                 return -1;
-        }
+        char byte[256];
+        char control[CMSG_SPACE(sizeof(int))];
+        struct iovec iov = {byte, sizeof(byte)};
+        struct msghdr m = {.msg_iov = &iov,
+                           .msg_iovlen = 1,
+                           .msg_control = control,
+                           .msg_controllen = sizeof(control)};
+        ssize_t n = recvmsg(c, &m, MSG_CMSG_CLOEXEC);
+        close(c);
+        struct cmsghdr *cm = n >= 0 ? CMSG_FIRSTHDR(&m) : NULL;
+        if (cm == NULL || cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+                return -1;
+        int fd;
+        memcpy(&fd, CMSG_DATA(cm), sizeof(fd));
+        return fd;
+}
+
+/* Bind the control socket in the bundle. The path is made relative (chdir) because a
+ * bundle path may be longer than sun_path allows. */
+static int ctl_listen(void)
+{
+        int fd = listen_here(CTL_NAME);
+        if (fd >= 0)
+                fcntl(fd, F_SETFL, O_NONBLOCK);
         return fd;
 }
 
@@ -403,10 +459,22 @@ int main(int argc, char **argv)
                 return 1;
         }
 
+        /* Sockets are made in the bundle, by relative names (a full path may not fit in
+         * sun_path); the shim stays there. */
+        if (chdir(o.bundle) < 0) {
+                report(o.sync_fd, "error bundle %s: %s", o.bundle, strerror(errno));
+                return 1;
+        }
         int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
-        int outp[2] = {-1, -1}, errp[2] = {-1, -1};
-        if (o.log_path && (pipe2(outp, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0)) {
+        int outp[2] = {-1, -1}, errp[2] = {-1, -1}, inp[2] = {-1, -1};
+        int console = -1, master = -1;
+        if (!o.tty && (pipe2(outp, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0 ||
+                       (o.stdin && pipe2(inp, O_CLOEXEC) < 0))) {
                 report(o.sync_fd, "error pipes: %s", strerror(errno));
+                return 1;
+        }
+        if (o.tty && (console = listen_here(CONSOLE_NAME)) < 0) {
+                report(o.sync_fd, "error console socket: %s", strerror(errno));
                 return 1;
         }
         int logfd = -1;
@@ -418,13 +486,17 @@ int main(int argc, char **argv)
                 }
         }
 
-        int ws = run_create(&o, devnull, o.log_path ? outp[1] : devnull,
-                            o.log_path ? errp[1] : devnull, &oldmask);
-        if (outp[1] >= 0) {
-                close(outp[1]);
-                close(errp[1]);
+        int ws = run_create(&o, inp[0] >= 0 ? inp[0] : devnull, outp[1] >= 0 ? outp[1] : devnull,
+                            errp[1] >= 0 ? errp[1] : devnull, &oldmask);
+        for (int *fd = (int[]){outp[1], errp[1], inp[0], devnull}, i = 0; i < 4; i++)
+                if (fd[i] >= 0)
+                        close(fd[i]);
+        if (console >= 0) {
+                if (ws != -1 && WIFEXITED(ws) && WEXITSTATUS(ws) == 0)
+                        master = receive_console(console);
+                close(console);
+                unlink(CONSOLE_NAME);
         }
-        close(devnull);
         if (ws == -1 || !WIFEXITED(ws) || WEXITSTATUS(ws) != 0) {
                 char msg[2048];
                 char log[PATH_MAX];
@@ -443,10 +515,21 @@ int main(int argc, char **argv)
                 report(o.sync_fd, "error runc wrote no pid to %s", o.pid_file);
                 return 1;
         }
-        int ctl = ctl_listen(o.bundle);
+        if (o.tty && master < 0) {
+                report(o.sync_fd, "error runc sent no terminal on %s/%s", o.bundle, CONSOLE_NAME);
+                return 1;
+        }
+        int ctl = ctl_listen();
         if (ctl < 0)
                 diag("control socket in %s: %s (log reopen unavailable)", o.bundle,
                      strerror(errno));
+        struct rm_hub hub = {.stdin_fd = !o.stdin ? -1
+                                         : o.tty  ? master
+                                                  : inp[1],
+                             .tty_fd = master,
+                             .stdin_once = o.stdin_once};
+        if (rm_hub_listen(&hub) < 0)
+                diag("attach socket in %s: %s (attach unavailable)", o.bundle, strerror(errno));
         report(o.sync_fd, "ok %d", cpid);
         if (o.sync_fd >= 0)
                 close(o.sync_fd);
@@ -455,20 +538,26 @@ int main(int argc, char **argv)
         struct exit_record rec = {.pid = cpid};
         bool exited = false;
         while (!exited) {
-                struct pollfd pf[4] = {{.fd = sfd, .events = POLLIN},
-                                       {.fd = outp[0], .events = POLLIN},
-                                       {.fd = errp[0], .events = POLLIN},
-                                       {.fd = ctl, .events = POLLIN}};
-                if (poll(pf, 4, -1) < 0 && errno != EINTR) {
+                struct pollfd pf[5 + 1 + RM_HUB_MAX_CLIENTS] = {{.fd = sfd, .events = POLLIN},
+                                                                {.fd = outp[0], .events = POLLIN},
+                                                                {.fd = errp[0], .events = POLLIN},
+                                                                {.fd = master, .events = POLLIN},
+                                                                {.fd = ctl, .events = POLLIN}};
+                size_t nhub = hub.listen_fd >= 0 ? rm_hub_pollfds(&hub, pf + 5) : 0;
+                if (poll(pf, 5 + nhub, -1) < 0 && errno != EINTR) {
                         diag("poll: %s", strerror(errno));
                         break;
                 }
                 if (pf[1].revents)
-                        pump(&outp[0], logfd, &so);
+                        pump(&outp[0], logfd, &so, &hub, RM_ATTACH_STDOUT);
                 if (pf[2].revents)
-                        pump(&errp[0], logfd, &se);
-                if (pf[3].revents)
+                        pump(&errp[0], logfd, &se, &hub, RM_ATTACH_STDERR);
+                if (pf[3].revents && !pump(&master, logfd, &so, &hub, RM_ATTACH_STDOUT))
+                        hub.tty_fd = hub.stdin_fd = -1; /* pump closed it */
+                if (pf[4].revents)
                         ctl_serve(ctl, &o, &logfd);
+                if (nhub)
+                        rm_hub_handle(&hub, pf + 5, nhub);
                 if (pf[0].revents) {
                         struct signalfd_siginfo si;
                         while (read(sfd, &si, sizeof(si)) > 0)
@@ -486,24 +575,27 @@ int main(int argc, char **argv)
         }
         if (ctl >= 0) {
                 close(ctl);
-                char path[PATH_MAX];
-                snprintf(path, sizeof(path), "%s/" CTL_NAME, o.bundle);
-                unlink(path);
+                unlink(CTL_NAME);
         }
         /* The init is gone. Whatever it (or a process sharing its pipes) wrote is read
          * without blocking: a process left holding the pipe must not keep us alive. */
-        for (int i = 0; i < 2; i++) {
-                int *fd = i == 0 ? &outp[0] : &errp[0];
+        for (int i = 0; i < 3; i++) {
+                int *fd = i == 0 ? &outp[0] : i == 1 ? &errp[0] : &master;
+                struct rm_cri_stream *st = i == 1 ? &se : &so;
+                int type = i == 1 ? RM_ATTACH_STDERR : RM_ATTACH_STDOUT;
                 if (*fd < 0)
                         continue;
                 fcntl(*fd, F_SETFL, O_NONBLOCK);
-                while (*fd >= 0 && pump(fd, logfd, i == 0 ? &so : &se))
+                while (*fd >= 0 && pump(fd, logfd, st, &hub, type))
                         ;
                 if (*fd >= 0) {
-                        rm_cri_flush(logfd, i == 0 ? &so : &se);
+                        rm_cri_flush(logfd, st);
                         close(*fd);
                 }
         }
+        rm_hub_close(&hub, o.bundle);
+        if (inp[1] >= 0)
+                close(inp[1]);
         if (logfd >= 0)
                 close(logfd);
         if (write_exit_file(o.exit_file, &rec) < 0) {

@@ -32,6 +32,9 @@ struct rm_shim_request {
         const char *log_path;     /* CRI log file; NULL: the container's output is discarded */
         const char *shim_log;     /* the shim's own diagnostics; NULL: discarded */
         int timeout_ms;           /* for runc create; <= 0: the oci handle's timeout */
+        bool tty;                 /* a terminal (runc hands its master to the shim) */
+        bool stdin;               /* keep the container's stdin open for attach */
+        bool stdin_once;          /* close it when the first attach session ends */
 };
 
 struct rm_shim_result {
@@ -51,6 +54,10 @@ int rm_shim_spawn(const struct rm_shim_request *req, struct rm_shim_result *res,
  * command: close and reopen the CRI log file. FAILED_PRECONDITION when no shim listens
  * (the container has exited); the shim's own error message otherwise. */
 int rm_shim_command(const char *bundle, const char *command, int timeout_ms, struct rm_error **err);
+
+/* Connect to the shim's attach socket in bundle (frames as in container/shim/attach.h).
+ * FAILED_PRECONDITION when no shim listens there. */
+int rm_shim_attach(const char *bundle, struct rm_error **err);
 
 /* What the exit file says. */
 struct rm_exit_status {

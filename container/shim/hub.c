@@ -1,0 +1,180 @@
+/* The attach clients of one container, served from remora-shim's poll loop. */
+#include "hub.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <termios.h>
+#include <unistd.h>
+
+int rm_hub_listen(struct rm_hub *h)
+{
+        h->n = 0;
+        unlink(RM_ATTACH_SOCKET);
+        h->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (h->listen_fd < 0)
+                return -1;
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
+        memcpy(sa.sun_path, RM_ATTACH_SOCKET, sizeof(RM_ATTACH_SOCKET));
+        mode_t old = umask(0077);
+        int rc = bind(h->listen_fd, (struct sockaddr *)&sa, sizeof(sa));
+        umask(old);
+        if (rc < 0 || listen(h->listen_fd, 8) < 0) {
+                close(h->listen_fd);
+                h->listen_fd = -1;
+                return -1;
+        }
+        return 0;
+}
+
+size_t rm_hub_pollfds(const struct rm_hub *h, struct pollfd *pf)
+{
+        pf[0] = (struct pollfd){.fd = h->listen_fd, .events = POLLIN};
+        for (size_t i = 0; i < h->n; i++)
+                pf[1 + i] = (struct pollfd){.fd = h->clients[i].fd, .events = POLLIN};
+        return 1 + h->n;
+}
+
+static void close_stdin(struct rm_hub *h)
+{
+        if (h->tty_fd >= 0 && h->stdin_fd == h->tty_fd) {
+                /* A terminal has no end of file of its own: ^D at the start of a line. */
+                static const char eot = 4;
+                if (write(h->tty_fd, &eot, 1) < 0)
+                        return;
+                return;
+        }
+        if (h->stdin_fd >= 0)
+                close(h->stdin_fd);
+        h->stdin_fd = -1;
+}
+
+static void drop(struct rm_hub *h, size_t i)
+{
+        close(h->clients[i].fd);
+        h->clients[i] = h->clients[--h->n];
+        if (h->stdin_once)
+                close_stdin(h);
+}
+
+static void write_all(int fd, const unsigned char *p, size_t n)
+{
+        while (n > 0) {
+                ssize_t w = write(fd, p, n);
+                if (w < 0 && errno == EINTR)
+                        continue;
+                if (w <= 0)
+                        return; /* the container closed its stdin */
+                p += w;
+                n -= (size_t)w;
+        }
+}
+
+static void frame(struct rm_hub *h, int type, const unsigned char *p, uint32_t len)
+{
+        switch (type) {
+        case RM_ATTACH_STDIN:
+                if (h->stdin_fd >= 0)
+                        write_all(h->stdin_fd, p, len);
+                break;
+        case RM_ATTACH_RESIZE:
+                if (h->tty_fd >= 0 && len == 4) {
+                        struct winsize ws = {.ws_col = (unsigned short)(p[0] << 8 | p[1]),
+                                             .ws_row = (unsigned short)(p[2] << 8 | p[3])};
+                        ioctl(h->tty_fd, TIOCSWINSZ, &ws);
+                }
+                break;
+        case RM_ATTACH_CLOSE_STDIN:
+                close_stdin(h);
+                break;
+        default:
+                break;
+        }
+}
+
+/* Read what client i sent and act on every complete frame; false when it is gone. */
+static bool input(struct rm_hub *h, struct rm_hub_client *c)
+{
+        ssize_t r = read(c->fd, c->buf + c->len, sizeof(c->buf) - c->len);
+        if (r < 0 && (errno == EINTR || errno == EAGAIN))
+                return true;
+        if (r <= 0)
+                return false;
+        c->len += (size_t)r;
+        size_t off = 0;
+        while (c->len - off >= RM_ATTACH_HEADER) {
+                uint32_t len = rm_attach_length(c->buf + off);
+                if (len > RM_ATTACH_MAX_PAYLOAD)
+                        return false; /* not our protocol */
+                if (c->len - off < RM_ATTACH_HEADER + len)
+                        break;
+                frame(h, c->buf[off], c->buf + off + RM_ATTACH_HEADER, len);
+                off += RM_ATTACH_HEADER + len;
+        }
+        memmove(c->buf, c->buf + off, c->len - off);
+        c->len -= off;
+        return true;
+}
+
+void rm_hub_handle(struct rm_hub *h, const struct pollfd *pf, size_t n)
+{
+        /* Clients first, from the last, so dropping one does not shift the others. */
+        for (size_t i = n - 1; i >= 1; i--) {
+                if (pf[i].revents && !input(h, &h->clients[i - 1]))
+                        drop(h, i - 1);
+        }
+        if (pf[0].revents & POLLIN) {
+                int c = accept4(h->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+                if (c >= 0 && h->n == RM_HUB_MAX_CLIENTS) {
+                        close(c);
+                } else if (c >= 0) {
+                        h->clients[h->n].fd = c;
+                        h->clients[h->n].len = 0;
+                        h->n++;
+                }
+        }
+}
+
+void rm_hub_broadcast(struct rm_hub *h, int type, const char *data, size_t len)
+{
+        for (size_t i = h->n; i-- > 0;) {
+                const char *p = data;
+                size_t left = len;
+                bool ok = true;
+                while (ok && left > 0) {
+                        uint32_t part =
+                            left > RM_ATTACH_MAX_PAYLOAD ? RM_ATTACH_MAX_PAYLOAD : (uint32_t)left;
+                        unsigned char hdr[RM_ATTACH_HEADER];
+                        rm_attach_header(hdr, type, part);
+                        struct iovec iov[2] = {{hdr, sizeof(hdr)}, {(void *)p, part}};
+                        struct msghdr m = {.msg_iov = iov, .msg_iovlen = 2};
+                        ssize_t w = sendmsg(h->clients[i].fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
+                        /* A short or refused send would tear the frame: drop the client. */
+                        ok = w == (ssize_t)(sizeof(hdr) + part);
+                        p += part;
+                        left -= part;
+                }
+                if (!ok)
+                        drop(h, i);
+        }
+}
+
+void rm_hub_close(struct rm_hub *h, const char *bundle)
+{
+        for (size_t i = 0; i < h->n; i++)
+                close(h->clients[i].fd);
+        h->n = 0;
+        if (h->listen_fd >= 0) {
+                close(h->listen_fd);
+                h->listen_fd = -1;
+                char path[PATH_MAX];
+                snprintf(path, sizeof(path), "%s/" RM_ATTACH_SOCKET, bundle);
+                unlink(path);
+        }
+}
