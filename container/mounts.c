@@ -5,12 +5,14 @@
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
+#include <sys/mount.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 
 #include "remora/cleanup.h"
+#include "remora/log.h"
 #include "remora/xalloc.h"
 #include "spec_internal.h"
 
@@ -125,10 +127,11 @@ static int by_depth(const void *a, const void *b)
 }
 
 /* The propagation of the mount holding path, from /proc/self/mountinfo's optional
- * fields: "shared:N" and/or "master:N". */
-static void host_propagation(const char *path, bool *shared, bool *slave)
+ * fields: "shared:N" and/or "master:N"; mnt gets that mount's mount point. */
+static void host_propagation(const char *path, bool *shared, bool *slave, char mnt_out[PATH_MAX])
 {
         *shared = *slave = false;
+        snprintf(mnt_out, PATH_MAX, "/");
         cleanup_file FILE *f = fopen("/proc/self/mountinfo", "re");
         if (f == NULL)
                 return;
@@ -145,6 +148,7 @@ static void host_propagation(const char *path, bool *shared, bool *slave)
                 if (!covers || n < best)
                         continue;
                 best = n;
+                snprintf(mnt_out, PATH_MAX, "%s", mnt);
                 /* Optional fields sit between the 6th field and the " - " separator. */
                 char *sep = strstr(line, " - ");
                 if (sep)
@@ -153,6 +157,23 @@ static void host_propagation(const char *path, bool *shared, bool *slave)
                 *slave = strstr(line, " master:") != NULL;
         }
         free(line);
+}
+
+/* Make sure mounts under path on the host reach the container: the mount holding it must
+ * be shared (for bidirectional) or at least shared or a slave (host to container). A
+ * private one is made shared, as the CRI asks of the runtime, and that is logged. */
+static int ensure_propagation(const char *path, bool need_shared, size_t i, struct rm_error **err)
+{
+        bool shared, slave;
+        char mnt[PATH_MAX];
+        host_propagation(path, &shared, &slave, mnt);
+        if (shared || (slave && !need_shared))
+                return 0;
+        if (mount(NULL, mnt, NULL, MS_SHARED, NULL) < 0)
+                return rm_error_sys(err, "mounts[%zu]: make the host mount %s (holding %s) shared",
+                                    i, mnt, path);
+        rm_log_info("made the host mount %s shared so that mounts under %s propagate", mnt, path);
+        return 0;
 }
 
 static int add_request_mount(struct json_object *list, const Runtime__V1__Mount *m, size_t i,
@@ -182,17 +203,12 @@ static int add_request_mount(struct json_object *list, const Runtime__V1__Mount 
         }
 
         const char *prop = "rprivate";
-        bool shared, slave;
         switch (m->propagation) {
         case RUNTIME__V1__MOUNT_PROPAGATION__PROPAGATION_PRIVATE:
                 break;
         case RUNTIME__V1__MOUNT_PROPAGATION__PROPAGATION_HOST_TO_CONTAINER:
-                host_propagation(real, &shared, &slave);
-                if (!shared && !slave)
-                        return rm_error_set(err, RM_INVALID_ARGUMENT,
-                                            "mounts[%zu]: host-to-container propagation needs "
-                                            "%s on a shared or slave mount; it is private",
-                                            i, real);
+                if (ensure_propagation(real, false, i, err) < 0)
+                        return -1;
                 prop = "rslave";
                 if (*propagation == NULL)
                         *propagation = "rslave";
@@ -203,12 +219,8 @@ static int add_request_mount(struct json_object *list, const Runtime__V1__Mount 
                                             "mounts[%zu]: bidirectional propagation needs a "
                                             "privileged container",
                                             i);
-                host_propagation(real, &shared, &slave);
-                if (!shared)
-                        return rm_error_set(err, RM_INVALID_ARGUMENT,
-                                            "mounts[%zu]: bidirectional propagation needs %s on "
-                                            "a shared mount",
-                                            i, real);
+                if (ensure_propagation(real, true, i, err) < 0)
+                        return -1;
                 prop = "rshared";
                 *propagation = "rshared";
                 break;

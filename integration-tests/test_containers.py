@@ -4,6 +4,7 @@ import base64
 import json
 import os
 import signal
+import subprocess
 import time
 
 import grpc
@@ -180,3 +181,31 @@ def test_limits_mounts_volumes(cri, pod, image_ref, tmp_path):
     cri.call("StopContainer", cri.message("StopContainerRequest", container_id=cid, timeout=0))
     cri.call("RemoveContainer", container_id=cid)
     assert not os.path.exists(os.path.dirname(cg))
+
+
+def test_host_to_container_propagation_makes_a_private_mount_shared(cri, pod, image_ref,
+                                                                      tmp_path):
+    host = tmp_path / "prop"
+    host.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "proptest", str(host)], check=True)
+    try:
+        subprocess.run(["mount", "--make-private", str(host)], check=True)
+        cfg = container_config(cri, image_ref, "prop", ["/bin/sleep", "1000"],
+                               mounts=[{"container_path": "/mnt/prop", "host_path": str(host),
+                                        "propagation": "PROPAGATION_HOST_TO_CONTAINER"}])
+        cid = create(cri, pod, cfg)
+        cri.call("StartContainer", container_id=cid)
+        # Mounted on the host after the container started: seen inside through the slave.
+        (host / "late").mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "late", str(host / "late")],
+                       check=True)
+        (host / "late" / "file").write_text("arrived\n")
+        r = cri.call("ExecSync", container_id=cid, cmd=["/bin/cat", "/mnt/prop/late/file"],
+                     timeout=10)
+        assert r.exit_code == 0 and r.stdout == b"arrived\n", r
+        with open("/proc/self/mountinfo") as f:
+            line = [l for l in f if l.split()[4] == str(host)][0]
+        assert " shared:" in line.split(" - ")[0]
+        cri.call("RemoveContainer", container_id=cid)
+    finally:
+        subprocess.run(["umount", "-R", str(host)], check=False)
