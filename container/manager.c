@@ -129,10 +129,16 @@ static bool refresh_exit(struct rm_container_manager *mgr, struct ctr *c)
         if (rc == 0)
                 return false;
         pthread_mutex_lock(&mgr->lock);
+        cleanup_free char *cgroup = xstrdup(c->cgroup_path);
+        pthread_mutex_unlock(&mgr->lock);
+        /* The cgroup is still there: runc's delete comes after this, from the watcher. */
+        bool oom = code != 0 && *cgroup && mgr->ops.oom_killed &&
+                   mgr->ops.oom_killed(mgr->ops.ctx, cgroup);
+        pthread_mutex_lock(&mgr->lock);
         c->state = RUNTIME__V1__CONTAINER_STATE__CONTAINER_EXITED;
         c->exit_code = code;
         c->finished_at = finished ? finished : now_ns();
-        replace_str(&c->reason, code == 0 ? "Completed" : "Error");
+        replace_str(&c->reason, oom ? "OOMKilled" : code == 0 ? "Completed" : "Error");
         pthread_cond_broadcast(&mgr->changed);
         pthread_mutex_unlock(&mgr->lock);
         cleanup_error struct rm_error *save_err = NULL;
@@ -689,7 +695,7 @@ static void start_failed(struct rm_container_manager *mgr, struct ctr *c, const 
 }
 
 /* runc create under a monitor, then runc start. Caller holds c->op. */
-static int runtime_create_start(struct rm_container_manager *mgr, struct ctr *c,
+static int runtime_create_start(struct rm_container_manager *mgr, struct ctr *c, int64_t *started,
                                 struct rm_error **err)
 {
         cleanup_free char *bundle = xasprintf("%s/%s", mgr->bundles, c->id);
@@ -707,8 +713,10 @@ static int runtime_create_start(struct rm_container_manager *mgr, struct ctr *c,
         };
         pthread_mutex_unlock(&mgr->lock);
         pid_t pid = 0;
+        /* The start time is taken before runc start: a quick process may have exited by
+         * the time it returns, and must not look as if it ended before it began. */
         if (mgr->ops.create(mgr->ops.ctx, &cc, &pid, err) < 0 ||
-            mgr->ops.start(mgr->ops.ctx, c->id, err) < 0) {
+            (*started = now_ns(), mgr->ops.start(mgr->ops.ctx, c->id, err)) < 0) {
                 rm_error_wrap(err, "start container %s", c->id);
                 start_failed(mgr, c, (*err)->msg);
                 return -1;
@@ -726,6 +734,7 @@ int rm_containers_start(struct rm_container_manager *mgr, const char *id, struct
                 return -1;
         pthread_mutex_lock(&c->op);
         int rc = 0;
+        int64_t started = 0;
         pthread_mutex_lock(&mgr->lock);
         Runtime__V1__ContainerState state = c->state;
         pthread_mutex_unlock(&mgr->lock);
@@ -737,12 +746,12 @@ int rm_containers_start(struct rm_container_manager *mgr, const char *id, struct
                                   protobuf_c_enum_descriptor_get_value(
                                       &runtime__v1__container_state__descriptor, state)
                                       ->name);
-        } else if (runtime_create_start(mgr, c, err) < 0) {
+        } else if (runtime_create_start(mgr, c, &started, err) < 0) {
                 rc = -1;
         } else {
                 pthread_mutex_lock(&mgr->lock);
                 c->state = RUNTIME__V1__CONTAINER_STATE__CONTAINER_RUNNING;
-                c->started_at = now_ns();
+                c->started_at = started;
                 pthread_mutex_unlock(&mgr->lock);
                 rc = save(mgr, c, err);
                 if (rc == 0)

@@ -209,3 +209,23 @@ def test_host_to_container_propagation_makes_a_private_mount_shared(cri, pod, im
         cri.call("RemoveContainer", container_id=cid)
     finally:
         subprocess.run(["umount", "-R", str(host)], check=False)
+
+
+def test_oom_killed_is_the_reason(cri, pod, image_ref):
+    limit = 32 << 20
+    cfg = container_config(cri, image_ref, "oom",
+                           ["/bin/dd", "if=/dev/zero", "of=/dev/null", "bs=128M", "count=1"],
+                           linux={"resources": {"memory_limit_in_bytes": limit,
+                                                "memory_swap_limit_in_bytes": limit}})
+    cid = create(cri, pod, cfg)
+    cri.call("StartContainer", container_id=cid)
+    st = wait_exited(cri, cid)
+    assert st.exit_code == 137 and st.reason == "OOMKilled", st
+    cri.call("RemoveContainer", container_id=cid)
+    # A plain SIGKILL is no OOM.
+    cid = create(cri, pod, container_config(cri, image_ref, "killed", ["/bin/sleep", "1000"]))
+    cri.call("StartContainer", container_id=cid)
+    cri.call("StopContainer", cri.message("StopContainerRequest", container_id=cid, timeout=0))
+    st = status(cri, cid)
+    assert st.exit_code == 137 and st.reason == "Error"
+    cri.call("RemoveContainer", container_id=cid)

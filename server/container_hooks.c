@@ -156,6 +156,12 @@ static int update(void *ctx, const char *id, const char *resources_json, struct 
         return d->oci->ops->update(d->oci, id, resources_json, err);
 }
 
+static bool oom_killed(void *ctx, const char *cgroup_path)
+{
+        struct rm_daemon *d = ctx;
+        return rm_cgroup_oom_killed(&d->cgroups, cgroup_path);
+}
+
 /* The monitor answers within a second unless it is wedged. */
 #define SHIM_COMMAND_TIMEOUT_MS 5000
 
@@ -180,6 +186,7 @@ void rm__container_ops(struct rm_daemon *d, struct rm_container_ops *ops)
         ops->exit_status = exit_status;
         ops->exec_sync = exec_sync;
         ops->update = update;
+        ops->oom_killed = oom_killed;
         ops->reopen_log = reopen_log;
         ops->exit_dir = d->exit_dir;
 }

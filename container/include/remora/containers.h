@@ -84,6 +84,9 @@ struct rm_container_ops {
                            struct rm_error **err);
         int (*exec_sync)(void *ctx, const char *id, char *const *argv, int64_t timeout_s,
                          struct rm_ctr_exec_result *res, struct rm_error **err);
+        /* Whether the OOM killer struck in the cgroup at path (the container's, looked at
+         * once it exited); may be NULL. */
+        bool (*oom_killed)(void *ctx, const char *cgroup_path);
         /* Apply OCI LinuxResources (JSON) to a created or running container. */
         int (*update)(void *ctx, const char *id, const char *resources_json, struct rm_error **err);
         /* Have the container's monitor reopen its log file (bundle: its OCI bundle). */
