@@ -48,6 +48,8 @@ int rm_cgroup_detect(struct rm_cgroup_host *host, struct rm_error **err)
                         v1 = true;
                         if (has_word(super, "cpuacct") && !host->cpuacct[0])
                                 snprintf(host->cpuacct, sizeof(host->cpuacct), "%s", mnt);
+                        if (has_word(super, "cpu") && !host->cpu[0])
+                                snprintf(host->cpu, sizeof(host->cpu), "%s", mnt);
                         if (has_word(super, "memory") && !host->memory[0])
                                 snprintf(host->memory, sizeof(host->memory), "%s", mnt);
                         if (has_word(super, "pids") && !host->pids[0])

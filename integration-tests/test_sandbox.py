@@ -360,3 +360,31 @@ def test_lost_pins_make_a_pod_notready(make_daemon):
     c2.call("RemovePodSandbox", pod_sandbox_id=pod_id)
     assert mounts_under(d.base) == []
     c2.close()
+
+
+def test_pod_cgroup_gets_resources_plus_overhead(daemon, cri):
+    parent = "/remora-it-%d" % os.getpid()
+    v2 = os.path.exists("/sys/fs/cgroup/cgroup.controllers")
+    mem_dir = "/sys/fs/cgroup" + parent if v2 else "/sys/fs/cgroup/memory" + parent
+    cpu_dir = "/sys/fs/cgroup" + parent if v2 else "/sys/fs/cgroup/cpu" + parent
+    cfg = pod_config(cri.api, name="sized", uid="sized")
+    cfg.linux.cgroup_parent = parent
+    cfg.linux.resources.memory_limit_in_bytes = 48 << 20
+    cfg.linux.resources.cpu_shares = 512
+    cfg.linux.overhead.memory_limit_in_bytes = 16 << 20
+    cfg.linux.overhead.cpu_shares = 128
+    pod_id = run_pod(cri, cfg)
+    if v2:
+        with open(mem_dir + "/memory.max") as f:
+            assert int(f.read()) == 64 << 20
+    else:
+        with open(mem_dir + "/memory.limit_in_bytes") as f:
+            assert int(f.read()) == 64 << 20
+        with open(cpu_dir + "/cpu.shares") as f:
+            assert int(f.read()) == 640
+    cri.call("RemovePodSandbox", pod_sandbox_id=pod_id)
+    assert not os.path.exists(mem_dir) and not os.path.exists(cpu_dir), "made by us, removed"
+
+    cfg.linux.cgroup_parent = "relative/path"
+    expect_error(lambda: run_pod(cri, cfg), grpc.StatusCode.INVALID_ARGUMENT, "cgroup_parent")
+    assert list(cri.call("ListPodSandbox").items) == []

@@ -238,7 +238,7 @@ static struct json_object *config_json(const Runtime__V1__PodSandboxConfig *c)
 
 /* What a failed run must undo, in reverse order. */
 struct undo {
-        bool dirs, pins[3], shm, net, infra;
+        bool dirs, pins[3], shm, net, infra, cgroup;
 };
 
 static void warn_undo(struct pod *p, struct rm_error **e)
@@ -253,6 +253,8 @@ static void rollback(struct rm_sandbox_manager *mgr, struct pod *p, const struct
         struct rm_error *e = NULL;
         if (u->infra && mgr->hooks.infra_remove(mgr->hooks.ctx, p->id, &e) < 0)
                 warn_undo(p, &e);
+        if (u->cgroup)
+                mgr->hooks.pod_cgroup_remove(mgr->hooks.ctx, s_get(p, "cgroup_parent"));
         if (u->net && mgr->hooks.net_teardown(mgr->hooks.ctx, p->id, s_get(p, "netns"), &e) < 0)
                 warn_undo(p, &e);
         if (u->shm)
@@ -304,6 +306,19 @@ static int make_pod(struct rm_sandbox_manager *mgr, struct pod *p,
             .sysctls = sys,
             .n_sysctls = n_sys,
         };
+        /* The pod's cgroup first: its containers and infra process go under it. */
+        const Runtime__V1__LinuxPodSandboxConfig *lc = c->linux;
+        if (lc && lc->cgroup_parent && *lc->cgroup_parent && (lc->resources || lc->overhead) &&
+            mgr->hooks.pod_cgroup) {
+                bool created = false;
+                if (mgr->hooks.pod_cgroup(mgr->hooks.ctx, lc->cgroup_parent, lc->resources,
+                                          lc->overhead, &created, err) < 0)
+                        return rm_error_wrap(err, "linux.cgroup_parent");
+                u->cgroup = created;
+                pthread_mutex_lock(&mgr->lock);
+                json_object_object_add(p->doc, "cgroup_created", json_object_new_boolean(created));
+                pthread_mutex_unlock(&mgr->lock);
+        }
         if (want[PIN_NET] || want[PIN_IPC] || n_sys) {
                 if (rm_pinns_create(&pr, err) < 0)
                         return -1;
@@ -580,6 +595,10 @@ int rm_sandbox_remove(struct rm_sandbox_manager *mgr, const char *id, struct rm_
         cleanup_free char *sdir = xasprintf("%s/%s", mgr->state, p->id);
         if (rc == 0 && (rm_remove_tree(sdir, err) < 0 || rm_remove_tree(dir, err) < 0))
                 rc = -1;
+        struct json_object *made = NULL;
+        if (rc == 0 && json_object_object_get_ex(p->doc, "cgroup_created", &made) &&
+            json_object_get_boolean(made) && mgr->hooks.pod_cgroup_remove)
+                mgr->hooks.pod_cgroup_remove(mgr->hooks.ctx, s_get(p, "cgroup_parent"));
         if (rc == 0)
                 rc = rm_store_delete(mgr->store, POD_KIND, p->id, err);
         pthread_mutex_unlock(&p->op);

@@ -1,13 +1,21 @@
 /* The seams between managers, wired here so that no manager depends on another:
  * the sandbox manager reaches pod networking through these adapters. */
+#include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "daemon.h"
 #include "events.h"
 #include "hooks.h"
+#include "remora/cleanup.h"
+#include "remora/fsutil.h"
+#include "remora/log.h"
 #include "remora/xalloc.h"
 
 static int net_setup(void *ctx, const char *pod_id, const Runtime__V1__PodSandboxConfig *cfg,
@@ -52,12 +60,134 @@ static int net_teardown(void *ctx, const char *pod_id, const char *netns_path,
         return rm_network_pod_teardown(d->network, pod_id, netns_path, err);
 }
 
+/* ---- the pod's cgroup ---- */
+
+/* The directories of cgroup path in the hierarchies Remora writes limits to: the unified
+ * one on v2; memory and cpu on v1. */
+static size_t pod_cgroup_dirs(const struct rm_cgroup_host *cg, const char *path, char *dirs[2])
+{
+        if (cg->mode == RM_CGROUP_V2) {
+                dirs[0] = xasprintf("%s%s", cg->root, path);
+                return 1;
+        }
+        size_t n = 0;
+        if (cg->memory[0])
+                dirs[n++] = xasprintf("%s%s", cg->memory, path);
+        if (cg->cpu[0])
+                dirs[n++] = xasprintf("%s%s", cg->cpu, path);
+        return n;
+}
+
+static int put_value(const char *dir, const char *file, const char *value, struct rm_error **err)
+{
+        cleanup_free char *path = xasprintf("%s/%s", dir, file);
+        cleanup_close int fd = open(path, O_WRONLY | O_CLOEXEC);
+        if (fd < 0 || write(fd, value, strlen(value)) != (ssize_t)strlen(value))
+                return rm_error_sys(err, "write %s to %s", value, path);
+        return 0;
+}
+
+static int64_t sum(int64_t a, int64_t b)
+{
+        return a > 0 && b > 0 ? a + b : a > 0 ? a : 0;
+}
+
+static int pod_cgroup(void *ctx, const char *parent,
+                      const Runtime__V1__LinuxContainerResources *res,
+                      const Runtime__V1__LinuxContainerResources *over, bool *created,
+                      struct rm_error **err)
+{
+        struct rm_daemon *d = ctx;
+        *created = false;
+        if (parent[0] != '/' || strstr(parent, "/../") || strstr(parent, "/./"))
+                return rm_error_set(err, RM_INVALID_ARGUMENT,
+                                    "cgroup_parent \"%s\" must be an absolute path", parent);
+        /* The pod is sized for its containers plus its overhead: what kubelet gives
+         * the pod cgroup it manages itself, so doing it again there changes nothing. */
+        Runtime__V1__LinuxContainerResources none = RUNTIME__V1__LINUX_CONTAINER_RESOURCES__INIT;
+        if (res == NULL)
+                res = &none;
+        if (over == NULL)
+                over = &none;
+        int64_t memory = sum(res->memory_limit_in_bytes, over->memory_limit_in_bytes);
+        int64_t shares = sum(res->cpu_shares, over->cpu_shares);
+        int64_t period = res->cpu_period > 0 ? res->cpu_period : 100000;
+        int64_t quota = sum(res->cpu_quota, over->cpu_quota);
+        char *dirs[2] = {NULL, NULL};
+        size_t n = pod_cgroup_dirs(&d->cgroups, parent, dirs);
+        int rc = 0;
+        for (size_t i = 0; i < n && rc == 0; i++) {
+                struct stat st;
+                if (stat(dirs[i], &st) < 0) {
+                        rc = rm_mkdir_p(dirs[i], 0755, err);
+                        *created = rc == 0;
+                }
+        }
+        char v[64];
+        if (d->cgroups.mode == RM_CGROUP_V2) {
+                if (rc == 0 && memory > 0) {
+                        snprintf(v, sizeof(v), "%lld", (long long)memory);
+                        rc = put_value(dirs[0], "memory.max", v, err);
+                }
+                if (rc == 0 && shares > 0) {
+                        /* cpu.weight from shares, as runc converts them */
+                        long long w = 1 + ((shares - 2) * 9999) / 262142;
+                        snprintf(v, sizeof(v), "%lld", w < 1 ? 1 : w);
+                        rc = put_value(dirs[0], "cpu.weight", v, err);
+                }
+                if (rc == 0 && quota > 0) {
+                        snprintf(v, sizeof(v), "%lld %lld", (long long)quota, (long long)period);
+                        rc = put_value(dirs[0], "cpu.max", v, err);
+                }
+        } else {
+                const char *mem = d->cgroups.memory[0] ? dirs[0] : NULL;
+                const char *cpu = d->cgroups.cpu[0] ? dirs[n - 1] : NULL;
+                if (rc == 0 && mem && memory > 0) {
+                        snprintf(v, sizeof(v), "%lld", (long long)memory);
+                        rc = put_value(mem, "memory.limit_in_bytes", v, err);
+                }
+                if (rc == 0 && cpu && shares > 0) {
+                        snprintf(v, sizeof(v), "%lld", (long long)shares);
+                        rc = put_value(cpu, "cpu.shares", v, err);
+                }
+                if (rc == 0 && cpu && quota > 0) {
+                        snprintf(v, sizeof(v), "%lld", (long long)period);
+                        rc = put_value(cpu, "cpu.cfs_period_us", v, err);
+                        snprintf(v, sizeof(v), "%lld", (long long)quota);
+                        if (rc == 0)
+                                rc = put_value(cpu, "cpu.cfs_quota_us", v, err);
+                }
+        }
+        if (rc < 0 && *created) {
+                for (size_t i = 0; i < n; i++)
+                        rmdir(dirs[i]);
+                *created = false;
+        }
+        for (size_t i = 0; i < n; i++)
+                free(dirs[i]);
+        return rc;
+}
+
+static void pod_cgroup_remove(void *ctx, const char *parent)
+{
+        struct rm_daemon *d = ctx;
+        char *dirs[2] = {NULL, NULL};
+        size_t n = pod_cgroup_dirs(&d->cgroups, parent, dirs);
+        for (size_t i = 0; i < n; i++) {
+                if (rmdir(dirs[i]) < 0 && errno != ENOENT)
+                        rm_log_warn("remove the pod cgroup %s: %s", dirs[i], strerror(errno));
+                free(dirs[i]);
+        }
+}
+
 void rm__sandbox_hooks(struct rm_daemon *d, struct rm_sandbox_hooks *h)
 {
         *h = (struct rm_sandbox_hooks){
             .ctx = d,
             .net_setup = net_setup,
             .net_teardown = net_teardown,
+            .pod_cgroup = pod_cgroup,
+            .pod_cgroup_remove = pod_cgroup_remove,
         };
 }
 

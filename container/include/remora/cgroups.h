@@ -20,6 +20,7 @@ struct rm_cgroup_host {
         enum rm_cgroup_mode mode;
         char root[256]; /* v2: the unified mount point */
         char cpuacct[256];
+        char cpu[256];
         char memory[256];
         char pids[256];
 };

@@ -35,6 +35,14 @@ struct rm_sandbox_hooks {
                          struct rm_error **err);
         int (*net_teardown)(void *ctx, const char *pod_id, const char *netns_path,
                             struct rm_error **err);
+        /* Size the pod's cgroup (cgroup_parent) for its containers plus its overhead,
+         * making it when missing (*created says so); NULL to skip. */
+        int (*pod_cgroup)(void *ctx, const char *cgroup_parent,
+                          const Runtime__V1__LinuxContainerResources *resources,
+                          const Runtime__V1__LinuxContainerResources *overhead, bool *created,
+                          struct rm_error **err);
+        /* Remove a pod cgroup pod_cgroup made; missing is fine. */
+        void (*pod_cgroup_remove)(void *ctx, const char *cgroup_parent);
         /* Start the pod's infra process (its PID 1); NULL when this build has none. */
         int (*infra_start)(void *ctx, const struct rm_infra_request *req, pid_t *pid,
                            struct rm_error **err);
