@@ -14,10 +14,14 @@ enum rm__net_mode { RM_NET_BRIDGE, RM_NET_CNI, RM_NET_NONE };
 
 struct rm__net_config {
         enum rm__net_mode mode;
-        char bridge[16];  /* IFNAMSIZ */
-        uint32_t subnet;  /* host order, network address */
-        int prefix;       /* 8..30 */
-        uint32_t gateway; /* host order, first address of the subnet */
+        char bridge[16];          /* IFNAMSIZ */
+        uint32_t subnet;          /* host order, network address */
+        int prefix;               /* 8..30 */
+        uint32_t gateway;         /* host order, first address of the subnet */
+        bool has_v6;              /* network.subnet6 is set: pods are dual-stack */
+        struct in6_addr subnet6;  /* network address, host bits zero */
+        int prefix6;              /* 48..120 */
+        struct in6_addr gateway6; /* <subnet6>::1 */
         int mtu;
         char nft_table[64];     /* the ip-family nftables table Remora owns */
         char veth_prefix[8];    /* host veth names are <prefix><pod id head>, 15 bytes total */
@@ -32,6 +36,8 @@ int rm__net_config_parse(struct json_object *section, struct rm__net_config *cfg
 
 /* Dotted quad of a host-order address into buf (at least 16 bytes). */
 const char *rm__ip4_str(uint32_t addr, char *buf);
+/* Text form of an IPv6 address into buf (at least INET6_ADDRSTRLEN bytes). */
+const char *rm__ip6_str(const struct in6_addr *addr, char *buf);
 
 /* Netlink. One socket per struct; not thread-safe (the caller serializes). */
 struct rm__nl;
