@@ -408,7 +408,8 @@ static int check_ports(const struct rm_port_mapping *p, size_t n, bool v6, struc
                 if (!v6)
                         return rm_error_set(err, RM_INVALID_ARGUMENT,
                                             "port_mappings[%zu].host_ip: \"%s\" is IPv6 and "
-                                            "pods have no IPv6 address (set network.subnet6)",
+                                            "pods have no IPv6 address (IPv6 hostPorts need "
+                                            "the bridge mode with network.subnet6)",
                                             i, p[i].host_ip);
         }
         return 0;
