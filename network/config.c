@@ -11,6 +11,53 @@ const char *rm__ip4_str(uint32_t addr, char *buf)
         return inet_ntop(AF_INET, &a, buf, 16);
 }
 
+const char *rm__ip6_str(const struct in6_addr *addr, char *buf)
+{
+        return inet_ntop(AF_INET6, addr, buf, INET6_ADDRSTRLEN);
+}
+
+/* An IPv6 prefix such as fd77::/64; the gateway is its first address (<prefix>::1). The
+ * prefix length leaves at least 8 host bits and keeps the interface ID out of the
+ * network part (/48../120). */
+static int parse_subnet6(const char *s, struct rm__net_config *cfg, struct rm_error **err)
+{
+        char ip[INET6_ADDRSTRLEN];
+        const char *slash = strchr(s, '/');
+        struct in6_addr a;
+        char *end = NULL;
+        long prefix = -1;
+        if (slash != NULL && (size_t)(slash - s) < sizeof(ip)) {
+                memcpy(ip, s, (size_t)(slash - s));
+                ip[slash - s] = '\0';
+                prefix = strtol(slash + 1, &end, 10);
+        }
+        if (slash == NULL || (size_t)(slash - s) >= sizeof(ip) || end == slash + 1 ||
+            *end != '\0' || inet_pton(AF_INET6, ip, &a) != 1)
+                return rm_error_set(err, RM_INVALID_ARGUMENT,
+                                    "network.subnet6: \"%s\" is not an IPv6 prefix such as "
+                                    "fd77::/64",
+                                    s);
+        if (prefix < 48 || prefix > 120)
+                return rm_error_set(err, RM_INVALID_ARGUMENT,
+                                    "network.subnet6: prefix length /%ld is outside /48../120",
+                                    prefix);
+        for (int bit = (int)prefix; bit < 128; bit++)
+                if (a.s6_addr[bit / 8] & (0x80u >> (bit % 8)))
+                        return rm_error_set(err, RM_INVALID_ARGUMENT,
+                                            "network.subnet6: \"%s\" has host bits set", s);
+        if (IN6_IS_ADDR_MULTICAST(&a) || IN6_IS_ADDR_LINKLOCAL(&a) || IN6_IS_ADDR_UNSPECIFIED(&a))
+                return rm_error_set(err, RM_INVALID_ARGUMENT,
+                                    "network.subnet6: \"%s\" is not a unicast prefix pods can "
+                                    "route (use a ULA such as fd77::/64 or a global one)",
+                                    s);
+        cfg->has_v6 = true;
+        cfg->subnet6 = a;
+        cfg->prefix6 = (int)prefix;
+        cfg->gateway6 = a;
+        cfg->gateway6.s6_addr[15] |= 1;
+        return 0;
+}
+
 static int parse_subnet(const char *s, struct rm__net_config *cfg, struct rm_error **err)
 {
         char ip[32];
@@ -88,26 +135,21 @@ static bool valid_path_list(const char *s)
 int rm__net_config_parse(struct json_object *section, struct rm__net_config *cfg,
                          struct rm_error **err)
 {
-        static const char *const known[] = {"mode",
-                                            "bridge",
-                                            "subnet",
-                                            "mtu",
-                                            "nft_table",
-                                            "veth_prefix",
-                                            "cni_conf_dir",
-                                            "cni_bin_dir",
-                                            "cni_plugin_timeout",
-                                            NULL};
+        static const char *const known[] = {
+            "mode",      "bridge",      "subnet",       "subnet6",     "mtu",
+            "nft_table", "veth_prefix", "cni_conf_dir", "cni_bin_dir", "cni_plugin_timeout",
+            NULL};
         if (rm_confsect_check_keys("network", section, known, err) < 0)
                 return -1;
         memset(cfg, 0, sizeof(*cfg));
         const char *mode = "bridge", *bridge = "remora0", *subnet = "10.77.0.0/16";
-        const char *table = "remora", *vprefix = "rmv";
+        const char *table = "remora", *vprefix = "rmv", *subnet6 = NULL;
         int64_t mtu = 1500, cni_timeout = 60;
         const char *conf_dir = "/etc/cni/net.d", *bin_dir = "/usr/lib/cni";
         if (rm_confsect_string("network", section, "mode", &mode, err) < 0 ||
             rm_confsect_string("network", section, "bridge", &bridge, err) < 0 ||
             rm_confsect_string("network", section, "subnet", &subnet, err) < 0 ||
+            rm_confsect_string("network", section, "subnet6", &subnet6, err) < 0 ||
             rm_confsect_int("network", section, "mtu", 576, 65535, &mtu, err) < 0 ||
             rm_confsect_string("network", section, "nft_table", &table, err) < 0 ||
             rm_confsect_string("network", section, "veth_prefix", &vprefix, err) < 0 ||
@@ -132,6 +174,8 @@ int rm__net_config_parse(struct json_object *section, struct rm__net_config *cfg
                                     bridge);
         strcpy(cfg->bridge, bridge);
         if (parse_subnet(subnet, cfg, err) < 0)
+                return -1;
+        if (subnet6 != NULL && parse_subnet6(subnet6, cfg, err) < 0)
                 return -1;
         cfg->mtu = (int)mtu;
         if (!valid_ident(table, sizeof(cfg->nft_table) - 1))

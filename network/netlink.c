@@ -1,8 +1,11 @@
 /* The built-in bridge over rtnetlink (libnl-route-3). */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <net/if.h>
 #include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <netlink/netlink.h>
@@ -116,26 +119,38 @@ void rm__nl_close(struct rm__nl *nl)
         free(nl);
 }
 
-static int add_addr(struct nl_sock *sk, int ifindex, uint32_t ip, int prefix, bool tolerate_exist,
-                    struct rm_error **err)
+/* An address of either family: raw is 4 (network order) or 16 bytes. IPv6 ones skip
+ * duplicate address detection, which would keep them tentative (unusable) for seconds. */
+static int add_addr(struct nl_sock *sk, int ifindex, int family, const void *raw, int prefix,
+                    bool tolerate_exist, struct rm_error **err)
 {
-        char buf[16], what[64];
-        uint32_t be = htonl(ip);
-        cleanup_nladdr struct nl_addr *local = nl_addr_build(AF_INET, &be, 4);
+        char buf[INET6_ADDRSTRLEN], what[96];
+        cleanup_nladdr struct nl_addr *local =
+            nl_addr_build(family, raw, family == AF_INET6 ? 16 : 4);
         cleanup_rtaddr struct rtnl_addr *a = rtnl_addr_alloc();
         if (local == NULL || a == NULL)
                 return rm_error_set(err, RM_RESOURCE_EXHAUSTED, "netlink: out of memory");
         nl_addr_set_prefixlen(local, prefix);
         rtnl_addr_set_ifindex(a, ifindex);
-        rtnl_addr_set_family(a, AF_INET);
+        rtnl_addr_set_family(a, family);
         rtnl_addr_set_local(a, local);
         rtnl_addr_set_prefixlen(a, prefix);
+        if (family == AF_INET6)
+                rtnl_addr_set_flags(a, IFA_F_NODAD);
         int r = rtnl_addr_add(sk, a, tolerate_exist ? NLM_F_REPLACE : 0);
         if (r < 0 && !(tolerate_exist && r == -NLE_EXIST)) {
-                snprintf(what, sizeof(what), "add address %s/%d", rm__ip4_str(ip, buf), prefix);
+                snprintf(what, sizeof(what), "add address %s/%d",
+                         inet_ntop(family, raw, buf, sizeof(buf)), prefix);
                 return nl_fail(err, r, what);
         }
         return 0;
+}
+
+static int add_addr4(struct nl_sock *sk, int ifindex, uint32_t ip, int prefix, bool tolerate_exist,
+                     struct rm_error **err)
+{
+        uint32_t be = htonl(ip);
+        return add_addr(sk, ifindex, AF_INET, &be, prefix, tolerate_exist, err);
 }
 
 int rm__nl_bridge_ensure(struct rm__nl *nl, const struct rm__net_config *cfg, int *ifindex,
@@ -170,7 +185,17 @@ int rm__nl_bridge_ensure(struct rm__nl *nl, const struct rm__net_config *cfg, in
                 if (r < 0)
                         return nl_fail(err, r, "set bridge up");
         }
-        return add_addr(nl->sk, *ifindex, cfg->gateway, cfg->prefix, true, err);
+        if (add_addr4(nl->sk, *ifindex, cfg->gateway, cfg->prefix, true, err) < 0)
+                return -1;
+        if (!cfg->has_v6)
+                return 0;
+        /* a host booted with IPv6 off on new links would refuse the gateway address */
+        char path[96];
+        snprintf(path, sizeof(path), "/proc/sys/net/ipv6/conf/%s/disable_ipv6", cfg->bridge);
+        cleanup_close int fd = open(path, O_WRONLY | O_CLOEXEC);
+        if (fd < 0 || write(fd, "0", 1) != 1)
+                return rm_error_sys(err, "write %s", path);
+        return add_addr(nl->sk, *ifindex, AF_INET6, &cfg->gateway6, cfg->prefix6, true, err);
 }
 
 int rm__nl_veth_create(struct rm__nl *nl, const char *host_name, int bridge_ifindex, int mtu,
@@ -239,8 +264,60 @@ static int link_up(struct nl_sock *sk, const char *name, struct rm_error **err)
         return rtnl_link_get_ifindex(l);
 }
 
-int rm__nl_pod_configure(int netns_fd, uint32_t addr, int prefix, uint32_t gateway,
-                         struct rm_error **err)
+/* The default route of one family via gw (raw, network order) out of ifindex. */
+static int add_default_route(struct nl_sock *sk, int ifindex, int family, const void *gw_raw,
+                             struct rm_error **err)
+{
+        size_t len = family == AF_INET6 ? 16 : 4;
+        static const uint8_t zero[16];
+        cleanup_nladdr struct nl_addr *gw = nl_addr_build(family, gw_raw, len);
+        cleanup_nladdr struct nl_addr *dst = nl_addr_build(family, zero, len);
+        cleanup_route struct rtnl_route *rt = rtnl_route_alloc();
+        struct rtnl_nexthop *nh = rtnl_route_nh_alloc();
+        if (gw == NULL || dst == NULL || rt == NULL || nh == NULL) {
+                if (nh)
+                        rtnl_route_nh_free(nh);
+                return rm_error_set(err, RM_RESOURCE_EXHAUSTED, "netlink: out of memory");
+        }
+        nl_addr_set_prefixlen(dst, 0);
+        rtnl_route_set_family(rt, (uint8_t)family);
+        rtnl_route_set_dst(rt, dst);
+        rtnl_route_set_table(rt, RT_TABLE_MAIN);
+        rtnl_route_set_protocol(rt, RTPROT_BOOT);
+        rtnl_route_set_scope(rt, RT_SCOPE_UNIVERSE);
+        rtnl_route_set_type(rt, RTN_UNICAST);
+        rtnl_route_nh_set_gateway(nh, gw);
+        rtnl_route_nh_set_ifindex(nh, ifindex);
+        rtnl_route_add_nexthop(rt, nh);
+        int r = rtnl_route_add(sk, rt, NLM_F_CREATE | NLM_F_EXCL);
+        if (r < 0)
+                return nl_fail(err, r,
+                               family == AF_INET6 ? "add IPv6 default route" : "add default route");
+        return 0;
+}
+
+/* A new namespace may start with IPv6 off on its links (disable_ipv6 inherited from the
+ * host's default); eth0 needs it on before it can take an IPv6 address. */
+static int enable_ipv6(int netns_fd, struct rm_error **err)
+{
+        cleanup_close int self = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+        if (self < 0)
+                return rm_error_sys(err, "open /proc/thread-self/ns/net");
+        if (setns(netns_fd, CLONE_NEWNET) < 0)
+                return rm_error_sys(err, "enter the pod network namespace");
+        int ret = 0;
+        /* /proc/sys/net shows the namespace of the thread that opens the file */
+        int fd = open("/proc/sys/net/ipv6/conf/eth0/disable_ipv6", O_WRONLY | O_CLOEXEC);
+        if (fd < 0 || write(fd, "0", 1) != 1)
+                ret = rm_error_sys(err, "write net.ipv6.conf.eth0.disable_ipv6 in the pod");
+        if (fd >= 0)
+                close(fd);
+        if (setns(self, CLONE_NEWNET) < 0)
+                abort(); /* this thread would serve the next request in the pod's namespace */
+        return ret;
+}
+
+int rm__nl_pod_configure(int netns_fd, const struct rm__nl_pod_addrs *a, struct rm_error **err)
 {
         cleanup_nlsock struct nl_sock *sk = connect_in_netns(netns_fd, err);
         if (sk == NULL)
@@ -250,33 +327,18 @@ int rm__nl_pod_configure(int netns_fd, uint32_t addr, int prefix, uint32_t gatew
         int ifindex = link_up(sk, "eth0", err);
         if (ifindex < 0)
                 return rm_error_wrap(err, "set eth0 up");
-        int r;
-        if (add_addr(sk, ifindex, addr, prefix, false, err) < 0)
+        if (add_addr4(sk, ifindex, a->addr, a->prefix, false, err) < 0)
                 return -1;
-        uint32_t gw_be = htonl(gateway), any = 0;
-        cleanup_nladdr struct nl_addr *gw = nl_addr_build(AF_INET, &gw_be, 4);
-        cleanup_nladdr struct nl_addr *dst = nl_addr_build(AF_INET, &any, 4);
-        cleanup_route struct rtnl_route *rt = rtnl_route_alloc();
-        struct rtnl_nexthop *nh = rtnl_route_nh_alloc();
-        if (gw == NULL || dst == NULL || rt == NULL || nh == NULL) {
-                if (nh)
-                        rtnl_route_nh_free(nh);
-                return rm_error_set(err, RM_RESOURCE_EXHAUSTED, "netlink: out of memory");
-        }
-        nl_addr_set_prefixlen(dst, 0);
-        rtnl_route_set_family(rt, AF_INET);
-        rtnl_route_set_dst(rt, dst);
-        rtnl_route_set_table(rt, RT_TABLE_MAIN);
-        rtnl_route_set_protocol(rt, RTPROT_BOOT);
-        rtnl_route_set_scope(rt, RT_SCOPE_UNIVERSE);
-        rtnl_route_set_type(rt, RTN_UNICAST);
-        rtnl_route_nh_set_gateway(nh, gw);
-        rtnl_route_nh_set_ifindex(nh, ifindex);
-        rtnl_route_add_nexthop(rt, nh);
-        r = rtnl_route_add(sk, rt, NLM_F_CREATE | NLM_F_EXCL);
-        if (r < 0)
-                return nl_fail(err, r, "add default route");
-        return 0;
+        uint32_t gw_be = htonl(a->gateway);
+        if (add_default_route(sk, ifindex, AF_INET, &gw_be, err) < 0)
+                return -1;
+        if (a->addr6 == NULL)
+                return 0;
+        if (enable_ipv6(netns_fd, err) < 0)
+                return -1;
+        if (add_addr(sk, ifindex, AF_INET6, a->addr6, a->prefix6, false, err) < 0)
+                return -1;
+        return add_default_route(sk, ifindex, AF_INET6, a->gateway6, err);
 }
 
 int rm__nl_bridge_ports(struct rm__nl *nl, int bridge_ifindex, const char *prefix,

@@ -33,7 +33,13 @@ struct rm_network {
         char message[512];
         uint8_t *used; /* one bit per address of the subnet */
         uint32_t size, next;
+        uint8_t *used6; /* the same over the first size6 addresses of subnet6 */
+        uint32_t size6, next6;
 };
+
+/* Pods get IPv6 addresses from the first 2^16 of subnet6 (a /64 has far more than any
+ * node runs pods); the bitmap stays small whatever the prefix. */
+#define V6_POOL_BITS 16
 
 /* ---- IPAM: a bitmap over the subnet, persisted as the pods' records. ---- */
 
@@ -71,17 +77,77 @@ static int ip_alloc(struct rm_network *n, uint32_t *out, struct rm_error **err)
                             rm__ip4_str(n->cfg.subnet, (char[16]){0}), n->cfg.prefix);
 }
 
+/* IPv6: the offset of addr in subnet6, or UINT32_MAX when outside the pool. The pool lies
+ * in the last 32 bits (prefix6 <= 120, pool <= 2^16), so the first 12 bytes must match. */
+static uint32_t ip6_offset(const struct rm_network *n, const struct in6_addr *addr)
+{
+        const struct in6_addr *sub = &n->cfg.subnet6;
+        if (memcmp(addr->s6_addr, sub->s6_addr, 12) != 0)
+                return UINT32_MAX;
+        uint32_t a, b;
+        memcpy(&a, addr->s6_addr + 12, 4);
+        memcpy(&b, sub->s6_addr + 12, 4);
+        uint32_t off = ntohl(a) - ntohl(b);
+        return off < n->size6 ? off : UINT32_MAX;
+}
+
+static struct in6_addr ip6_at(const struct rm_network *n, uint32_t off)
+{
+        struct in6_addr a = n->cfg.subnet6;
+        uint32_t low;
+        memcpy(&low, a.s6_addr + 12, 4);
+        low = htonl(ntohl(low) + off);
+        memcpy(a.s6_addr + 12, &low, 4);
+        return a;
+}
+
+static void ip6_mark(struct rm_network *n, const struct in6_addr *addr, bool on)
+{
+        uint32_t off = n->used6 ? ip6_offset(n, addr) : UINT32_MAX;
+        if (off == UINT32_MAX)
+                return;
+        if (on)
+                n->used6[off / 8] |= (uint8_t)(1u << (off % 8));
+        else
+                n->used6[off / 8] &= (uint8_t) ~(1u << (off % 8));
+}
+
+/* As ip_alloc: round-robin, so a released address rests before it is handed out again. */
+static int ip6_alloc(struct rm_network *n, struct in6_addr *out, struct rm_error **err)
+{
+        for (uint32_t i = 0; i < n->size6; i++) {
+                uint32_t off = (n->next6 + i) % n->size6;
+                /* the subnet-router anycast address and the gateway are never pods' */
+                if (off < 2 || n->used6[off / 8] & (1u << (off % 8)))
+                        continue;
+                n->next6 = off + 1;
+                n->used6[off / 8] |= (uint8_t)(1u << (off % 8));
+                *out = ip6_at(n, off);
+                return 0;
+        }
+        char buf[INET6_ADDRSTRLEN];
+        return rm_error_set(err, RM_RESOURCE_EXHAUSTED, "no free IPv6 address left in %s/%d",
+                            rm__ip6_str(&n->cfg.subnet6, buf), n->cfg.prefix6);
+}
+
 /* ---- records ---- */
 
 struct pod_rec {
         char ip_s[16];
         uint32_t ip;
+        char ip6_s[INET6_ADDRSTRLEN]; /* "" when the pod has no IPv6 address */
+        struct in6_addr ip6;
         char veth[16];
         bool ready;
         struct rm_port_mapping *ports;
         size_t n_ports;
         struct json_object *doc; /* owns the host_ip strings */
 };
+
+static const struct in6_addr *rec_ip6(const struct pod_rec *r)
+{
+        return r->ip6_s[0] ? &r->ip6 : NULL;
+}
 
 static void pod_rec_release(struct pod_rec *r)
 {
@@ -98,6 +164,8 @@ static struct json_object *rec_doc(const struct pod_rec *r, const struct rm_port
         json_object_object_add(doc, "state",
                                json_object_new_string(r->ready ? "ready" : "pending"));
         json_object_object_add(doc, "ip", json_object_new_string(r->ip_s));
+        if (r->ip6_s[0])
+                json_object_object_add(doc, "ip6", json_object_new_string(r->ip6_s));
         json_object_object_add(doc, "veth", json_object_new_string(r->veth));
         struct json_object *arr = json_object_new_array();
         for (size_t i = 0; i < n; i++) {
@@ -138,6 +206,14 @@ static int rec_parse(const char *id, struct json_object *doc, struct pod_rec *r,
         }
         snprintf(r->ip_s, sizeof(r->ip_s), "%s", ip);
         r->ip = ntohl(a.s_addr);
+        /* absent in IPv4-only setups and in records written before subnet6 existed */
+        const char *ip6 = jstr(doc, "ip6");
+        if (ip6 != NULL) {
+                if (inet_pton(AF_INET6, ip6, &r->ip6) != 1)
+                        return rm_error_set(err, RM_DATA_LOSS, "network record %s is malformed",
+                                            id);
+                rm__ip6_str(&r->ip6, r->ip6_s);
+        }
         snprintf(r->veth, sizeof(r->veth), "%s", veth);
         r->ready = strcmp(state, "ready") == 0;
         r->n_ports = json_object_array_length(arr);
@@ -177,9 +253,12 @@ static int load_one(const char *id, struct json_object *doc, const struct rm_err
         cleanup_error struct rm_error *e = NULL;
         if (rec_parse(id, json_object_get(doc), &r, &e) == 0) {
                 ip_mark(n, r.ip, true);
+                if (rec_ip6(&r))
+                        ip6_mark(n, &r.ip6, true);
                 /* a live pod keeps its port mappings across a restart of remorad */
                 if (r.ready && r.n_ports)
-                        rm__nft_ports_add(n->nft, r.ip, r.ports, r.n_ports, NULL);
+                        rm__nft_ports_add(n->nft, r.ip, n->cfg.has_v6 ? rec_ip6(&r) : NULL, r.ports,
+                                          r.n_ports, NULL);
         } else {
                 rm_log_warn("%s", e->msg);
         }
@@ -201,6 +280,10 @@ static int bridge_up(struct rm_network *n, struct rm_error **err)
         snprintf(path, sizeof(path), "/proc/sys/net/ipv4/conf/%s/route_localnet", n->cfg.bridge);
         if (write_sysctl(path, "1", err) < 0)
                 return rm_error_wrap(err, "enable route_localnet on %s", n->cfg.bridge);
+        if (n->cfg.has_v6) {
+                if (write_sysctl("/proc/sys/net/ipv6/conf/all/forwarding", "1", err) < 0)
+                        return rm_error_wrap(err, "enable IPv6 forwarding");
+        }
         n->nft = rm__nft_open(&n->cfg, err);
         if (n->nft == NULL || rm__nft_reset(n->nft, err) < 0)
                 return -1;
@@ -223,6 +306,12 @@ struct rm_network *rm_network_open(struct json_object *section, const char *root
         n->size = 1u << (32 - cfg.prefix);
         n->used = xzalloc(n->size / 8 + 1);
         n->next = 2;
+        if (cfg.has_v6) {
+                int bits = 128 - cfg.prefix6 < V6_POOL_BITS ? 128 - cfg.prefix6 : V6_POOL_BITS;
+                n->size6 = 1u << bits;
+                n->used6 = xzalloc(n->size6 / 8 + 1);
+                n->next6 = 2;
+        }
         switch (cfg.mode) {
         case RM_NET_NONE:
                 n->reason = "NetworkDisabled";
@@ -261,6 +350,7 @@ void rm_network_close(struct rm_network *net)
         rm__cni_free(net->cni);
         pthread_mutex_destroy(&net->lock);
         free(net->used);
+        free(net->used6);
         free(net);
 }
 
@@ -288,7 +378,8 @@ void rm_pod_network_result_release(struct rm_pod_network_result *res)
 
 /* ---- setup / teardown ---- */
 
-static int check_ports(const struct rm_port_mapping *p, size_t n, struct rm_error **err)
+/* v6: IPv6 host addresses are allowed (bridge mode with subnet6). */
+static int check_ports(const struct rm_port_mapping *p, size_t n, bool v6, struct rm_error **err)
 {
         for (size_t i = 0; i < n; i++) {
                 struct in_addr a;
@@ -307,10 +398,18 @@ static int check_ports(const struct rm_port_mapping *p, size_t n, struct rm_erro
                         return rm_error_set(err, RM_INVALID_ARGUMENT,
                                             "port_mappings[%zu].host_port: %d is outside 1..65535",
                                             i, p[i].host_port);
-                if (p[i].host_ip && *p[i].host_ip && inet_pton(AF_INET, p[i].host_ip, &a) != 1)
+                if (!p[i].host_ip || !*p[i].host_ip || inet_pton(AF_INET, p[i].host_ip, &a) == 1)
+                        continue;
+                if (!rm__nft_host_ip_is_v6(p[i].host_ip))
                         return rm_error_set(err, RM_INVALID_ARGUMENT,
-                                            "port_mappings[%zu].host_ip: \"%s\" is not an IPv4 "
-                                            "address (IPv6 is not supported yet)",
+                                            "port_mappings[%zu].host_ip: \"%s\" is not an IP "
+                                            "address",
+                                            i, p[i].host_ip);
+                if (!v6)
+                        return rm_error_set(err, RM_INVALID_ARGUMENT,
+                                            "port_mappings[%zu].host_ip: \"%s\" is IPv6 and "
+                                            "pods have no IPv6 address (IPv6 hostPorts need "
+                                            "the bridge mode with network.subnet6)",
                                             i, p[i].host_ip);
         }
         return 0;
@@ -319,13 +418,23 @@ static int check_ports(const struct rm_port_mapping *p, size_t n, struct rm_erro
 /* Undo what a record says a pod holds. Returns -1 (record kept) when the veth would not go. */
 static int undo(struct rm_network *n, const char *pod_id, struct pod_rec *r, struct rm_error **err)
 {
-        rm__nft_ports_del(n->nft, r->ip, r->ports, r->n_ports);
+        rm__nft_ports_del(n->nft, r->ip, n->cfg.has_v6 ? rec_ip6(r) : NULL, r->ports, r->n_ports);
         if (rm__nl_link_delete(n->nl, r->veth, err) < 0)
                 return rm_error_wrap(err, "teardown %s: delete veth %s", pod_id, r->veth);
         if (rm_store_delete(n->store, KIND, pod_id, err) < 0)
                 return rm_error_wrap(err, "teardown %s: release address %s", pod_id, r->ip_s);
         ip_mark(n, r->ip, false);
+        if (rec_ip6(r))
+                ip6_mark(n, &r->ip6, false);
         return 0;
+}
+
+static void result_fill(struct rm_pod_network_result *res, const struct pod_rec *r)
+{
+        res->ips[0] = xstrdup(r->ip_s);
+        res->n_ips = 1;
+        if (r->ip6_s[0])
+                res->ips[res->n_ips++] = xstrdup(r->ip6_s);
 }
 
 static int setup_locked(struct rm_network *n, const struct rm_pod_network_request *req,
@@ -341,8 +450,7 @@ static int setup_locked(struct rm_network *n, const struct rm_pod_network_reques
                         return rm_error_set(err, RM_ALREADY_EXISTS,
                                             "pod %s already has an unfinished network setup", id);
                 }
-                res->ips[0] = xstrdup(r.ip_s);
-                res->n_ips = 1;
+                result_fill(res, &r);
                 pod_rec_release(&r);
                 return 0;
         }
@@ -350,12 +458,21 @@ static int setup_locked(struct rm_network *n, const struct rm_pod_network_reques
         if (ip_alloc(n, &r.ip, err) < 0)
                 return rm_error_wrap(err, "allocate address");
         rm__ip4_str(r.ip, r.ip_s);
+        if (n->cfg.has_v6) {
+                if (ip6_alloc(n, &r.ip6, err) < 0) {
+                        ip_mark(n, r.ip, false);
+                        return rm_error_wrap(err, "allocate IPv6 address");
+                }
+                rm__ip6_str(&r.ip6, r.ip6_s);
+        }
         snprintf(r.veth, sizeof(r.veth), "%s%.*s", n->cfg.veth_prefix,
                  (int)(15 - strlen(n->cfg.veth_prefix)), id);
         /* journal first: from here a crash leaves a record reconcile will undo */
         cleanup_json struct json_object *doc = rec_doc(&r, req->ports, req->n_ports);
         if (rm_store_put(n->store, KIND, id, doc, err) < 0) {
                 ip_mark(n, r.ip, false);
+                if (rec_ip6(&r))
+                        ip6_mark(n, &r.ip6, false);
                 return rm_error_wrap(err, "record address %s", r.ip_s);
         }
         r.ports = (struct rm_port_mapping *)req->ports; /* borrowed for undo */
@@ -371,11 +488,17 @@ static int setup_locked(struct rm_network *n, const struct rm_pod_network_reques
                 step = "create veth";
                 goto fail;
         }
-        if (rm__nl_pod_configure(fd, r.ip, n->cfg.prefix, n->cfg.gateway, err) < 0) {
+        struct rm__nl_pod_addrs addrs = {.addr = r.ip,
+                                         .prefix = n->cfg.prefix,
+                                         .gateway = n->cfg.gateway,
+                                         .addr6 = rec_ip6(&r),
+                                         .prefix6 = n->cfg.prefix6,
+                                         .gateway6 = &n->cfg.gateway6};
+        if (rm__nl_pod_configure(fd, &addrs, err) < 0) {
                 step = "configure eth0";
                 goto fail;
         }
-        if (rm__nft_ports_add(n->nft, r.ip, req->ports, req->n_ports, err) < 0) {
+        if (rm__nft_ports_add(n->nft, r.ip, rec_ip6(&r), req->ports, req->n_ports, err) < 0) {
                 step = "port mappings";
                 goto fail;
         }
@@ -387,8 +510,7 @@ static int setup_locked(struct rm_network *n, const struct rm_pod_network_reques
                 step = "record setup";
                 goto fail;
         }
-        res->ips[0] = xstrdup(r.ip_s);
-        res->n_ips = 1;
+        result_fill(res, &r);
         return 0;
 fail:;
         cleanup_error struct rm_error *ue = NULL;
@@ -404,7 +526,7 @@ static int cni_setup(struct rm_network *net, const struct rm_pod_network_request
                 return rm_error_set(err, RM_INVALID_ARGUMENT, "pod_id: not a valid pod ID");
         if (req->netns_path == NULL || req->netns_path[0] != '/')
                 return rm_error_set(err, RM_INVALID_ARGUMENT, "netns_path: must be absolute");
-        if (check_ports(req->ports, req->n_ports, err) < 0)
+        if (check_ports(req->ports, req->n_ports, false, err) < 0)
                 return -1;
         struct rm__cni_pod pod = {.pod_id = req->pod_id,
                                   .name = req->name,
@@ -432,7 +554,7 @@ int rm_network_pod_setup(struct rm_network *net, const struct rm_pod_network_req
                 return rm_error_set(err, RM_INVALID_ARGUMENT, "pod_id: not a valid pod ID");
         if (req->netns_path == NULL || req->netns_path[0] != '/')
                 return rm_error_set(err, RM_INVALID_ARGUMENT, "netns_path: must be absolute");
-        if (check_ports(req->ports, req->n_ports, err) < 0)
+        if (check_ports(req->ports, req->n_ports, net->cfg.has_v6, err) < 0)
                 return -1;
         pthread_mutex_lock(&net->lock);
         int r = setup_locked(net, req, res, err);

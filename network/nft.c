@@ -52,6 +52,47 @@ static int run(struct rm__nft *nft, const char *cmd, struct rm_error **err)
                             (int)n, e ? e : "failed");
 }
 
+/* The IPv6 twin of the ip table, same name, family ip6. There is no route_localnet for
+ * IPv6, so a hostPort is reached through the node's addresses, not ::1. Without subnet6
+ * a table left by an earlier dual-stack run is dropped, and no new one is made. */
+static int reset6(struct rm__nft *nft, struct rm_error **err)
+{
+        char sub[INET6_ADDRSTRLEN + 8], buf[INET6_ADDRSTRLEN];
+        const struct rm__net_config *c = &nft->cfg;
+        cleanup_free char *cmd = NULL;
+        if (!c->has_v6) {
+                if (asprintf(&cmd, "add table ip6 %1$s\ndelete table ip6 %1$s\n", c->nft_table) < 0)
+                        abort();
+                nft_run_cmd_from_buffer(nft->ctx, cmd);
+                return 0;
+        }
+        snprintf(sub, sizeof(sub), "%s/%d", rm__ip6_str(&c->subnet6, buf), c->prefix6);
+        if (asprintf(&cmd,
+                     "add table ip6 %1$s\n"
+                     "delete table ip6 %1$s\n"
+                     "table ip6 %1$s {\n"
+                     " map hp_any { type inet_proto . inet_service : ipv6_addr . inet_service; }\n"
+                     " map hp_ip { type ipv6_addr . inet_proto . inet_service :"
+                     " ipv6_addr . inet_service; }\n"
+                     " chain prerouting { type nat hook prerouting priority -100; policy accept;"
+                     " fib daddr type local jump hostports; }\n"
+                     " chain output { type nat hook output priority -100; policy accept;"
+                     " fib daddr type local jump hostports; }\n"
+                     " chain hostports {\n"
+                     "  dnat ip6 to ip6 daddr . meta l4proto . th dport map @hp_ip\n"
+                     "  dnat ip6 to meta l4proto . th dport map @hp_any\n"
+                     " }\n"
+                     " chain postrouting { type nat hook postrouting priority 100; policy accept;\n"
+                     "  ip6 saddr %2$s oifname != \"%3$s\" masquerade\n"
+                     /* pod to a hostPort of another pod: replies must come back via the host */
+                     "  ct status dnat ip6 saddr %2$s ip6 daddr %2$s masquerade\n"
+                     " }\n"
+                     "}\n",
+                     c->nft_table, sub, c->bridge) < 0)
+                abort();
+        return run(nft, cmd, err);
+}
+
 int rm__nft_reset(struct rm__nft *nft, struct rm_error **err)
 {
         char sub[40], buf[16];
@@ -86,6 +127,8 @@ int rm__nft_reset(struct rm__nft *nft, struct rm_error **err)
                 abort();
         if (run(nft, cmd, err) < 0)
                 return rm_error_wrap(err, "set up nftables table ip %s", c->nft_table);
+        if (reset6(nft, err) < 0)
+                return rm_error_wrap(err, "set up nftables table ip6 %s", c->nft_table);
         return 0;
 }
 
@@ -96,27 +139,48 @@ static const char *proto_name(int p)
 
 static bool any_host(const char *ip)
 {
-        return ip == NULL || *ip == '\0' || strcmp(ip, "0.0.0.0") == 0;
+        return ip == NULL || *ip == '\0' || strcmp(ip, "0.0.0.0") == 0 || strcmp(ip, "::") == 0;
 }
 
-/* One element, as "add"/"create"/"delete" takes it. */
-static void element(FILE *f, const char *verb, const char *table, uint32_t pod_ip,
-                    const struct rm_port_mapping *p)
+bool rm__nft_host_ip_is_v6(const char *host_ip)
 {
-        char buf[16];
+        struct in6_addr a;
+        return host_ip != NULL && inet_pton(AF_INET6, host_ip, &a) == 1;
+}
+
+/* One element, as "add"/"create"/"delete" takes it; pod6 NULL: the ip table. */
+static void element(FILE *f, const char *verb, const char *table, uint32_t pod_ip,
+                    const struct in6_addr *pod6, const struct rm_port_mapping *p)
+{
+        char buf[INET6_ADDRSTRLEN];
+        const char *family = pod6 ? "ip6" : "ip";
         if (any_host(p->host_ip))
-                fprintf(f, "%s element ip %s hp_any { %s . %d", verb, table,
+                fprintf(f, "%s element %s %s hp_any { %s . %d", verb, family, table,
                         proto_name(p->protocol), p->host_port);
         else
-                fprintf(f, "%s element ip %s hp_ip { %s . %s . %d", verb, table, p->host_ip,
+                fprintf(f, "%s element %s %s hp_ip { %s . %s . %d", verb, family, table, p->host_ip,
                         proto_name(p->protocol), p->host_port);
         if (strcmp(verb, "delete") != 0)
-                fprintf(f, " : %s . %d", rm__ip4_str(pod_ip, buf), p->container_port);
+                fprintf(f, " : %s . %d", pod6 ? rm__ip6_str(pod6, buf) : rm__ip4_str(pod_ip, buf),
+                        p->container_port);
         fputs(" }\n", f);
 }
 
-int rm__nft_ports_add(struct rm__nft *nft, uint32_t pod_ip, const struct rm_port_mapping *ports,
-                      size_t n, struct rm_error **err)
+/* The elements one mapping makes: "0.0.0.0" only in ip, "::" only in ip6, every host
+ * address ("") in both when the pod has an IPv6 address. */
+static void elements(FILE *f, const char *verb, const char *table, uint32_t pod_ip,
+                     const struct in6_addr *pod6, const struct rm_port_mapping *p)
+{
+        bool v6 = rm__nft_host_ip_is_v6(p->host_ip);
+        bool every = p->host_ip == NULL || *p->host_ip == '\0';
+        if (!v6)
+                element(f, verb, table, pod_ip, NULL, p);
+        if (pod6 && (v6 || every))
+                element(f, verb, table, pod_ip, pod6, p);
+}
+
+int rm__nft_ports_add(struct rm__nft *nft, uint32_t pod_ip, const struct in6_addr *pod_ip6,
+                      const struct rm_port_mapping *ports, size_t n, struct rm_error **err)
 {
         if (n == 0)
                 return 0;
@@ -126,15 +190,15 @@ int rm__nft_ports_add(struct rm__nft *nft, uint32_t pod_ip, const struct rm_port
         if (f == NULL)
                 abort();
         for (size_t i = 0; i < n; i++)
-                element(f, "create", nft->cfg.nft_table, pod_ip, &ports[i]);
+                elements(f, "create", nft->cfg.nft_table, pod_ip, pod_ip6, &ports[i]);
         fclose(f);
         if (run(nft, cmd, err) < 0)
                 return rm_error_wrap(err, "add port mappings (a host port may be taken)");
         return 0;
 }
 
-void rm__nft_ports_del(struct rm__nft *nft, uint32_t pod_ip, const struct rm_port_mapping *ports,
-                       size_t n)
+void rm__nft_ports_del(struct rm__nft *nft, uint32_t pod_ip, const struct in6_addr *pod_ip6,
+                       const struct rm_port_mapping *ports, size_t n)
 {
         /* One command per element: a missing one (already removed) must not stop the rest. */
         for (size_t i = 0; i < n; i++) {
@@ -143,8 +207,16 @@ void rm__nft_ports_del(struct rm__nft *nft, uint32_t pod_ip, const struct rm_por
                 FILE *f = open_memstream(&cmd, &len);
                 if (f == NULL)
                         abort();
-                element(f, "delete", nft->cfg.nft_table, pod_ip, &ports[i]);
+                elements(f, "delete", nft->cfg.nft_table, pod_ip, pod_ip6, &ports[i]);
                 fclose(f);
-                nft_run_cmd_from_buffer(nft->ctx, cmd);
+                /* a batch of two deletes would stop at the first missing one */
+                char *line = cmd, *nl;
+                while (line && *line) {
+                        nl = strchr(line, '\n');
+                        if (nl)
+                                *nl = '\0';
+                        nft_run_cmd_from_buffer(nft->ctx, line);
+                        line = nl ? nl + 1 : NULL;
+                }
         }
 }

@@ -5,11 +5,11 @@
  *   rmnet-test CONFIG_JSON STORE_DIR ready
  *   rmnet-test CONFIG_JSON STORE_DIR bench COUNT POD_ID NETNS
  *   rmnet-test CONFIG_JSON STORE_DIR setup-loop POD_PREFIX NETNS_DIR COUNT
- * setup prints the pod's IP; bench prints setup and teardown p50/p95 in microseconds;
  *   rmnet-test CONFIG_JSON STORE_DIR setup-par POD_PREFIX NETNS_DIR COUNT
- * setup prints the pod's IP; bench prints setup and teardown p50/p95 in microseconds;
+ * setup prints the pod's IPs, one a line (IPv4 first); an IPv6 HOST_IP goes in brackets;
+ * bench prints setup and teardown p50/p95 in microseconds;
  * setup-loop sets up pods <prefix>0..COUNT-1 in NETNS_DIR/<n> (to be killed midway);
- * setup-par does the same from COUNT threads at once and prints "<id> <ip>" lines. */
+ * setup-par does the same from COUNT threads at once and prints "<id> <ip> [<ip6>]" lines. */
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -31,16 +31,24 @@ static int parse_port(const char *s, struct rm_port_mapping *p, char *hostip, si
 {
         char proto[8];
         int hp, cp;
-        /* PROTO:HOST_IP:HOST_PORT:CPORT, HOST_IP may be empty */
+        /* PROTO:HOST_IP:HOST_PORT:CPORT, HOST_IP may be empty or an IPv6 one in brackets */
         const char *c1 = strchr(s, ':');
-        const char *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
-        if (!c1 || !c2 || (size_t)(c1 - s) >= sizeof(proto) || (size_t)(c2 - c1 - 1) >= hlen ||
+        const char *ip = c1 ? c1 + 1 : NULL, *ip_end, *c2;
+        if (ip && *ip == '[') {
+                ip++;
+                ip_end = strchr(ip, ']');
+                c2 = ip_end && ip_end[1] == ':' ? ip_end + 1 : NULL;
+        } else {
+                c2 = ip ? strchr(ip, ':') : NULL;
+                ip_end = c2;
+        }
+        if (!c1 || !c2 || (size_t)(c1 - s) >= sizeof(proto) || (size_t)(ip_end - ip) >= hlen ||
             sscanf(c2 + 1, "%d:%d", &hp, &cp) != 2)
                 return -1;
         memcpy(proto, s, (size_t)(c1 - s));
         proto[c1 - s] = '\0';
-        memcpy(hostip, c1 + 1, (size_t)(c2 - c1 - 1));
-        hostip[c2 - c1 - 1] = '\0';
+        memcpy(hostip, ip, (size_t)(ip_end - ip));
+        hostip[ip_end - ip] = '\0';
         p->protocol = strcmp(proto, "udp") == 0    ? IPPROTO_UDP
                       : strcmp(proto, "sctp") == 0 ? IPPROTO_SCTP
                       : strcmp(proto, "tcp") == 0  ? IPPROTO_TCP
@@ -94,7 +102,7 @@ static int bench(struct rm_network *net, int count, const char *id, const char *
 
 struct par {
         struct rm_network *net;
-        char id[128], path[4096], ip[64];
+        char id[128], path[4096], ip[64], ip6[64];
         int rc;
 };
 
@@ -109,6 +117,7 @@ static void *par_setup(void *arg)
                 return NULL;
         }
         snprintf(p->ip, sizeof(p->ip), "%s", res.ips[0]);
+        snprintf(p->ip6, sizeof(p->ip6), "%s", res.n_ips > 1 ? res.ips[1] : "");
         rm_pod_network_result_release(&res);
         return NULL;
 }
@@ -198,7 +207,8 @@ int main(int argc, char **argv)
                 for (int i = 0; i < n; i++) {
                         pthread_join(th[i], NULL);
                         rc |= ps[i].rc;
-                        printf("%s %s\n", ps[i].id, ps[i].ip);
+                        printf("%s %s%s%s\n", ps[i].id, ps[i].ip, ps[i].ip6[0] ? " " : "",
+                               ps[i].ip6);
                 }
                 free(ps);
                 free(th);

@@ -19,6 +19,10 @@ TABLE = "remora_test"
 VPREFIX = "rmt"
 CONFIG = json.dumps({"bridge": BRIDGE, "subnet": SUBNET, "nft_table": TABLE,
                      "veth_prefix": VPREFIX, "mtu": 1400})
+SUBNET6 = "fd77:213::/64"
+GATEWAY6 = "fd77:213::1"
+CONFIG6 = json.dumps({"bridge": BRIDGE, "subnet": SUBNET, "subnet6": SUBNET6, "nft_table": TABLE,
+                      "veth_prefix": VPREFIX, "mtu": 1400})
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
@@ -33,9 +37,9 @@ def host_veths():
     return sorted(n for n in names if n.startswith(VPREFIX) and n != BRIDGE)
 
 
-def nft_state():
+def nft_state(family="ip"):
     """(rules, map elements) in the test table; (0, 0) when the table is absent."""
-    r = sh("nft", "-j", "list", "table", "ip", TABLE, check=False)
+    r = sh("nft", "-j", "list", "table", family, TABLE, check=False)
     if r.returncode != 0:
         return (0, 0)
     items = json.loads(r.stdout)["nftables"]
@@ -51,6 +55,24 @@ def node_address():
         if f[1] != BRIDGE and not f[1].startswith(VPREFIX):
             return f[3].split("/")[0]
     pytest.skip("the node has no global IPv4 address")
+
+
+def node_address6():
+    """A global IPv6 address of the node outside the test bridge, or None."""
+    r = sh("ip", "-6", "-o", "addr", "show", "scope", "global", check=False)
+    for line in r.stdout.splitlines():
+        f = line.split()
+        if f[1] != BRIDGE and not f[1].startswith(VPREFIX) and "tentative" not in line:
+            return f[3].split("/")[0]
+    return None
+
+
+def addrs(ns_runner, ns, family):
+    """Addresses of eth0 in ns of one family ("inet" or "inet6"), without link-local."""
+    out = ns_runner(ns, "ip", "-j", "addr", "show", "eth0").stdout
+    info = json.loads(out)[0]["addr_info"] if out.strip() else []
+    return [(a["local"], a["prefixlen"]) for a in info
+            if a["family"] == family and a.get("scope") != "link"]
 
 
 class Net:
@@ -81,6 +103,12 @@ class Net:
     def setup(self, pod, ns, *ports):
         return self.run("setup", pod, ns, *ports).stdout.split()[0]
 
+    def setup6(self, pod, ns, *ports):
+        """Dual-stack setup: (IPv4, IPv6), in the order the module reports them."""
+        out = self.run("setup", pod, ns, *ports, config=CONFIG6).stdout.split()
+        assert len(out) == 2, out
+        return out[0], out[1]
+
     def records(self):
         d = os.path.join(self.store, "network")
         return sorted(os.listdir(d)) if os.path.isdir(d) else []
@@ -89,14 +117,18 @@ class Net:
         return subprocess.run(["nsenter", f"--net={ns}", *args], capture_output=True, text=True,
                               **kw)
 
-    def serve(self, ns, tcp_port=0, udp_port=0):
-        """A listener inside ns answering TCP with b"pong" and echoing UDP."""
+    def serve(self, ns, tcp_port=0, udp_port=0, tcp6=False):
+        """A listener inside ns answering TCP with b"pong" and echoing UDP; tcp6: the TCP
+        one takes IPv6 and IPv4 on one socket."""
         code = f"""
 import socket, select, sys
 socks = []
 if {tcp_port}:
-    t = socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    t.bind(("0.0.0.0", {tcp_port})); t.listen(16); socks.append(t)
+    t = socket.socket(socket.AF_INET6 if {tcp6} else socket.AF_INET)
+    t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if {tcp6}:
+        t.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    t.bind(("::" if {tcp6} else "0.0.0.0", {tcp_port})); t.listen(16); socks.append(t)
 if {udp_port}:
     u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", {udp_port}))
     socks.append(u)
@@ -122,6 +154,7 @@ while True:
             sh("ip", "link", "del", n, check=False)
         sh("ip", "link", "del", BRIDGE, check=False)
         sh("nft", "delete", "table", "ip", TABLE, check=False)
+        sh("nft", "delete", "table", "ip6", TABLE, check=False)
         for path in self.netns:
             sh("umount", path, check=False)
 
@@ -355,3 +388,196 @@ def test_kill_9_during_setup_then_reconcile_cleans_everything(net):
     for i in range(n):
         links = json.loads(net.in_ns(os.path.join(net.nsdir, str(i)), "ip", "-j", "link").stdout)
         assert [l["ifname"] for l in links] == ["lo"]
+
+
+# ---- dual stack: network.subnet6 ----
+
+def sysctl(path):
+    with open(os.path.join("/proc/sys/net/ipv6", path)) as f:
+        return f.read().strip()
+
+
+def test_dual_stack_bridge(net):
+    assert net.run("ready", config=CONFIG6).stdout.split()[0] == "true"
+    link = json.loads(sh("ip", "-j", "addr", "show", "dev", BRIDGE).stdout)[0]
+    gw = [a for a in link["addr_info"] if a["family"] == "inet6" and a["local"] == GATEWAY6]
+    assert gw and gw[0]["prefixlen"] == 64 and gw[0].get("nodad"), link["addr_info"]
+    assert not gw[0].get("tentative")
+    assert any(a["local"] == GATEWAY for a in link["addr_info"])
+    assert sysctl("conf/all/forwarding") == "1"
+    assert sysctl(f"conf/{BRIDGE}/disable_ipv6") == "0"
+    assert nft_state("ip6")[0] > 0
+    # an IPv4-only open drops the ip6 table a dual-stack run left, keeps the ip one
+    assert net.run("ready").stdout.split()[0] == "true"
+    assert nft_state("ip6") == (0, 0) and nft_state("ip")[0] > 0
+
+
+def test_dual_stack_pod_addresses_routes_hostports_and_teardown(net):
+    a, b = net.make_netns("a"), net.make_netns("b")
+    node6 = node_address6()
+    ports = ["tcp::18300:8080", f"tcp:[{GATEWAY6}]:18301:8080", "tcp:127.0.0.1:18302:8080"]
+    if node6:
+        ports.append(f"tcp:[{node6}]:18303:8080")
+    ip_a, ip6_a = net.setup6(pod_id("a"), a, *ports)
+    ip_b, ip6_b = net.setup6(pod_id("b"), b)
+    assert ip_a.startswith("10.213.0.") and ip6_a.startswith("fd77:213::")
+    assert ip6_a != ip6_b and ip6_a != GATEWAY6
+    assert addrs(net.in_ns, a, "inet") == [(ip_a, 24)]
+    assert addrs(net.in_ns, a, "inet6") == [(ip6_a, 64)]
+    eth0 = json.loads(net.in_ns(a, "ip", "-j", "addr", "show", "eth0").stdout)[0]
+    v6 = [x for x in eth0["addr_info"] if x["local"] == ip6_a][0]
+    assert v6.get("nodad") and not v6.get("tentative")
+    assert f"default via {GATEWAY6} dev eth0" in net.in_ns(a, "ip", "-6", "route").stdout
+    assert f"default via {GATEWAY} dev eth0" in net.in_ns(a, "ip", "route").stdout
+    # pod to gateway, pod to pod, node to pod, all over IPv6
+    assert net.in_ns(a, "ping", "-6", "-c1", "-W2", GATEWAY6).returncode == 0
+    assert net.in_ns(b, "ping", "-6", "-c1", "-W2", ip6_a).returncode == 0
+    assert sh("ping", "-6", "-c1", "-W2", ip6_a, check=False).returncode == 0
+    net.serve(a, tcp_port=8080, tcp6=True)
+    assert tcp_get(ip6_a, 8080) == b"pong"
+    # hostPorts: IPv6 DNAT from the node, on every address and on one; IPv4 as before
+    assert tcp_get(GATEWAY6, 18300) == b"pong"
+    assert tcp_get(GATEWAY6, 18301) == b"pong"
+    assert tcp_get("127.0.0.1", 18300) == b"pong"
+    assert tcp_get("127.0.0.1", 18302) == b"pong"
+    if node6:
+        assert tcp_get(node6, 18300) == b"pong"
+        assert tcp_get(node6, 18303) == b"pong"
+        with pytest.raises(OSError):
+            tcp_get(node6, 18301)  # bound to the gateway address only
+    # a mapping on one IPv4 host address makes no IPv6 element, one on every address both
+    assert nft_state("ip")[1] == 2
+    assert nft_state("ip6")[1] == len(ports) - 1
+    rules6 = nft_state("ip6")[0]
+    # checked while b is still there: every open rebuilds the table from the records
+    net.run("teardown", pod_id("a"), a, config=CONFIG6)
+    assert nft_state("ip6") == (rules6, 0) and nft_state("ip")[1] == 0
+    assert net.records() == [pod_id("b") + ".json"]
+    net.run("teardown", pod_id("b"), b, config=CONFIG6)
+    assert host_veths() == [] and net.records() == []
+    assert nft_state("ip6") == (rules6, 0) and nft_state("ip")[1] == 0
+    for ns in (a, b):
+        assert [l["ifname"] for l in json.loads(net.in_ns(ns, "ip", "-j", "link").stdout)] \
+            == ["lo"]
+        assert net.in_ns(ns, "ip", "-6", "route").stdout.strip() == ""
+        assert "inet6" not in net.in_ns(ns, "ip", "-6", "addr", "show", "scope", "global").stdout
+    with pytest.raises(OSError):
+        tcp_get(GATEWAY6, 18300)
+
+
+def test_ipv6_host_ip_needs_subnet6(net):
+    a = net.make_netns("a")
+    r = net.run("setup", pod_id("a"), a, f"tcp:[{GATEWAY6}]:18310:80", check=False)
+    assert r.returncode != 0
+    assert "port_mappings[0].host_ip" in r.stderr and "network.subnet6" in r.stderr, r.stderr
+    assert "INVALID_ARGUMENT" in r.stderr
+    r = net.run("setup", pod_id("a"), a, "tcp:[nonsense]:18310:80", check=False, config=CONFIG6)
+    assert r.returncode != 0 and "port_mappings[0].host_ip" in r.stderr, r.stderr
+    assert net.records() == [] and host_veths() == []
+
+
+def test_dual_stack_failed_setup_rolls_back(net):
+    a, b = net.make_netns("a"), net.make_netns("b")
+    ip_a, ip6_a = net.setup6(pod_id("a"), a, f"tcp:[{GATEWAY6}]:18320:80")
+    before = (host_veths(), nft_state("ip"), nft_state("ip6"))
+    # only the IPv6 element collides: the whole batch fails and b's addresses are undone
+    r = net.run("setup", pod_id("b"), b, "tcp::18321:80", f"tcp:[{GATEWAY6}]:18320:81",
+                check=False, config=CONFIG6)
+    assert r.returncode != 0 and "port mappings" in r.stderr, r.stderr
+    assert (host_veths(), nft_state("ip"), nft_state("ip6")) == before
+    assert net.records() == [pod_id("a") + ".json"]
+    assert [l["ifname"] for l in json.loads(net.in_ns(b, "ip", "-j", "link").stdout)] == ["lo"]
+    # nothing of the failed attempt blocks b: it sets up with a fresh IPv6 address
+    ip_b, ip6_b = net.setup6(pod_id("b"), b)
+    assert ip6_b != ip6_a
+    assert net.in_ns(b, "ping", "-6", "-c1", "-W2", ip6_a).returncode == 0
+    net.run("teardown", pod_id("a"), config=CONFIG6)
+    net.run("teardown", pod_id("b"), config=CONFIG6)
+    assert host_veths() == [] and net.records() == [] and nft_state("ip6")[1] == 0
+    assert ip_a and ip_b
+
+
+def test_dual_stack_ipam_persists_and_releases(net):
+    a, b, c = net.make_netns("a"), net.make_netns("b"), net.make_netns("c")
+    _, ip6_a = net.setup6(pod_id("a"), a)
+    # another process (a restart of remorad) allocates around the record of a
+    _, ip6_b = net.setup6(pod_id("b"), b)
+    assert ip6_b != ip6_a
+    rec = json.load(open(os.path.join(net.store, "network", pod_id("a") + ".json")))
+    assert rec["ip6"] == ip6_a and rec["state"] == "ready"
+    # a repeated setup of a ready pod reports the same two addresses
+    assert net.setup6(pod_id("a"), a) == (rec["ip"], ip6_a)
+    # teardown releases the address: the next process hands it out again
+    net.run("teardown", pod_id("a"), config=CONFIG6)
+    _, ip6_c = net.setup6(pod_id("c"), c)
+    assert ip6_c == ip6_a
+    net.run("teardown", pod_id("b"), config=CONFIG6)
+    net.run("teardown", pod_id("c"), config=CONFIG6)
+    assert net.records() == [] and host_veths() == []
+
+
+def test_dual_stack_concurrent_setups_get_distinct_addresses(net):
+    n = 12
+    for i in range(n):
+        net.make_netns(str(i))
+    lines = net.run("setup-par", "t", net.nsdir, str(n), config=CONFIG6).stdout.splitlines()
+    got = [l.split() for l in lines]
+    assert len(got) == n and all(len(g) == 3 for g in got), lines
+    assert len({g[1] for g in got}) == n and len({g[2] for g in got}) == n
+    for pod, _, ip6 in got:
+        ns = os.path.join(net.nsdir, pod[1:])
+        assert addrs(net.in_ns, ns, "inet6") == [(ip6, 64)]
+        net.run("teardown", pod, config=CONFIG6)
+    assert net.records() == [] and host_veths() == []
+
+
+def test_dual_stack_reconcile_after_crash(net):
+    live, dead, half = (net.make_netns(n) for n in ("live", "dead", "half"))
+    _, ip6_live = net.setup6(pod_id("1"), live, "tcp::18330:80")
+    net.setup6(pod_id("2"), dead, "tcp::18331:80")
+    net.setup6(pod_id("3"), half, f"tcp:[{GATEWAY6}]:18332:80")
+    rec = os.path.join(net.store, "network", pod_id("3") + ".json")
+    doc = json.load(open(rec))
+    doc["state"] = "pending"
+    json.dump(doc, open(rec, "w"))
+    assert nft_state("ip6")[1] == 3
+    net.run("reconcile", pod_id("1"), config=CONFIG6)
+    assert net.records() == [pod_id("1") + ".json"]
+    assert len(host_veths()) == 1
+    assert nft_state("ip6")[1] == 1 and nft_state("ip")[1] == 1
+    for ns in (dead, half):
+        assert [l["ifname"] for l in json.loads(net.in_ns(ns, "ip", "-j", "link").stdout)] \
+            == ["lo"]
+    # the live pod keeps its IPv6 address, route and hostPort (restored at open)
+    assert net.in_ns(live, "ping", "-6", "-c1", "-W2", GATEWAY6).returncode == 0
+    net.serve(live, tcp_port=80, tcp6=True)
+    assert tcp_get(GATEWAY6, 18330) == b"pong"
+    with pytest.raises(OSError):
+        tcp_get(GATEWAY6, 18332)
+    net.run("reconcile", config=CONFIG6)
+    assert host_veths() == [] and net.records() == []
+    assert nft_state("ip6")[1] == 0 and nft_state("ip")[1] == 0
+    assert ip6_live
+
+
+def test_dual_stack_kill_9_during_setup_then_reconcile(net):
+    n = 30
+    for i in range(n):
+        net.make_netns(str(i))
+    net.run("ready", config=CONFIG6)
+    base = (host_veths(), nft_state("ip6"))
+    p = subprocess.Popen([net.binary, CONFIG6, net.store, "setup-loop", "k", net.nsdir, str(n)],
+                         stdout=subprocess.PIPE, text=True)
+    for _ in range(5):
+        p.stdout.readline()
+    time.sleep(0.004)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert 0 < len(net.records()) < n + 1
+    net.run("reconcile", config=CONFIG6)
+    assert net.records() == []
+    assert (host_veths(), nft_state("ip6")) == base
+    for i in range(n):
+        ns = os.path.join(net.nsdir, str(i))
+        assert [l["ifname"] for l in json.loads(net.in_ns(ns, "ip", "-j", "link").stdout)] \
+            == ["lo"]

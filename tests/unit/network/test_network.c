@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <cmocka.h>
+#include <arpa/inet.h>
 
 #include "internal.h"
 #include "remora/cleanup.h"
@@ -91,7 +92,43 @@ static void test_invalid(void **state)
         parse_bad("{\"cni_bin_dir\":\"/usr/lib/cni:relative\"}", "network.cni_bin_dir");
         parse_bad("{\"cni_bin_dir\":\":\"}", "network.cni_bin_dir");
         parse_bad("{\"cni_plugin_timeout\":0}", "network.cni_plugin_timeout");
-        parse_bad("{\"subnet6\":\"fd00::/64\"}", "network.subnet6");
+        parse_bad("{\"subnet6\":\"10.0.0.0/24\"}", "network.subnet6");
+        parse_bad("{\"subnet6\":\"fd77::\"}", "network.subnet6");
+        parse_bad("{\"subnet6\":\"fd77::/\"}", "network.subnet6");
+        parse_bad("{\"subnet6\":\"fd77::/64x\"}", "network.subnet6");
+        parse_bad("{\"subnet6\":\"fd77::/47\"}", "network.subnet6");
+        parse_bad("{\"subnet6\":\"fd77::/121\"}", "network.subnet6");
+        parse_bad("{\"subnet6\":\"fd77::1/64\"}", "network.subnet6");
+        parse_bad("{\"subnet6\":\"fd77:0:0:1::/48\"}", "network.subnet6");
+        parse_bad("{\"subnet6\":\"fe80::/64\"}", "network.subnet6");
+        parse_bad("{\"subnet6\":\"ff00::/64\"}", "network.subnet6");
+        parse_bad("{\"subnet6\":\"\"}", "network.subnet6");
+        parse_bad("{\"subnet6\":64}", "network.subnet6");
+        parse_bad("{\"subnet6\":\"fd77:::/64\"}", "network.subnet6");
+}
+
+static void test_subnet6(void **state)
+{
+        (void)state;
+        struct rm__net_config c;
+        char buf[INET6_ADDRSTRLEN];
+        parse_ok(NULL, &c);
+        assert_false(c.has_v6);
+        parse_ok("{\"subnet6\":\"fd77::/64\"}", &c);
+        assert_true(c.has_v6);
+        assert_string_equal(rm__ip6_str(&c.subnet6, buf), "fd77::");
+        assert_int_equal(c.prefix6, 64);
+        assert_string_equal(rm__ip6_str(&c.gateway6, buf), "fd77::1");
+        /* the IPv4 side is untouched by subnet6 */
+        assert_string_equal(rm__ip4_str(c.subnet, buf), "10.77.0.0");
+        assert_int_equal(c.prefix, 16);
+        parse_ok("{\"subnet\":\"10.9.0.0/24\",\"subnet6\":\"2001:db8:1:2::ab00/120\"}", &c);
+        assert_int_equal(c.prefix6, 120);
+        assert_string_equal(rm__ip6_str(&c.gateway6, buf), "2001:db8:1:2::ab01");
+        assert_int_equal(c.prefix, 24);
+        parse_ok("{\"subnet6\":\"fd00:1:2::/48\"}", &c);
+        assert_int_equal(c.prefix6, 48);
+        assert_string_equal(rm__ip6_str(&c.gateway6, buf), "fd00:1:2::1");
 }
 
 static void test_mode_none(void **state)
@@ -125,9 +162,8 @@ static void test_mode_none(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-            cmocka_unit_test(test_defaults),
-            cmocka_unit_test(test_values),
-            cmocka_unit_test(test_invalid),
+            cmocka_unit_test(test_defaults),  cmocka_unit_test(test_values),
+            cmocka_unit_test(test_invalid),   cmocka_unit_test(test_subnet6),
             cmocka_unit_test(test_mode_none),
         };
         int failed = cmocka_run_group_tests(tests, NULL, NULL);
