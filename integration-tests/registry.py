@@ -46,8 +46,9 @@ def free_port():
 # ---- building images ----
 
 def tar_layer(entries):
-    """entries: list of (name, kind, value): kind file (bytes), dir, symlink (target),
-    hardlink (target), whiteout (the hidden name: makes .wh.<name>), opaque."""
+    """entries: list of (name, kind, value): kind file (bytes), suid (bytes: a set-user-ID
+    root executable), dir, symlink (target), hardlink (target), whiteout (the hidden name:
+    makes .wh.<name>), opaque."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
         for name, kind, value in entries:
@@ -58,9 +59,11 @@ def tar_layer(entries):
                 name, kind, value = os.path.join(name, ".wh..wh..opq"), "file", b""
             info = tarfile.TarInfo(name)
             info.mtime = 1700000000
-            if kind == "file":
+            if kind in ("file", "suid"):
                 info.size = len(value)
                 info.mode = 0o755 if name.startswith("bin/") else 0o644
+                if kind == "suid":
+                    info.mode = 0o4755
                 t.addfile(info, io.BytesIO(value))
             elif kind == "dir":
                 info.type, info.mode = tarfile.DIRTYPE, 0o755

@@ -11,6 +11,8 @@ import grpc
 import pytest
 from google.protobuf import json_format
 
+import registry as R
+
 from ctr_helpers import (POD, container_config, create, image_ref, log_lines,  # noqa: F401
                          pod, status, wait_exited)
 
@@ -229,3 +231,35 @@ def test_oom_killed_is_the_reason(cri, pod, image_ref):
     st = status(cri, cid)
     assert st.exit_code == 137 and st.reason == "Error"
     cri.call("RemoveContainer", container_id=cid)
+
+
+def test_no_new_privs_stops_a_setuid_binary(daemon, cri, tmp_path):
+    # busybox drops set-user-ID privileges by itself, so the probe is a tiny static C
+    # program that prints its effective uid.
+    src = tmp_path / "probe.c"
+    src.write_text('#include <stdio.h>\n#include <unistd.h>\n'
+                   'int main(void) { printf("euid=%d\\n", (int)geteuid()); return 0; }\n')
+    subprocess.run(["cc", "-static", "-O2", "-o", str(tmp_path / "probe"), str(src)], check=True)
+    reg = R.DockerRegistry()
+    try:
+        probe = R.tar_layer([("bin", "dir", None),
+                             ("bin/probe", "suid", (tmp_path / "probe").read_bytes())])
+        ref = reg.push("test/suid", "1", R.Image([R.busybox_layer(), probe]))
+        cri.call("PullImage", image=cri.message("ImageSpec", image=ref), timeout=60)
+        doc = dict(POD, log_directory=str(tmp_path / "logs"))
+        pod_cfg = json_format.ParseDict(doc, cri.api.PodSandboxConfig())
+        pod_id = cri.call("RunPodSandbox", config=pod_cfg).pod_sandbox_id
+        out = {}
+        for nnp in (False, True):
+            cfg = container_config(cri, ref, "nnp-%s" % nnp, ["/bin/probe"],
+                                   linux={"security_context": {
+                                       "run_as_user": {"value": 1000}, "no_new_privs": nnp}})
+            cid = create(cri, (pod_id, pod_cfg), cfg)
+            cri.call("StartContainer", container_id=cid)
+            st = wait_exited(cri, cid)
+            out[nnp] = " ".join(l[3] for l in log_lines(st.log_path))
+        assert out == {False: "euid=0", True: "euid=1000"}, out
+        cri.call("StopPodSandbox", pod_sandbox_id=pod_id)
+        cri.call("RemovePodSandbox", pod_sandbox_id=pod_id)
+    finally:
+        reg.stop()
