@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "remora/error.h"
 #include "remora/xalloc.h"
 
 int op_call(struct bench *b, struct endpoint *ep, const char *method, const ProtobufCMessage *req,
@@ -235,33 +236,11 @@ int op_teardown_pod(struct bench *b, struct endpoint *ep, struct pod *p)
         return st;
 }
 
-static const char *code_name(int c)
-{
-        static const char *const names[] = {"OK",
-                                            "CANCELLED",
-                                            "UNKNOWN",
-                                            "INVALID_ARGUMENT",
-                                            "DEADLINE_EXCEEDED",
-                                            "NOT_FOUND",
-                                            "ALREADY_EXISTS",
-                                            "PERMISSION_DENIED",
-                                            "RESOURCE_EXHAUSTED",
-                                            "FAILED_PRECONDITION",
-                                            "ABORTED",
-                                            "OUT_OF_RANGE",
-                                            "UNIMPLEMENTED",
-                                            "INTERNAL",
-                                            "UNAVAILABLE",
-                                            "DATA_LOSS",
-                                            "UNAUTHENTICATED"};
-        return c >= 0 && c < (int)(sizeof(names) / sizeof(names[0])) ? names[c] : "?";
-}
-
 void op_fail(struct endpoint *ep, const char *const *names, const char *method,
              const struct cri_result *res)
 {
         char note[512];
-        snprintf(note, sizeof(note), "%s: %s%s%s", method, code_name(res->status),
+        snprintf(note, sizeof(note), "%s: %s%s%s", method, rm_code_name((enum rm_code)res->status),
                  res->msg ? ": " : "", res->msg ? res->msg : "");
         bool unsup = res->status == GRPC_STATUS_UNIMPLEMENTED;
         if (!unsup)

@@ -6,7 +6,6 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/inotify.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -23,17 +22,15 @@
 /* After SIGKILL a process is gone within milliseconds unless stuck in the kernel; how
  * long to wait for that before giving up on the stop. */
 #define KILL_WAIT_SECONDS 10
-/* How often running containers are checked when no exit notification arrives. */
-#define SWEEP_MS 1000
 
-static int64_t now_ns(void)
+int64_t rm__now_ns(void)
 {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-static void replace_str(char **slot, const char *v)
+void rm__replace_str(char **slot, const char *v)
 {
         free(*slot);
         *slot = xstrdup(v ? v : "");
@@ -71,7 +68,7 @@ static struct ctr *find_locked(struct rm_container_manager *mgr, const char *id_
 }
 
 /* Find a container and hold a reference so it outlives a concurrent remove. */
-static struct ctr *get(struct rm_container_manager *mgr, const char *id, struct rm_error **err)
+struct ctr *rm__ctr_get(struct rm_container_manager *mgr, const char *id, struct rm_error **err)
 {
         pthread_mutex_lock(&mgr->lock);
         struct ctr *c = find_locked(mgr, id, err);
@@ -81,7 +78,7 @@ static struct ctr *get(struct rm_container_manager *mgr, const char *id, struct 
         return c;
 }
 
-static void put(struct rm_container_manager *mgr, struct ctr *c)
+void rm__ctr_put(struct rm_container_manager *mgr, struct ctr *c)
 {
         pthread_mutex_lock(&mgr->lock);
         if (--c->refs == 0 && c->removed)
@@ -89,7 +86,7 @@ static void put(struct rm_container_manager *mgr, struct ctr *c)
         pthread_mutex_unlock(&mgr->lock);
 }
 
-static int save(struct rm_container_manager *mgr, struct ctr *c, struct rm_error **err)
+int rm__ctr_save(struct rm_container_manager *mgr, struct ctr *c, struct rm_error **err)
 {
         pthread_mutex_lock(&mgr->lock);
         cleanup_json struct json_object *doc = rm__ctr_to_json(c);
@@ -97,200 +94,11 @@ static int save(struct rm_container_manager *mgr, struct ctr *c, struct rm_error
         return rm_store_put(mgr->store, CTR_KIND, c->id, doc, err);
 }
 
-static void emit(struct rm_container_manager *mgr, const char *id, const char *pod_id,
-                 Runtime__V1__ContainerEventType type)
+void rm__ctr_emit(struct rm_container_manager *mgr, const char *id, const char *pod_id,
+                  Runtime__V1__ContainerEventType type)
 {
         if (mgr->ops.event)
                 mgr->ops.event(mgr->ops.ctx, id, pod_id, type);
-}
-
-/* ---- exits ---- */
-
-/* Ask the runtime whether c has exited; if so record it. Returns true when exited. */
-static bool refresh_exit(struct rm_container_manager *mgr, struct ctr *c)
-{
-        pthread_mutex_lock(&mgr->lock);
-        Runtime__V1__ContainerState state = c->state;
-        pid_t pid = c->pid;
-        pthread_mutex_unlock(&mgr->lock);
-        if (state == RUNTIME__V1__CONTAINER_STATE__CONTAINER_EXITED)
-                return true;
-        if (state != RUNTIME__V1__CONTAINER_STATE__CONTAINER_RUNNING &&
-            (state != RUNTIME__V1__CONTAINER_STATE__CONTAINER_CREATED || pid == 0))
-                return false; /* a created container is in the runtime only once started */
-        int code = 0;
-        int64_t finished = 0;
-        cleanup_error struct rm_error *err = NULL;
-        int rc = mgr->ops.exit_status(mgr->ops.ctx, c->id, &code, &finished, &err);
-        if (rc < 0) {
-                rm_log_warn("container %s: reading its exit status: %s", c->id, err->msg);
-                return false;
-        }
-        if (rc == 0)
-                return false;
-        pthread_mutex_lock(&mgr->lock);
-        cleanup_free char *cgroup = xstrdup(c->cgroup_path);
-        pthread_mutex_unlock(&mgr->lock);
-        /* The cgroup is still there: runc's delete comes after this, from the watcher. */
-        bool oom = code != 0 && *cgroup && mgr->ops.oom_killed &&
-                   mgr->ops.oom_killed(mgr->ops.ctx, cgroup);
-        pthread_mutex_lock(&mgr->lock);
-        c->state = RUNTIME__V1__CONTAINER_STATE__CONTAINER_EXITED;
-        c->exit_code = code;
-        c->finished_at = finished ? finished : now_ns();
-        replace_str(&c->reason, oom ? "OOMKilled" : code == 0 ? "Completed" : "Error");
-        pthread_cond_broadcast(&mgr->changed);
-        pthread_mutex_unlock(&mgr->lock);
-        cleanup_error struct rm_error *save_err = NULL;
-        if (save(mgr, c, &save_err) < 0)
-                rm_log_warn("container %s exited with %d but its record was not updated: %s", c->id,
-                            code, save_err->msg);
-        else
-                rm_log_info("container %s exited with code %d", c->id, code);
-        emit(mgr, c->id, c->pod_id, RUNTIME__V1__CONTAINER_EVENT_TYPE__CONTAINER_STOPPED_EVENT);
-        /* runc's state and cgroup go now, off this path, so RemoveContainer is cheap. */
-        pthread_mutex_lock(&mgr->lock);
-        mgr->reap = xrealloc(mgr->reap, (mgr->n_reap + 1) * sizeof(char *));
-        mgr->reap[mgr->n_reap++] = xstrdup(c->id);
-        pthread_mutex_unlock(&mgr->lock);
-        char one = 1;
-        if (mgr->wake[1] >= 0 && write(mgr->wake[1], &one, 1) < 0)
-                rm_log_debug("waking the container watcher: %s", strerror(errno));
-        return true;
-}
-
-/* Delete the runtime's state of exited containers (the watcher's job). A container some
- * call is working on is left for the next round. */
-static void reap_exited(struct rm_container_manager *mgr)
-{
-        pthread_mutex_lock(&mgr->lock);
-        char **ids = mgr->reap;
-        size_t n = mgr->n_reap;
-        mgr->reap = NULL;
-        mgr->n_reap = 0;
-        pthread_mutex_unlock(&mgr->lock);
-        for (size_t i = 0; i < n; i++) {
-                struct ctr *c = get(mgr, ids[i], NULL);
-                if (c && pthread_mutex_trylock(&c->op) != 0) {
-                        pthread_mutex_lock(&mgr->lock);
-                        mgr->reap = xrealloc(mgr->reap, (mgr->n_reap + 1) * sizeof(char *));
-                        mgr->reap[mgr->n_reap++] = steal_pointer(&ids[i]);
-                        pthread_mutex_unlock(&mgr->lock);
-                        put(mgr, c);
-                        continue;
-                }
-                if (c) {
-                        pthread_mutex_lock(&mgr->lock);
-                        bool due = c->state == RUNTIME__V1__CONTAINER_STATE__CONTAINER_EXITED &&
-                                   c->pid != 0 && !c->runtime_deleted;
-                        pthread_mutex_unlock(&mgr->lock);
-                        cleanup_error struct rm_error *e = NULL;
-                        if (due && mgr->ops.delete(mgr->ops.ctx, c->id, false, &e) == 0) {
-                                pthread_mutex_lock(&mgr->lock);
-                                c->runtime_deleted = true;
-                                pthread_mutex_unlock(&mgr->lock);
-                        } else if (due) {
-                                rm_log_debug("container %s: deleting its runtime state: %s", c->id,
-                                             e->msg);
-                        }
-                        pthread_mutex_unlock(&c->op);
-                        put(mgr, c);
-                }
-                free(ids[i]);
-        }
-        free(ids);
-}
-
-/* Wait until c exits or timeout_ms passes; true when it exited. */
-static bool wait_exit(struct rm_container_manager *mgr, struct ctr *c, int64_t timeout_ms)
-{
-        struct timespec deadline;
-        clock_gettime(CLOCK_REALTIME, &deadline);
-        int64_t end_ns =
-            (int64_t)deadline.tv_sec * 1000000000LL + deadline.tv_nsec + timeout_ms * 1000000LL;
-        for (;;) {
-                if (refresh_exit(mgr, c))
-                        return true;
-                int64_t now = now_ns();
-                if (now >= end_ns)
-                        return false;
-                /* Woken by the watcher on an exit; re-check at least every 50 ms anyway. */
-                int64_t until = now + 50000000LL < end_ns ? now + 50000000LL : end_ns;
-                struct timespec ts = {.tv_sec = until / 1000000000LL,
-                                      .tv_nsec = until % 1000000000LL};
-                pthread_mutex_lock(&mgr->lock);
-                pthread_cond_timedwait(&mgr->changed, &mgr->lock, &ts);
-                pthread_mutex_unlock(&mgr->lock);
-        }
-}
-
-/* The snapshot of running containers' IDs the watcher checks. */
-static char **live_ids(struct rm_container_manager *mgr)
-{
-        pthread_mutex_lock(&mgr->lock);
-        char **ids = xzalloc(sizeof(char *) * (mgr->n + 1));
-        size_t k = 0;
-        for (size_t i = 0; i < mgr->n; i++) {
-                Runtime__V1__ContainerState s = mgr->ctrs[i]->state;
-                if (!mgr->ctrs[i]->creating &&
-                    (s == RUNTIME__V1__CONTAINER_STATE__CONTAINER_RUNNING ||
-                     s == RUNTIME__V1__CONTAINER_STATE__CONTAINER_CREATED))
-                        ids[k++] = xstrdup(mgr->ctrs[i]->id);
-        }
-        pthread_mutex_unlock(&mgr->lock);
-        return ids;
-}
-
-static void check_one(struct rm_container_manager *mgr, const char *id)
-{
-        if (!rm_id_valid(id))
-                return;
-        struct ctr *c = get(mgr, id, NULL);
-        if (c == NULL)
-                return;
-        refresh_exit(mgr, c);
-        put(mgr, c);
-}
-
-/* Notices exits: an inotify watch on the runtime's exit directory for prompt updates,
- * and a sweep of running containers every second in case an event was missed. */
-static void *watcher(void *arg)
-{
-        struct rm_container_manager *mgr = arg;
-        cleanup_close int ino = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
-        if (ino >= 0 && mgr->ops.exit_dir &&
-            inotify_add_watch(ino, mgr->ops.exit_dir, IN_CLOSE_WRITE | IN_MOVED_TO) < 0)
-                rm_log_warn("watching %s for container exits: %s; relying on polling",
-                            mgr->ops.exit_dir, strerror(errno));
-        for (;;) {
-                struct pollfd p[2] = {{.fd = mgr->wake[0], .events = POLLIN},
-                                      {.fd = ino, .events = POLLIN}};
-                int n = poll(p, ino >= 0 ? 2 : 1, SWEEP_MS);
-                if (n > 0 && p[0].revents) {
-                        char b[64];
-                        ssize_t len = read(mgr->wake[0], b, sizeof(b));
-                        if (len <= 0 || memchr(b, 0, (size_t)len))
-                                return NULL;
-                }
-                if (n > 0 && ino >= 0 && p[1].revents) {
-                        char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
-                        ssize_t len = read(ino, buf, sizeof(buf));
-                        for (ssize_t off = 0; off < len;) {
-                                const struct inotify_event *ev = (const void *)(buf + off);
-                                if (ev->len)
-                                        check_one(mgr, ev->name);
-                                off += (ssize_t)(sizeof(*ev) + ev->len);
-                        }
-                        continue;
-                }
-                if (n == 0) {
-                        char **ids = live_ids(mgr);
-                        for (char **id = ids; *id; id++)
-                                check_one(mgr, *id);
-                        rm_strv_free(ids);
-                }
-                reap_exited(mgr);
-        }
 }
 
 /* ---- directories ---- */
@@ -480,7 +288,7 @@ static int build_and_create(struct rm_container_manager *mgr, struct ctr *c,
                         pod.spec.pid_mode = RUNTIME__V1__NAMESPACE_MODE__CONTAINER;
         }
         if (pod.spec.pid_mode == RUNTIME__V1__NAMESPACE_MODE__TARGET) {
-                struct ctr *t = get(mgr, ns->target_id ? ns->target_id : "", err);
+                struct ctr *t = rm__ctr_get(mgr, ns->target_id ? ns->target_id : "", err);
                 if (t == NULL)
                         return rm_error_wrap(err, "namespace_options.target_id");
                 pthread_mutex_lock(&mgr->lock);
@@ -488,7 +296,7 @@ static int build_and_create(struct rm_container_manager *mgr, struct ctr *c,
                 pod.spec.pidns_path =
                     running ? rm_arena_printf(a, "/proc/%d/ns/pid", t->pid) : NULL;
                 pthread_mutex_unlock(&mgr->lock);
-                put(mgr, t);
+                rm__ctr_put(mgr, t);
                 if (!running)
                         return rm_error_set(err, RM_FAILED_PRECONDITION,
                                             "namespace_options.target_id %s is not running",
@@ -496,9 +304,9 @@ static int build_and_create(struct rm_container_manager *mgr, struct ctr *c,
         }
 
         pthread_mutex_lock(&mgr->lock);
-        replace_str(&c->image_id, img.id);
-        replace_str(&c->image_ref, img.ref ? img.ref : img.id);
-        replace_str(&c->runtime_handler, pod.runtime_handler);
+        rm__replace_str(&c->image_id, img.id);
+        rm__replace_str(&c->image_ref, img.ref ? img.ref : img.id);
+        rm__replace_str(&c->runtime_handler, pod.runtime_handler);
         pthread_mutex_unlock(&mgr->lock);
 
         if (rm_mkdir_p(p->dir, 0700, err) < 0 || rm_mkdir_p(p->rootfs, 0700, err) < 0)
@@ -544,8 +352,8 @@ static int build_and_create(struct rm_container_manager *mgr, struct ctr *c,
         c->stdin_once = cfg->stdin_once;
         c->uid = (uint32_t)json_object_get_int64(uid);
         c->gid = (uint32_t)json_object_get_int64(gid);
-        replace_str(&c->log_path, log);
-        replace_str(&c->cgroup_path, cgpath ? json_object_get_string(cgpath) : "");
+        rm__replace_str(&c->log_path, log);
+        rm__replace_str(&c->cgroup_path, cgpath ? json_object_get_string(cgpath) : "");
         c->stop_signal = cri_signal(cfg->stop_signal);
         if (c->stop_signal == 0)
                 c->stop_signal = image_signal(img.config.stop_signal);
@@ -644,10 +452,10 @@ int rm_containers_create(struct rm_container_manager *mgr,
         paths_init(mgr, c->id, &p);
         struct undo u = {0};
         pthread_mutex_lock(&c->op);
-        c->created_at = now_ns();
+        c->created_at = rm__now_ns();
         int rc = build_and_create(mgr, c, req, &p, &u, a, err);
         if (rc == 0)
-                rc = save(mgr, c, err);
+                rc = rm__ctr_save(mgr, c, err);
         if (rc < 0)
                 rollback(mgr, c->id, &p, &u);
         pthread_mutex_unlock(&c->op);
@@ -665,8 +473,9 @@ int rm_containers_create(struct rm_container_manager *mgr,
         *id = xstrdup(c->id);
         rm_log_info("created container %s (%s) in pod %s", c->id, c->name, c->pod_id);
         pthread_mutex_unlock(&mgr->lock);
-        emit(mgr, c->id, c->pod_id, RUNTIME__V1__CONTAINER_EVENT_TYPE__CONTAINER_CREATED_EVENT);
-        put(mgr, c);
+        rm__ctr_emit(mgr, c->id, c->pod_id,
+                     RUNTIME__V1__CONTAINER_EVENT_TYPE__CONTAINER_CREATED_EVENT);
+        rm__ctr_put(mgr, c);
         return 0;
 }
 
@@ -682,16 +491,17 @@ static void start_failed(struct rm_container_manager *mgr, struct ctr *c, const 
         pthread_mutex_lock(&mgr->lock);
         c->state = RUNTIME__V1__CONTAINER_STATE__CONTAINER_EXITED;
         c->exit_code = 128;
-        c->finished_at = now_ns();
+        c->finished_at = rm__now_ns();
         c->pid = 0;
-        replace_str(&c->reason, "StartError");
-        replace_str(&c->message, msg);
+        rm__replace_str(&c->reason, "StartError");
+        rm__replace_str(&c->message, msg);
         pthread_cond_broadcast(&mgr->changed);
         pthread_mutex_unlock(&mgr->lock);
         cleanup_error struct rm_error *save_err = NULL;
-        if (save(mgr, c, &save_err) < 0)
+        if (rm__ctr_save(mgr, c, &save_err) < 0)
                 rm_log_warn("container %s: recording a failed start: %s", c->id, save_err->msg);
-        emit(mgr, c->id, c->pod_id, RUNTIME__V1__CONTAINER_EVENT_TYPE__CONTAINER_STOPPED_EVENT);
+        rm__ctr_emit(mgr, c->id, c->pod_id,
+                     RUNTIME__V1__CONTAINER_EVENT_TYPE__CONTAINER_STOPPED_EVENT);
 }
 
 /* runc create under a monitor, then runc start. Caller holds c->op. */
@@ -716,7 +526,7 @@ static int runtime_create_start(struct rm_container_manager *mgr, struct ctr *c,
         /* The start time is taken before runc start: a quick process may have exited by
          * the time it returns, and must not look as if it ended before it began. */
         if (mgr->ops.create(mgr->ops.ctx, &cc, &pid, err) < 0 ||
-            (*started = now_ns(), mgr->ops.start(mgr->ops.ctx, c->id, err)) < 0) {
+            (*started = rm__now_ns(), mgr->ops.start(mgr->ops.ctx, c->id, err)) < 0) {
                 rm_error_wrap(err, "start container %s", c->id);
                 start_failed(mgr, c, (*err)->msg);
                 return -1;
@@ -729,7 +539,7 @@ static int runtime_create_start(struct rm_container_manager *mgr, struct ctr *c,
 
 int rm_containers_start(struct rm_container_manager *mgr, const char *id, struct rm_error **err)
 {
-        struct ctr *c = get(mgr, id, err);
+        struct ctr *c = rm__ctr_get(mgr, id, err);
         if (c == NULL)
                 return -1;
         pthread_mutex_lock(&c->op);
@@ -753,13 +563,13 @@ int rm_containers_start(struct rm_container_manager *mgr, const char *id, struct
                 c->state = RUNTIME__V1__CONTAINER_STATE__CONTAINER_RUNNING;
                 c->started_at = started;
                 pthread_mutex_unlock(&mgr->lock);
-                rc = save(mgr, c, err);
+                rc = rm__ctr_save(mgr, c, err);
                 if (rc == 0)
-                        emit(mgr, c->id, c->pod_id,
-                             RUNTIME__V1__CONTAINER_EVENT_TYPE__CONTAINER_STARTED_EVENT);
+                        rm__ctr_emit(mgr, c->id, c->pod_id,
+                                     RUNTIME__V1__CONTAINER_EVENT_TYPE__CONTAINER_STARTED_EVENT);
         }
         pthread_mutex_unlock(&c->op);
-        put(mgr, c);
+        rm__ctr_put(mgr, c);
         return rc;
 }
 
@@ -767,7 +577,7 @@ int rm_containers_start(struct rm_container_manager *mgr, const char *id, struct
 static int stop_locked(struct rm_container_manager *mgr, struct ctr *c, int64_t timeout,
                        struct rm_error **err)
 {
-        if (refresh_exit(mgr, c))
+        if (rm__ctr_refresh_exit(mgr, c))
                 return 0;
         pthread_mutex_lock(&mgr->lock);
         int sig = c->stop_signal ? c->stop_signal : SIGTERM;
@@ -776,30 +586,30 @@ static int stop_locked(struct rm_container_manager *mgr, struct ctr *c, int64_t 
         if (never_ran) {
                 /* Nothing runs yet (the runtime's create waits for start): just EXITED. */
                 c->state = RUNTIME__V1__CONTAINER_STATE__CONTAINER_EXITED;
-                c->finished_at = now_ns();
-                replace_str(&c->reason, "NotStarted");
-                replace_str(&c->message, "stopped before it was started");
+                c->finished_at = rm__now_ns();
+                rm__replace_str(&c->reason, "NotStarted");
+                rm__replace_str(&c->message, "stopped before it was started");
                 pthread_cond_broadcast(&mgr->changed);
         }
         pthread_mutex_unlock(&mgr->lock);
         if (never_ran) {
-                if (save(mgr, c, err) < 0)
+                if (rm__ctr_save(mgr, c, err) < 0)
                         return -1;
-                emit(mgr, c->id, c->pod_id,
-                     RUNTIME__V1__CONTAINER_EVENT_TYPE__CONTAINER_STOPPED_EVENT);
+                rm__ctr_emit(mgr, c->id, c->pod_id,
+                             RUNTIME__V1__CONTAINER_EVENT_TYPE__CONTAINER_STOPPED_EVENT);
                 return 0;
         }
         if (started && timeout > 0) {
                 if (mgr->ops.kill(mgr->ops.ctx, c->id, sig, err) < 0)
                         return rm_error_wrap(err, "stop container %s", c->id);
-                if (wait_exit(mgr, c, timeout * 1000))
+                if (rm__ctr_wait_exit(mgr, c, timeout * 1000))
                         return 0;
                 rm_log_info("container %s did not stop within %llds of signal %d; killing it",
                             c->id, (long long)timeout, sig);
         }
         if (mgr->ops.kill(mgr->ops.ctx, c->id, SIGKILL, err) < 0)
                 return rm_error_wrap(err, "kill container %s", c->id);
-        if (!wait_exit(mgr, c, KILL_WAIT_SECONDS * 1000))
+        if (!rm__ctr_wait_exit(mgr, c, KILL_WAIT_SECONDS * 1000))
                 return rm_error_set(err, RM_DEADLINE_EXCEEDED,
                                     "container %s is still running %ds after SIGKILL", c->id,
                                     KILL_WAIT_SECONDS);
@@ -809,20 +619,20 @@ static int stop_locked(struct rm_container_manager *mgr, struct ctr *c, int64_t 
 int rm_containers_stop(struct rm_container_manager *mgr, const char *id, int64_t timeout,
                        struct rm_error **err)
 {
-        struct ctr *c = get(mgr, id, err);
+        struct ctr *c = rm__ctr_get(mgr, id, err);
         if (c == NULL)
                 return -1;
         pthread_mutex_lock(&c->op);
         int rc = stop_locked(mgr, c, timeout, err);
         pthread_mutex_unlock(&c->op);
-        put(mgr, c);
+        rm__ctr_put(mgr, c);
         return rc;
 }
 
 int rm_containers_remove(struct rm_container_manager *mgr, const char *id, struct rm_error **err)
 {
         struct rm_error *lookup = NULL;
-        struct ctr *c = get(mgr, id, &lookup);
+        struct ctr *c = rm__ctr_get(mgr, id, &lookup);
         if (c == NULL) {
                 if (lookup->code == RM_NOT_FOUND) {
                         rm_error_free(lookup);
@@ -860,10 +670,10 @@ int rm_containers_remove(struct rm_container_manager *mgr, const char *id, struc
                 rm_log_info("removed container %s", c->id);
                 index_drop(mgr, c);
                 pthread_mutex_unlock(&mgr->lock);
-                emit(mgr, c->id, c->pod_id,
-                     RUNTIME__V1__CONTAINER_EVENT_TYPE__CONTAINER_DELETED_EVENT);
+                rm__ctr_emit(mgr, c->id, c->pod_id,
+                             RUNTIME__V1__CONTAINER_EVENT_TYPE__CONTAINER_DELETED_EVENT);
         }
-        put(mgr, c);
+        rm__ctr_put(mgr, c);
         return rc;
 }
 
@@ -905,10 +715,10 @@ int rm_containers_exec_sync(struct rm_container_manager *mgr,
                 return rm_error_set(err, RM_INVALID_ARGUMENT, "cmd is empty");
         if (req->timeout < 0)
                 return rm_error_set(err, RM_INVALID_ARGUMENT, "timeout must not be negative");
-        struct ctr *c = get(mgr, req->container_id ? req->container_id : "", err);
+        struct ctr *c = rm__ctr_get(mgr, req->container_id ? req->container_id : "", err);
         if (c == NULL)
                 return -1;
-        refresh_exit(mgr, c);
+        rm__ctr_refresh_exit(mgr, c);
         pthread_mutex_lock(&mgr->lock);
         bool running = c->state == RUNTIME__V1__CONTAINER_STATE__CONTAINER_RUNNING;
         pthread_mutex_unlock(&mgr->lock);
@@ -921,14 +731,14 @@ int rm_containers_exec_sync(struct rm_container_manager *mgr,
                 memcpy(argv, req->cmd, sizeof(char *) * req->n_cmd);
                 rc = mgr->ops.exec_sync(mgr->ops.ctx, c->id, argv, req->timeout, res, err);
         }
-        put(mgr, c);
+        rm__ctr_put(mgr, c);
         return rc;
 }
 
 /* Created or running, checked under the lock after noticing a pending exit. */
 static bool live(struct rm_container_manager *mgr, struct ctr *c, bool *running)
 {
-        refresh_exit(mgr, c);
+        rm__ctr_refresh_exit(mgr, c);
         pthread_mutex_lock(&mgr->lock);
         *running = c->state == RUNTIME__V1__CONTAINER_STATE__CONTAINER_RUNNING;
         bool ok = *running || c->state == RUNTIME__V1__CONTAINER_STATE__CONTAINER_CREATED;
@@ -971,7 +781,7 @@ int rm_containers_update(struct rm_container_manager *mgr,
             rm__spec_resources(req->linux, &mgr->host, &has_oom, &oom, err);
         if (res == NULL)
                 return rm_error_wrap(err, "linux");
-        struct ctr *c = get(mgr, req->container_id ? req->container_id : "", err);
+        struct ctr *c = rm__ctr_get(mgr, req->container_id ? req->container_id : "", err);
         if (c == NULL)
                 return -1;
         pthread_mutex_lock(&c->op);
@@ -995,18 +805,18 @@ int rm_containers_update(struct rm_container_manager *mgr,
                 json_object_put(c->resources);
                 c->resources = rm__resources_to_json(req->linux);
                 pthread_mutex_unlock(&mgr->lock);
-                rc = save(mgr, c, err);
+                rc = rm__ctr_save(mgr, c, err);
                 rm_log_info("updated the resources of container %s", c->id);
         }
         pthread_mutex_unlock(&c->op);
-        put(mgr, c);
+        rm__ctr_put(mgr, c);
         return rc;
 }
 
 int rm_containers_reopen_log(struct rm_container_manager *mgr, const char *id,
                              struct rm_error **err)
 {
-        struct ctr *c = get(mgr, id, err);
+        struct ctr *c = rm__ctr_get(mgr, id, err);
         if (c == NULL)
                 return -1;
         bool running;
@@ -1027,7 +837,7 @@ int rm_containers_reopen_log(struct rm_container_manager *mgr, const char *id,
                 cleanup_free char *bundle = xasprintf("%s/%s", mgr->bundles, c->id);
                 rc = mgr->ops.reopen_log(mgr->ops.ctx, c->id, bundle, err);
         }
-        put(mgr, c);
+        rm__ctr_put(mgr, c);
         return rc;
 }
 
@@ -1138,7 +948,7 @@ struct rm_container_manager *rm_containers_open(const char *root, const char *st
         size_t exited = 0;
         for (size_t i = 0; i < mgr->n; i++)
                 exited += mgr->ctrs[i]->state != RUNTIME__V1__CONTAINER_STATE__CONTAINER_EXITED &&
-                          refresh_exit(mgr, mgr->ctrs[i]);
+                          rm__ctr_refresh_exit(mgr, mgr->ctrs[i]);
         if (mgr->n)
                 rm_log_info("loaded %zu containers; %zu exited while remorad was not running",
                             mgr->n, exited);
@@ -1148,7 +958,7 @@ struct rm_container_manager *rm_containers_open(const char *root, const char *st
                 rm_containers_close(mgr);
                 return NULL;
         }
-        int rc = pthread_create(&mgr->watcher, NULL, watcher, mgr);
+        int rc = pthread_create(&mgr->watcher, NULL, rm__exit_watcher, mgr);
         if (rc != 0) {
                 rm_error_sys_errno(err, rc, "start the container exit watcher");
                 rm_containers_close(mgr);

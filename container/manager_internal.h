@@ -78,6 +78,22 @@ struct rm_container_manager {
 
 #define CTR_KIND "containers"
 
+/* manager.c: shared helpers. get takes a reference (put drops it); save writes the
+ * record; emit tells the event hook. */
+int64_t rm__now_ns(void);
+void rm__replace_str(char **slot, const char *v);
+struct ctr *rm__ctr_get(struct rm_container_manager *mgr, const char *id, struct rm_error **err);
+void rm__ctr_put(struct rm_container_manager *mgr, struct ctr *c);
+int rm__ctr_save(struct rm_container_manager *mgr, struct ctr *c, struct rm_error **err);
+void rm__ctr_emit(struct rm_container_manager *mgr, const char *id, const char *pod_id,
+                  Runtime__V1__ContainerEventType type);
+
+/* exits.c. refresh_exit records an exit if the runtime reports one (true once exited);
+ * wait_exit waits up to timeout_ms for it; the watcher thread notices exits by itself. */
+bool rm__ctr_refresh_exit(struct rm_container_manager *mgr, struct ctr *c);
+bool rm__ctr_wait_exit(struct rm_container_manager *mgr, struct ctr *c, int64_t timeout_ms);
+void *rm__exit_watcher(void *arg);
+
 /* record.c */
 struct json_object *rm__ctr_to_json(const struct ctr *c);
 struct ctr *rm__ctr_from_json(const char *id, struct json_object *doc, struct rm_error **err);
@@ -95,7 +111,5 @@ Runtime__V1__Container *rm__ctr_summary(const struct ctr *c, struct rm_arena *a)
 bool rm__ctr_matches(const struct ctr *c, const Runtime__V1__ContainerFilter *f);
 /* Shared with stats.c. */
 Runtime__V1__ContainerMetadata *rm__ctr_metadata(const struct ctr *c, struct rm_arena *a);
-void **rm__map_entries(struct rm_arena *a, const ProtobufCMessageDescriptor *desc,
-                       struct json_object *map, size_t *n);
 
 #endif

@@ -10,6 +10,7 @@
 #include "remora/cgroups.h"
 #include "remora/cleanup.h"
 #include "remora/fsutil.h"
+#include "remora/pbmap.h"
 #include "remora/xalloc.h"
 
 /* Samples older than this are dropped (their container is probably gone). */
@@ -98,12 +99,13 @@ static void pick_init(struct pick *p, const struct ctr *c, struct rm_arena *a)
         runtime__v1__container_attributes__init(at);
         at->id = rm_arena_strdup(a, c->id);
         at->metadata = rm__ctr_metadata(c, a);
-        at->labels = (Runtime__V1__ContainerAttributes__LabelsEntry **)rm__map_entries(
+        at->labels = (Runtime__V1__ContainerAttributes__LabelsEntry **)rm_pb_map_from_json(
             a, &runtime__v1__container_attributes__labels_entry__descriptor, c->labels,
             &at->n_labels);
-        at->annotations = (Runtime__V1__ContainerAttributes__AnnotationsEntry **)rm__map_entries(
-            a, &runtime__v1__container_attributes__annotations_entry__descriptor, c->annotations,
-            &at->n_annotations);
+        at->annotations =
+            (Runtime__V1__ContainerAttributes__AnnotationsEntry **)rm_pb_map_from_json(
+                a, &runtime__v1__container_attributes__annotations_entry__descriptor,
+                c->annotations, &at->n_annotations);
         p->stats = rm_arena_alloc(a, sizeof(*p->stats));
         runtime__v1__container_stats__init(p->stats);
         p->stats->attributes = at;

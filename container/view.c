@@ -3,33 +3,8 @@
 
 #include "manager_internal.h"
 #include "remora/cleanup.h"
+#include "remora/pbmap.h"
 #include "remora/xalloc.h"
-
-/* Every protobuf-c map entry type has this layout: the message header, key, value. */
-struct map_entry {
-        ProtobufCMessage base;
-        char *key;
-        char *value;
-};
-
-void **rm__map_entries(struct rm_arena *a, const ProtobufCMessageDescriptor *desc,
-                       struct json_object *map, size_t *n)
-{
-        *n = map ? (size_t)json_object_object_length(map) : 0;
-        void **out = rm_arena_ptrs(a, *n ? *n : 1);
-        size_t i = 0;
-        if (map == NULL)
-                return out;
-        json_object_object_foreach(map, key, val)
-        {
-                struct map_entry *e = rm_arena_alloc(a, desc->sizeof_message);
-                protobuf_c_message_init(desc, e);
-                e->key = rm_arena_strdup(a, key);
-                e->value = rm_arena_strdup(a, json_object_get_string(val));
-                out[i++] = e;
-        }
-        return out;
-}
 
 Runtime__V1__ContainerMetadata *rm__ctr_metadata(const struct ctr *c, struct rm_arena *a)
 {
@@ -116,9 +91,9 @@ Runtime__V1__ContainerStatusResponse *rm__ctr_status(const struct rm_container_m
         s->image_id = rm_arena_strdup(a, c->image_id);
         s->reason = rm_arena_strdup(a, c->reason ? c->reason : "");
         s->message = rm_arena_strdup(a, c->message ? c->message : "");
-        s->labels = (Runtime__V1__ContainerStatus__LabelsEntry **)rm__map_entries(
+        s->labels = (Runtime__V1__ContainerStatus__LabelsEntry **)rm_pb_map_from_json(
             a, &runtime__v1__container_status__labels_entry__descriptor, c->labels, &s->n_labels);
-        s->annotations = (Runtime__V1__ContainerStatus__AnnotationsEntry **)rm__map_entries(
+        s->annotations = (Runtime__V1__ContainerStatus__AnnotationsEntry **)rm_pb_map_from_json(
             a, &runtime__v1__container_status__annotations_entry__descriptor, c->annotations,
             &s->n_annotations);
         s->mounts = mounts(c, a, &s->n_mounts);
@@ -161,9 +136,9 @@ Runtime__V1__Container *rm__ctr_summary(const struct ctr *c, struct rm_arena *a)
         s->image_id = rm_arena_strdup(a, c->image_id);
         s->state = c->state;
         s->created_at = c->created_at;
-        s->labels = (Runtime__V1__Container__LabelsEntry **)rm__map_entries(
+        s->labels = (Runtime__V1__Container__LabelsEntry **)rm_pb_map_from_json(
             a, &runtime__v1__container__labels_entry__descriptor, c->labels, &s->n_labels);
-        s->annotations = (Runtime__V1__Container__AnnotationsEntry **)rm__map_entries(
+        s->annotations = (Runtime__V1__Container__AnnotationsEntry **)rm_pb_map_from_json(
             a, &runtime__v1__container__annotations_entry__descriptor, c->annotations,
             &s->n_annotations);
         return s;

@@ -15,6 +15,7 @@
 #include "pinns.h"
 #include "podconfig.h"
 #include "remora/cleanup.h"
+#include "remora/pbmap.h"
 #include "remora/confsect.h"
 #include "remora/fsutil.h"
 #include "remora/ids.h"
@@ -614,31 +615,6 @@ int rm_sandbox_remove(struct rm_sandbox_manager *mgr, const char *id, struct rm_
 
 /* ---- queries ---- */
 
-static void **map_entries(struct rm_arena *a, const ProtobufCMessageDescriptor *desc,
-                          struct json_object *map, size_t *n)
-{
-        /* Every protobuf-c map entry has this layout. */
-        struct entry {
-                ProtobufCMessage base;
-                char *key;
-                char *value;
-        };
-        *n = map ? (size_t)json_object_object_length(map) : 0;
-        void **out = rm_arena_ptrs(a, *n ? *n : 1);
-        size_t i = 0;
-        if (map == NULL)
-                return out;
-        json_object_object_foreach(map, key, val)
-        {
-                struct entry *e = rm_arena_alloc(a, desc->sizeof_message);
-                protobuf_c_message_init(desc, e);
-                e->key = rm_arena_strdup(a, key);
-                e->value = rm_arena_strdup(a, json_object_get_string(val));
-                out[i++] = e;
-        }
-        return out;
-}
-
 static Runtime__V1__PodSandboxMetadata *metadata(const struct pod *p, struct rm_arena *a)
 {
         Runtime__V1__PodSandboxMetadata *m = rm_arena_alloc(a, sizeof(*m));
@@ -719,10 +695,10 @@ static Runtime__V1__PodSandboxStatusResponse *status_of(const struct pod *p, boo
         s->state = p->state;
         s->created_at = i_get(p, "created_at");
         s->runtime_handler = rm_arena_strdup(a, s_get(p, "runtime_handler"));
-        s->labels = (Runtime__V1__PodSandboxStatus__LabelsEntry **)map_entries(
+        s->labels = (Runtime__V1__PodSandboxStatus__LabelsEntry **)rm_pb_map_from_json(
             a, &runtime__v1__pod_sandbox_status__labels_entry__descriptor, o_get(p, "labels"),
             &s->n_labels);
-        s->annotations = (Runtime__V1__PodSandboxStatus__AnnotationsEntry **)map_entries(
+        s->annotations = (Runtime__V1__PodSandboxStatus__AnnotationsEntry **)rm_pb_map_from_json(
             a, &runtime__v1__pod_sandbox_status__annotations_entry__descriptor,
             o_get(p, "annotations"), &s->n_annotations);
         s->network = network_status(p, a);
@@ -780,10 +756,10 @@ static Runtime__V1__PodSandbox *summary(const struct pod *p, struct rm_arena *a)
         s->state = p->state;
         s->created_at = i_get(p, "created_at");
         s->runtime_handler = rm_arena_strdup(a, s_get(p, "runtime_handler"));
-        s->labels = (Runtime__V1__PodSandbox__LabelsEntry **)map_entries(
+        s->labels = (Runtime__V1__PodSandbox__LabelsEntry **)rm_pb_map_from_json(
             a, &runtime__v1__pod_sandbox__labels_entry__descriptor, o_get(p, "labels"),
             &s->n_labels);
-        s->annotations = (Runtime__V1__PodSandbox__AnnotationsEntry **)map_entries(
+        s->annotations = (Runtime__V1__PodSandbox__AnnotationsEntry **)rm_pb_map_from_json(
             a, &runtime__v1__pod_sandbox__annotations_entry__descriptor, o_get(p, "annotations"),
             &s->n_annotations);
         return s;
