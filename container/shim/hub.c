@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -55,9 +56,12 @@ static void close_stdin(struct rm_hub *h)
         h->stdin_fd = -1;
 }
 
+#define CLIENT_BUF (RM_ATTACH_HEADER + RM_ATTACH_MAX_PAYLOAD)
+
 static void drop(struct rm_hub *h, size_t i)
 {
         close(h->clients[i].fd);
+        free(h->clients[i].buf);
         h->clients[i] = h->clients[--h->n];
         if (h->stdin_once)
                 close_stdin(h);
@@ -101,7 +105,7 @@ static void frame(struct rm_hub *h, int type, const unsigned char *p, uint32_t l
 /* Read what client i sent and act on every complete frame; false when it is gone. */
 static bool input(struct rm_hub *h, struct rm_hub_client *c)
 {
-        ssize_t r = read(c->fd, c->buf + c->len, sizeof(c->buf) - c->len);
+        ssize_t r = read(c->fd, c->buf + c->len, CLIENT_BUF - c->len);
         if (r < 0 && (errno == EINTR || errno == EAGAIN))
                 return true;
         if (r <= 0)
@@ -131,11 +135,15 @@ void rm_hub_handle(struct rm_hub *h, const struct pollfd *pf, size_t n)
         }
         if (pf[0].revents & POLLIN) {
                 int c = accept4(h->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-                if (c >= 0 && h->n == RM_HUB_MAX_CLIENTS) {
+                /* Buffers only for connected clients: the shim stays small otherwise. */
+                unsigned char *buf =
+                    c >= 0 && h->n < RM_HUB_MAX_CLIENTS ? malloc(CLIENT_BUF) : NULL;
+                if (c >= 0 && buf == NULL) {
                         close(c);
                 } else if (c >= 0) {
                         h->clients[h->n].fd = c;
                         h->clients[h->n].len = 0;
+                        h->clients[h->n].buf = buf;
                         h->n++;
                 }
         }
@@ -167,8 +175,10 @@ void rm_hub_broadcast(struct rm_hub *h, int type, const char *data, size_t len)
 
 void rm_hub_close(struct rm_hub *h, const char *bundle)
 {
-        for (size_t i = 0; i < h->n; i++)
+        for (size_t i = 0; i < h->n; i++) {
                 close(h->clients[i].fd);
+                free(h->clients[i].buf);
+        }
         h->n = 0;
         if (h->listen_fd >= 0) {
                 close(h->listen_fd);

@@ -12,8 +12,8 @@
 
 struct rm_hub_client {
         int fd;
-        size_t len; /* bytes of an incomplete input frame in buf */
-        unsigned char buf[RM_ATTACH_HEADER + RM_ATTACH_MAX_PAYLOAD];
+        size_t len;         /* bytes of an incomplete input frame in buf */
+        unsigned char *buf; /* RM_ATTACH_HEADER + RM_ATTACH_MAX_PAYLOAD, while connected */
 };
 
 /* Where client input goes: the container's stdin (a pipe or the terminal), -1 when the
