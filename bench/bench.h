@@ -43,7 +43,8 @@ struct bench {
         struct endpoint ep[BENCH_MAX_ENDPOINTS];
         size_t nep;
         int n, warmup, parallel, pods_k;
-        bool shared_pid; /* pods share one PID namespace (an infra process where needed) */
+        bool shared_pid;   /* pods share one PID namespace (an infra process where needed) */
+        bool host_network; /* pods use the node's network: no network setup to measure */
         const char *image, *pull_image, *json;
         size_t list_sizes[8];
         size_t nlist;

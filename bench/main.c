@@ -27,7 +27,8 @@ static void usage(FILE *out)
                 "                    [-n N] [--warmup W] [--parallel P] [--pods K]\n"
                 "                    [--image REF] [--pull-image REF] [--list-sizes 10,100,500]\n"
                 "                    [--pid PID]... [--helper NAME]... [--only LIST]\n"
-                "                    [--timeout SECONDS] [--shared-pid] [--json FILE]\n"
+                "                    [--timeout SECONDS] [--shared-pid] [--host-network]\n"
+                "                    [--json FILE]\n"
                 "\n"
                 "  -n N            measured iterations per figure (default 20)\n"
                 "  --warmup W      unrecorded iterations before them (default 2)\n"
@@ -40,7 +41,9 @@ static void usage(FILE *out)
                 "                  containerd-shim and remora-shim)\n"
                 "  --only LIST     scenarios: rpc,pod,container,parallel,lists,image,memory\n"
                 "  --shared-pid    pods share one PID namespace (shareProcessNamespace); by\n"
-                "                  default each container has its own, as kubelet asks\n");
+                "                  default each container has its own, as kubelet asks\n"
+                "  --host-network  pods use the node's network; compared with a default run,\n"
+                "                  shows what pod network setup and teardown cost\n");
 }
 
 static bool wanted(const struct bench *b, const char *name)
@@ -110,6 +113,7 @@ int main(int argc, char **argv)
                                                  {"timeout", required_argument, NULL, 't'},
                                                  {"list-sizes", required_argument, NULL, 'l'},
                                                  {"shared-pid", no_argument, NULL, 'S'},
+                                                 {"host-network", no_argument, NULL, 'N'},
                                                  {"help", no_argument, NULL, 'h'},
                                                  {NULL, 0, NULL, 0}};
         int c;
@@ -168,6 +172,9 @@ int main(int argc, char **argv)
                 }
                 case 'S':
                         b.shared_pid = true;
+                        break;
+                case 'N':
+                        b.host_network = true;
                         break;
                 case 'h':
                         usage(stdout);

@@ -28,7 +28,7 @@ struct pod_cfg {
 int op_call(struct bench *b, struct endpoint *ep, const char *method, const ProtobufCMessage *req,
             const ProtobufCMessageDescriptor *desc, ProtobufCMessage **resp,
             struct cri_result *res);
-void op_pod_cfg(struct pod_cfg *pc, const char *name, bool shared_pid);
+void op_pod_cfg(struct pod_cfg *pc, const char *name, bool shared_pid, bool host_network);
 /* A new unique name "rb-<run>-<what>-<seq>". */
 void op_name(struct bench *b, const char *what, char *buf, size_t len);
 
