@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import tempfile
+import time
 
 import pytest
 from google.protobuf import json_format
@@ -37,6 +38,14 @@ def nft_elements(family):
 
 def host_veths():
     return sorted(n for n in os.listdir("/sys/class/net") if n.startswith(VPREFIX))
+
+
+def link_flags(name):
+    try:
+        with open(f"/sys/class/net/{name}/flags") as f:
+            return int(f.read(), 16)
+    except FileNotFoundError:
+        return 0  # already deleted
 
 
 def in_ns(netns, *args):
@@ -119,6 +128,11 @@ def test_dual_stack_pod_lifecycle(make_daemon, v6_base):
     assert nft_elements("ip6") == 2
 
     c.call("StopPodSandbox", pod_sandbox_id=pod)
+    # the veth is down at once and deleted just after, off the call's path
+    assert all(not (link_flags(v) & 1) for v in host_veths()), "a stopped pod's veth is down"
+    deadline = time.monotonic() + 5
+    while host_veths() and time.monotonic() < deadline:
+        time.sleep(0.02)
     assert host_veths() == []
     assert os.listdir(records) == []
     assert nft_elements("ip6") == 0 and nft_elements("ip") == 0

@@ -53,6 +53,23 @@ int rm__nl_veth_create(struct rm__nl *nl, const char *host_name, int bridge_ifin
                        int netns_fd, struct rm_error **err);
 /* Delete a host link by name; a missing link is not an error. */
 int rm__nl_link_delete(struct rm__nl *nl, const char *name, struct rm_error **err);
+/* Set a host link down (a bridge port stops forwarding at once, a veth takes its peer
+ * down with it); a missing link is not an error. */
+int rm__nl_link_down(struct rm__nl *nl, const char *name, struct rm_error **err);
+
+/* Deferred link deletion. Deleting a veth costs the caller a kernel RCU barrier (about
+ * 20 ms here) after the link is already unlisted; the reaper pays it on its own thread
+ * and socket, so pod teardown returns once the link is down. */
+struct rm__reaper;
+struct rm__reaper *rm__reaper_start(struct rm_error **err);
+/* Queue a link for deletion. */
+void rm__reaper_add(struct rm__reaper *r, const char *name);
+/* The name is wanted again: if it is queued or being deleted, make sure it is gone before
+ * returning (deleting it now with nl, the caller's socket, when still queued). */
+void rm__reaper_claim(struct rm__reaper *r, struct rm__nl *nl, const char *name);
+/* Delete everything still queued, then end the thread. NULL is a no-op. */
+void rm__reaper_stop(struct rm__reaper *r);
+
 /* What eth0 of a pod gets: the IPv4 address, and the IPv6 one when addr6 is not NULL. */
 struct rm__nl_pod_addrs {
         uint32_t addr;

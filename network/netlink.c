@@ -232,6 +232,24 @@ int rm__nl_link_delete(struct rm__nl *nl, const char *name, struct rm_error **er
         return 0;
 }
 
+int rm__nl_link_down(struct rm__nl *nl, const char *name, struct rm_error **err)
+{
+        cleanup_link struct rtnl_link *l = NULL;
+        int r = rtnl_link_get_kernel(nl->sk, 0, name, &l);
+        if (r == -NLE_OBJ_NOTFOUND || r == -NLE_NODEV)
+                return 0;
+        if (r < 0)
+                return nl_fail(err, r, name);
+        cleanup_link struct rtnl_link *chg = rtnl_link_alloc();
+        if (chg == NULL)
+                return rm_error_set(err, RM_RESOURCE_EXHAUSTED, "netlink: out of memory");
+        rtnl_link_unset_flags(chg, IFF_UP);
+        r = rtnl_link_change(nl->sk, l, chg, 0);
+        if (r < 0 && r != -NLE_OBJ_NOTFOUND && r != -NLE_NODEV)
+                return nl_fail(err, r, name);
+        return 0;
+}
+
 /* A route socket inside the namespace: setns on this thread only, then back. */
 static struct nl_sock *connect_in_netns(int netns_fd, struct rm_error **err)
 {

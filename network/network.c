@@ -26,7 +26,8 @@ struct rm_network {
         pthread_mutex_t lock; /* IPAM, the netlink socket, the nft context */
         struct rm__nl *nl;
         struct rm__nft *nft;
-        struct rm__cni *cni; /* mode "cni" only */
+        struct rm__reaper *reaper; /* bridge mode: deletes downed veths off the call path */
+        struct rm__cni *cni;       /* mode "cni" only */
         int bridge_ifindex;
         bool ready;
         const char *reason;
@@ -337,6 +338,10 @@ struct rm_network *rm_network_open(struct json_object *section, const char *root
                 rm_log_error("pod network: %s", e->msg);
                 return n;
         }
+        /* without the reaper, teardown deletes veths itself: slower, not wrong */
+        n->reaper = rm__reaper_start(&e);
+        if (n->reaper == NULL)
+                rm_log_warn("pod network: %s; veths are deleted synchronously", e->msg);
         n->ready = true;
         return n;
 }
@@ -345,6 +350,7 @@ void rm_network_close(struct rm_network *net)
 {
         if (net == NULL)
                 return;
+        rm__reaper_stop(net->reaper); /* first: it finishes what teardowns queued */
         rm__nl_close(net->nl);
         rm__nft_close(net->nft);
         rm__cni_free(net->cni);
@@ -415,12 +421,20 @@ static int check_ports(const struct rm_port_mapping *p, size_t n, bool v6, struc
         return 0;
 }
 
-/* Undo what a record says a pod holds. Returns -1 (record kept) when the veth would not go. */
+/* Undo what a record says a pod holds. Returns -1 (record kept) when the veth would not go.
+ * With the reaper, the veth is only set down here (its bridge port and the pod's eth0 stop
+ * passing traffic at once) and deleted just after on the reaper's thread; its address can
+ * be released now, as the allocator does not hand a released address out again soon. */
 static int undo(struct rm_network *n, const char *pod_id, struct pod_rec *r, struct rm_error **err)
 {
         rm__nft_ports_del(n->nft, r->ip, n->cfg.has_v6 ? rec_ip6(r) : NULL, r->ports, r->n_ports);
-        if (rm__nl_link_delete(n->nl, r->veth, err) < 0)
+        if (n->reaper) {
+                if (rm__nl_link_down(n->nl, r->veth, err) < 0)
+                        return rm_error_wrap(err, "teardown %s: set veth %s down", pod_id, r->veth);
+                rm__reaper_add(n->reaper, r->veth);
+        } else if (rm__nl_link_delete(n->nl, r->veth, err) < 0) {
                 return rm_error_wrap(err, "teardown %s: delete veth %s", pod_id, r->veth);
+        }
         if (rm_store_delete(n->store, KIND, pod_id, err) < 0)
                 return rm_error_wrap(err, "teardown %s: release address %s", pod_id, r->ip_s);
         ip_mark(n, r->ip, false);
@@ -484,6 +498,8 @@ static int setup_locked(struct rm_network *n, const struct rm_pod_network_reques
                 step = "open network namespace";
                 goto fail;
         }
+        if (n->reaper) /* a pod ID set up again right after its teardown */
+                rm__reaper_claim(n->reaper, n->nl, r.veth);
         if (rm__nl_veth_create(n->nl, r.veth, n->bridge_ifindex, n->cfg.mtu, fd, err) < 0) {
                 step = "create veth";
                 goto fail;

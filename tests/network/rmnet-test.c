@@ -3,7 +3,8 @@
  *   rmnet-test CONFIG_JSON STORE_DIR teardown POD_ID [NETNS]
  *   rmnet-test CONFIG_JSON STORE_DIR reconcile [LIVE_POD_ID...]
  *   rmnet-test CONFIG_JSON STORE_DIR ready
- *   rmnet-test CONFIG_JSON STORE_DIR bench COUNT POD_ID NETNS
+ *   rmnet-test CONFIG_JSON STORE_DIR bench COUNT ID_PREFIX NETNS_DIR
+ *   rmnet-test CONFIG_JSON STORE_DIR recycle POD_ID NETNS_DIR COUNT
  *   rmnet-test CONFIG_JSON STORE_DIR setup-loop POD_PREFIX NETNS_DIR COUNT
  *   rmnet-test CONFIG_JSON STORE_DIR setup-par POD_PREFIX NETNS_DIR COUNT
  * setup prints the pod's IPs, one a line (IPv4 first); an IPv6 HOST_IP goes in brackets;
@@ -72,12 +73,17 @@ static int cmp_double(const void *a, const void *b)
         return x < y ? -1 : x > y;
 }
 
-static int bench(struct rm_network *net, int count, const char *id, const char *netns)
+/* COUNT pods one after the other, each as a sandbox has it: its own ID, its own namespace
+ * (nsdir/<i>), set up then torn down. */
+static int bench(struct rm_network *net, int count, const char *prefix, const char *nsdir)
 {
         double *su = calloc((size_t)count, sizeof(double)),
                *td = calloc((size_t)count, sizeof(double));
         for (int i = 0; i < count; i++) {
                 struct rm_error *e = NULL;
+                char id[128], netns[4096];
+                snprintf(id, sizeof(id), "%s%d", prefix, i);
+                snprintf(netns, sizeof(netns), "%s/%d", nsdir, i);
                 struct rm_pod_network_request req = {.pod_id = id, .netns_path = netns};
                 struct rm_pod_network_result res = {0};
                 double t0 = now_us();
@@ -181,6 +187,20 @@ int main(int argc, char **argv)
                         rc = fail(e);
         } else if (strcmp(cmd, "bench") == 0 && argc == 7) {
                 rc = bench(net, atoi(argv[4]), argv[5], argv[6]);
+        } else if (strcmp(cmd, "recycle") == 0 && argc == 7) {
+                /* one pod ID set up and torn down COUNT times, in NETNS_DIR/<n> each time:
+                 * every setup wants the veth name the last teardown queued for deletion */
+                for (int i = 0; i < atoi(argv[6]); i++) {
+                        char path[4096];
+                        snprintf(path, sizeof(path), "%s/%d", argv[5], i);
+                        struct rm_pod_network_request req = {.pod_id = argv[4], .netns_path = path};
+                        struct rm_pod_network_result res = {0};
+                        if (rm_network_pod_setup(net, &req, &res, &e) < 0)
+                                return fail(e);
+                        rm_pod_network_result_release(&res);
+                        if (rm_network_pod_teardown(net, argv[4], path, &e) < 0)
+                                return fail(e);
+                }
         } else if (strcmp(cmd, "setup-loop") == 0 && argc == 7) {
                 for (int i = 0; i < atoi(argv[6]); i++) {
                         char id[128], path[4096];
