@@ -72,6 +72,7 @@ int report_json(const struct bench *b, const char *path);
 /* scenarios (scenarios.c, resources.c) */
 void scenario_rpc(struct bench *b);
 void scenario_pod(struct bench *b);
+void scenario_network(struct bench *b);
 void scenario_container(struct bench *b);
 void scenario_parallel(struct bench *b);
 void scenario_lists(struct bench *b);

@@ -39,7 +39,8 @@ static void usage(FILE *out)
                 "  --pid PID       daemon pid of the matching --endpoint (default: SO_PEERCRED)\n"
                 "  --helper NAME   comm prefix of per-pod helper processes (default\n"
                 "                  containerd-shim and remora-shim)\n"
-                "  --only LIST     scenarios: rpc,pod,container,parallel,lists,image,memory\n"
+                "  --only LIST     scenarios: rpc,pod,network,container,parallel,lists,image,\n"
+                "                  memory\n"
                 "  --shared-pid    pods share one PID namespace (shareProcessNamespace); by\n"
                 "                  default each container has its own, as kubelet asks\n"
                 "  --host-network  pods use the node's network; compared with a default run,\n"
@@ -234,13 +235,10 @@ int main(int argc, char **argv)
         static const struct {
                 const char *name;
                 void (*run)(struct bench *);
-        } scenarios[] = {{"rpc", scenario_rpc},
-                         {"memory", scenario_memory},
-                         {"image", scenario_image},
-                         {"pod", scenario_pod},
-                         {"container", scenario_container},
-                         {"parallel", scenario_parallel},
-                         {"lists", scenario_lists}};
+        } scenarios[] = {{"rpc", scenario_rpc},           {"memory", scenario_memory},
+                         {"image", scenario_image},       {"pod", scenario_pod},
+                         {"network", scenario_network},   {"container", scenario_container},
+                         {"parallel", scenario_parallel}, {"lists", scenario_lists}};
         for (size_t i = 0; i < sizeof(scenarios) / sizeof(scenarios[0]); i++) {
                 if (bench_interrupted)
                         break;

@@ -1,10 +1,12 @@
 #include "ops.h"
 
 #include <grpc/status.h>
+#include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "remora/cleanup.h"
 #include "remora/error.h"
 #include "remora/xalloc.h"
 
@@ -97,6 +99,33 @@ int op_pod_status(struct bench *b, struct endpoint *ep, const char *id, struct c
                 &runtime__v1__pod_sandbox_status_response__descriptor, &resp, res);
         if (resp)
                 protobuf_c_message_free_unpacked(resp, NULL);
+        return res->status;
+}
+
+int op_pod_info_number(struct bench *b, struct endpoint *ep, const char *id, const char *key,
+                       double *out, struct cri_result *res)
+{
+        Runtime__V1__PodSandboxStatusRequest req = RUNTIME__V1__POD_SANDBOX_STATUS_REQUEST__INIT;
+        req.pod_sandbox_id = (char *)id;
+        req.verbose = true;
+        ProtobufCMessage *resp = NULL;
+        *out = -1;
+        op_call(b, ep, RT "PodSandboxStatus", &req.base,
+                &runtime__v1__pod_sandbox_status_response__descriptor, &resp, res);
+        if (resp == NULL)
+                return res->status;
+        const Runtime__V1__PodSandboxStatusResponse *r = (const void *)resp;
+        for (size_t i = 0; i < r->n_info; i++) {
+                if (strcmp(r->info[i]->key, "info") != 0)
+                        continue;
+                cleanup_json struct json_object *doc = json_tokener_parse(r->info[i]->value);
+                struct json_object *v = NULL;
+                if (doc && json_object_object_get_ex(doc, key, &v) &&
+                    (json_object_is_type(v, json_type_int) ||
+                     json_object_is_type(v, json_type_double)))
+                        *out = json_object_get_double(v);
+        }
+        protobuf_c_message_free_unpacked(resp, NULL);
         return res->status;
 }
 

@@ -35,6 +35,10 @@ void op_name(struct bench *b, const char *what, char *buf, size_t len);
 /* Each returns the gRPC status; res gets the timing and message. */
 int op_run_pod(struct bench *b, struct endpoint *ep, struct pod *p, struct cri_result *res);
 int op_pod_status(struct bench *b, struct endpoint *ep, const char *id, struct cri_result *res);
+/* PodSandboxStatus(verbose): *out is the number under KEY in the "info" JSON, -1 when the
+ * runtime reports none. */
+int op_pod_info_number(struct bench *b, struct endpoint *ep, const char *id, const char *key,
+                       double *out, struct cri_result *res);
 int op_stop_pod(struct bench *b, struct endpoint *ep, const char *id, struct cri_result *res);
 /* On success the id leaves the cleanup list. */
 int op_remove_pod(struct bench *b, struct endpoint *ep, const char *id, struct cri_result *res);

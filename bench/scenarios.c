@@ -111,6 +111,46 @@ void scenario_pod(struct bench *b)
                         fig_set_value(&b->ep[e], names[4], "ms cpu", cpu[e] / counted[e]);
 }
 
+/* The share of RunPodSandbox and StopPodSandbox spent on the pod network, as the daemon
+ * itself timed it (PodSandboxStatus verbose info: networkSetupMicros, networkTeardownMicros).
+ * A runtime that reports no such numbers gets its figures marked unsupported. */
+void scenario_network(struct bench *b)
+{
+        static const char *const names[] = {"pod network setup", "pod network teardown", NULL};
+        static const char *const keys[] = {"networkSetupMicros", "networkTeardownMicros"};
+        declare(b, names, "ms", false);
+        for (int i = 0; i < b->warmup + b->n && !bench_interrupted; i++)
+                for (size_t e = 0; e < b->nep; e++) {
+                        struct endpoint *ep = &b->ep[e];
+                        if (!live(ep, names))
+                                continue;
+                        struct pod p;
+                        struct cri_result res;
+                        double us[2] = {-1, -1};
+                        bool ok = step(ep, names, "RunPodSandbox", op_run_pod(b, ep, &p, &res),
+                                       &res, false) &&
+                                  step(ep, names, "PodSandboxStatus",
+                                       op_pod_info_number(b, ep, p.id, keys[0], &us[0], &res), &res,
+                                       false) &&
+                                  step(ep, names, "StopPodSandbox", op_stop_pod(b, ep, p.id, &res),
+                                       &res, false) &&
+                                  step(ep, names, "PodSandboxStatus",
+                                       op_pod_info_number(b, ep, p.id, keys[1], &us[1], &res), &res,
+                                       false);
+                        op_teardown_pod(b, ep, &p);
+                        if (!ok)
+                                continue;
+                        if (us[0] < 0 || us[1] < 0) {
+                                fig_mark(ep, names, "ms", FIG_UNSUPPORTED,
+                                         "PodSandboxStatus(verbose) reports no network timings");
+                                continue;
+                        }
+                        if (i >= b->warmup)
+                                for (int k = 0; k < 2; k++)
+                                        fig_add(ep, names[k], "ms", us[k] / 1000.0);
+                }
+}
+
 /* Pod + container to RUNNING, timed as one; the pod stays for the caller. */
 static bool pod_with_container(struct bench *b, struct endpoint *ep, const char *const *names,
                                struct pod *p, char **cid, double *ms)

@@ -70,6 +70,8 @@ def test_pod_lifecycle_with_real_namespaces(daemon, cri):
     info = json.loads(st.info["info"])
     p = pins(daemon, pod_id)
     assert info["netnsPath"] == p["netns"]
+    # what the network setup took, for the bench; teardown has not run yet
+    assert 0 < info["networkSetupMicros"] < 10_000_000 and "networkTeardownMicros" not in info
 
     # Three pins and the pod's shm are mounts, nothing else.
     mounted = mounts_under(daemon.base)
@@ -95,9 +97,18 @@ def test_pod_lifecycle_with_real_namespaces(daemon, cri):
         hosts = f.read()
     assert "localhost" in hosts and "%s\tweb-host" % ip in hosts
 
+    veth = "rmv" + pod_id[:12]
+    assert os.path.exists("/sys/class/net/" + veth)
     cri.call("StopPodSandbox", pod_sandbox_id=pod_id)
-    assert status(cri, pod_id).status.state == cri.api.SANDBOX_NOTREADY
+    st = status(cri, pod_id, verbose=True)
+    assert st.status.state == cri.api.SANDBOX_NOTREADY
+    assert 0 < json.loads(st.info["info"])["networkTeardownMicros"] < 10_000_000
     assert mounts_under(daemon.base) == before
+    # the stopped pod's veth is deleted off the call's path, soon after
+    deadline = time.monotonic() + 5
+    while os.path.exists("/sys/class/net/" + veth) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not os.path.exists("/sys/class/net/" + veth)
     cri.call("StopPodSandbox", pod_sandbox_id=pod_id)  # idempotent
     cri.call("RemovePodSandbox", pod_sandbox_id=pod_id)
     expect_error(lambda: status(cri, pod_id), grpc.StatusCode.NOT_FOUND, pod_id)
@@ -136,7 +147,8 @@ def test_host_network_pod(daemon, cri):
     assert mounts_under(daemon.base) == before, "host namespaces and host /dev/shm: no mounts"
     st = status(cri, pod_id, verbose=True)
     assert st.status.linux.namespaces.options.network == cri.api.NODE
-    assert json.loads(st.info["info"])["netnsPath"] == ""
+    info = json.loads(st.info["info"])
+    assert info["netnsPath"] == "" and "networkSetupMicros" not in info
     with open(os.path.join(daemon.root, "sandboxes", pod_id, "hosts")) as f, \
             open("/etc/hosts") as host:
         assert f.read() == host.read()
