@@ -113,6 +113,47 @@ static void reap_exited(struct rm_container_manager *mgr)
         free(ids);
 }
 
+void rm__gone_add(struct rm_container_manager *mgr, const char *id, const char *pod_id)
+{
+        mgr->gone = xrealloc(mgr->gone, (mgr->n_gone + 1) * sizeof(*mgr->gone));
+        mgr->gone[mgr->n_gone++] = (struct gone){xstrdup(id), xstrdup(pod_id ? pod_id : "")};
+        char one = 1;
+        if (mgr->wake[1] >= 0 && write(mgr->wake[1], &one, 1) < 0)
+                rm_log_debug("waking the container watcher: %s", strerror(errno));
+}
+
+bool rm__gone_pending(const struct rm_container_manager *mgr, const char *pod_id)
+{
+        if (mgr->deleting_pod && strcmp(mgr->deleting_pod, pod_id) == 0)
+                return true;
+        for (size_t i = 0; i < mgr->n_gone; i++)
+                if (strcmp(mgr->gone[i].pod_id, pod_id) == 0)
+                        return true;
+        return false;
+}
+
+/* runc delete --force for removed containers, oldest first; settle waits for these. */
+static void delete_gone(struct rm_container_manager *mgr)
+{
+        pthread_mutex_lock(&mgr->lock);
+        while (mgr->n_gone) {
+                struct gone g = mgr->gone[0];
+                memmove(mgr->gone, mgr->gone + 1, --mgr->n_gone * sizeof(*mgr->gone));
+                mgr->deleting_pod = g.pod_id;
+                pthread_mutex_unlock(&mgr->lock);
+                cleanup_error struct rm_error *e = NULL;
+                if (mgr->ops.delete(mgr->ops.ctx, g.id, true, &e) < 0 && e->code != RM_NOT_FOUND)
+                        rm_log_warn("removed container %s: deleting its runtime state: %s", g.id,
+                                    e->msg);
+                pthread_mutex_lock(&mgr->lock);
+                mgr->deleting_pod = NULL;
+                pthread_cond_broadcast(&mgr->changed);
+                free(g.id);
+                free(g.pod_id);
+        }
+        pthread_mutex_unlock(&mgr->lock);
+}
+
 /* Wait until c exits or timeout_ms passes; true when it exited. */
 bool rm__ctr_wait_exit(struct rm_container_manager *mgr, struct ctr *c, int64_t timeout_ms)
 {
@@ -181,8 +222,10 @@ void *rm__exit_watcher(void *arg)
                 if (n > 0 && p[0].revents) {
                         char b[64];
                         ssize_t len = read(mgr->wake[0], b, sizeof(b));
-                        if (len <= 0 || memchr(b, 0, (size_t)len))
+                        if (len <= 0 || memchr(b, 0, (size_t)len)) {
+                                delete_gone(mgr); /* owed before the daemon goes */
                                 return NULL;
+                        }
                 }
                 if (n > 0 && ino >= 0 && p[1].revents) {
                         char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
@@ -193,7 +236,6 @@ void *rm__exit_watcher(void *arg)
                                         check_one(mgr, ev->name);
                                 off += (ssize_t)(sizeof(*ev) + ev->len);
                         }
-                        continue;
                 }
                 if (n == 0) {
                         char **ids = live_ids(mgr);
@@ -201,6 +243,7 @@ void *rm__exit_watcher(void *arg)
                                 check_one(mgr, *id);
                         rm_strv_free(ids);
                 }
+                delete_gone(mgr);
                 reap_exited(mgr);
         }
 }

@@ -648,7 +648,8 @@ int rm_containers_remove(struct rm_container_manager *mgr, const char *id, struc
         pthread_mutex_lock(&mgr->lock);
         bool in_runtime = c->pid != 0 && !c->runtime_deleted;
         pthread_mutex_unlock(&mgr->lock);
-        if (rc == 0 && in_runtime && mgr->ops.delete(mgr->ops.ctx, c->id, true, err) < 0) {
+        if (rc == 0 && in_runtime && !mgr->watching &&
+            mgr->ops.delete(mgr->ops.ctx, c->id, true, err) < 0) {
                 if ((*err)->code == RM_NOT_FOUND) {
                         rm_error_free(*err); /* the watcher got there first */
                         *err = NULL;
@@ -669,6 +670,11 @@ int rm_containers_remove(struct rm_container_manager *mgr, const char *id, struc
                 pthread_mutex_lock(&mgr->lock);
                 rm_log_info("removed container %s", c->id);
                 index_drop(mgr, c);
+                /* The process is gone (stopped above); runc's delete, a Go binary's start
+                 * and a cgroup removal, happens on the watcher. A crash before it runs
+                 * leaves runc state without a record, which the next start deletes. */
+                if (in_runtime && mgr->watching)
+                        rm__gone_add(mgr, c->id, c->pod_id);
                 pthread_mutex_unlock(&mgr->lock);
                 rm__ctr_emit(mgr, c->id, c->pod_id,
                              RUNTIME__V1__CONTAINER_EVENT_TYPE__CONTAINER_DELETED_EVENT);
@@ -968,6 +974,28 @@ struct rm_container_manager *rm_containers_open(const char *root, const char *st
         return mgr;
 }
 
+void rm_containers_settle(struct rm_container_manager *mgr, const char *pod_id)
+{
+        /* runc delete has its own deadline in the driver; this bound only keeps a wedged
+         * runtime from holding RemovePodSandbox for ever */
+        int64_t end = rm__now_ns() + 60 * 1000000000LL;
+        pthread_mutex_lock(&mgr->lock);
+        while (rm__gone_pending(mgr, pod_id)) {
+                int64_t now = rm__now_ns();
+                if (now >= end) {
+                        rm_log_warn("pod %s: its containers' runtime state is still being "
+                                    "deleted; going on without waiting",
+                                    pod_id);
+                        break;
+                }
+                int64_t until = now + 100000000LL; /* re-check at least every 100 ms */
+                struct timespec ts = {.tv_sec = until / 1000000000LL,
+                                      .tv_nsec = until % 1000000000LL};
+                pthread_cond_timedwait(&mgr->changed, &mgr->lock, &ts);
+        }
+        pthread_mutex_unlock(&mgr->lock);
+}
+
 void rm_containers_close(struct rm_container_manager *mgr)
 {
         if (mgr == NULL)
@@ -988,6 +1016,11 @@ void rm_containers_close(struct rm_container_manager *mgr)
         for (size_t i = 0; i < mgr->n_reap; i++)
                 free(mgr->reap[i]);
         free(mgr->reap);
+        for (size_t i = 0; i < mgr->n_gone; i++) {
+                free(mgr->gone[i].id);
+                free(mgr->gone[i].pod_id);
+        }
+        free(mgr->gone);
         pthread_cond_destroy(&mgr->changed);
         pthread_mutex_destroy(&mgr->lock);
         pthread_mutex_destroy(&mgr->rates_lock);

@@ -74,6 +74,13 @@ struct rm_container_manager {
         int wake[2]; /* the watcher's pipe: 0 ends it, 1 says there is something to reap */
         char **reap; /* exited containers whose runtime state the watcher deletes */
         size_t n_reap;
+        /* Removed containers whose runtime state the watcher still has to delete, and how
+         * many of them it is deleting now; settle waits on changed until a pod has none. */
+        struct gone {
+                char *id, *pod_id;
+        } * gone;
+        size_t n_gone;
+        const char *deleting_pod; /* pod of the container being deleted, or NULL */
 };
 
 #define CTR_KIND "containers"
@@ -93,6 +100,11 @@ void rm__ctr_emit(struct rm_container_manager *mgr, const char *id, const char *
 bool rm__ctr_refresh_exit(struct rm_container_manager *mgr, struct ctr *c);
 bool rm__ctr_wait_exit(struct rm_container_manager *mgr, struct ctr *c, int64_t timeout_ms);
 void *rm__exit_watcher(void *arg);
+/* Removed containers whose runtime delete the watcher owes (callers hold mgr->lock):
+ * add queues one and wakes the watcher; pending says whether pod_id has one queued or
+ * being deleted. */
+void rm__gone_add(struct rm_container_manager *mgr, const char *id, const char *pod_id);
+bool rm__gone_pending(const struct rm_container_manager *mgr, const char *pod_id);
 
 /* record.c */
 struct json_object *rm__ctr_to_json(const struct ctr *c);

@@ -62,6 +62,16 @@ def wait_exited(cri, cid, timeout=15):
     raise AssertionError("container %s did not exit" % cid)
 
 
+def wait_until(cond, what, timeout=10):
+    """RemoveContainer leaves runc's delete (its state, the container's cgroup) to a
+    background thread: what it removes is gone shortly after the call, not at its end."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(what)
+        time.sleep(0.05)
+
+
 def log_lines(path):
     with open(path) as f:
         return [line.rstrip("\n").split(" ", 3) for line in f]

@@ -14,7 +14,7 @@ from google.protobuf import json_format
 import registry as R
 
 from ctr_helpers import (POD, container_config, create, image_ref, log_lines,  # noqa: F401
-                         pod, status, wait_exited)
+                         pod, status, wait_exited, wait_until)
 
 
 def test_run_to_completion_with_logs_env_user_cwd(cri, pod, image_ref):
@@ -63,7 +63,8 @@ def test_long_running_exec_stop_and_leaks(daemon, cri, pod, image_ref):
     assert open("/proc/self/mountinfo").read().count(daemon.base) == before_mounts
     assert os.listdir(os.path.join(daemon.root, "containers")) == []
     runc_root = os.path.join(daemon.state, "runc")
-    assert not os.path.isdir(runc_root) or os.listdir(runc_root) == []
+    wait_until(lambda: not os.path.isdir(runc_root) or os.listdir(runc_root) == [],
+               "runc's state of the removed container stays")
 
 
 def test_containers_share_the_pod_pid_namespace(daemon, cri, image_ref, tmp_path):
@@ -182,7 +183,8 @@ def test_limits_mounts_volumes(cri, pod, image_ref, tmp_path):
     assert [m.container_path for m in st.mounts] == ["/mnt/in"] and st.mounts[0].readonly
     cri.call("StopContainer", cri.message("StopContainerRequest", container_id=cid, timeout=0))
     cri.call("RemoveContainer", container_id=cid)
-    assert not os.path.exists(os.path.dirname(cg))
+    wait_until(lambda: not os.path.exists(os.path.dirname(cg)),
+               "the removed container's cgroup stays")
 
 
 def test_host_to_container_propagation_makes_a_private_mount_shared(cri, pod, image_ref,

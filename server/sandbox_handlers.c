@@ -73,6 +73,8 @@ RM_HANDLER(remove_pod_sandbox)
         int rc = 0;
         if (pod_id) {
                 rc = each_container(d, pod_id, true, err);
+                if (rc == 0 && d->containers)
+                        rm_containers_settle(d->containers, pod_id); /* runc's deletes */
                 if (rc == 0)
                         rc = rm_sandbox_remove(d->sandboxes, pod_id, err);
                 free(pod_id);

@@ -184,6 +184,11 @@ bool rm_containers_cpu_rate(struct rm_container_manager *mgr, const char *key, i
  * array. */
 char **rm_containers_of_pod(struct rm_container_manager *mgr, const char *pod_id);
 
+/* RemoveContainer leaves the runtime's delete (runc's state and the container's cgroup)
+ * to the watcher thread. This waits until none is pending for pod_id, so the pod's
+ * cgroup and namespaces can go: RemovePodSandbox calls it after removing the containers. */
+void rm_containers_settle(struct rm_container_manager *mgr, const char *pod_id);
+
 /* A full ID from a unique prefix (as crictl users type them). NOT_FOUND or
  * INVALID_ARGUMENT (ambiguous, naming the candidates' count). */
 char *rm_containers_resolve(struct rm_container_manager *mgr, const char *id_or_prefix,

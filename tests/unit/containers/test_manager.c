@@ -369,6 +369,7 @@ static void test_lifecycle(void **state)
         expect_code(&err, RM_FAILED_PRECONDITION, "not CREATED");
 
         /* The image's STOPSIGNAL is used. */
+        int deleted = F.deleted;
         assert_int_equal(rm_containers_stop(w->mgr, id, 10, &err), 0);
         assert_int_equal(F.last_signal, SIGQUIT);
         s = status(w, id, a);
@@ -381,6 +382,10 @@ static void test_lifecycle(void **state)
 
         assert_int_equal(rm_containers_remove(w->mgr, id, &err), 0);
         assert_int_equal(F.unmounted, 1);
+        /* runc's delete runs once, on the watcher (after the exit or after the remove);
+         * settle returns when the pod has none pending */
+        rm_containers_settle(w->mgr, POD_ID);
+        assert_int_equal(F.deleted, deleted + 1);
         assert_null(rm_containers_status(w->mgr, id, false, a, &err));
         expect_code(&err, RM_NOT_FOUND, "not found");
         assert_int_equal(rm_containers_remove(w->mgr, id, &err), 0); /* gone is fine */
