@@ -5,6 +5,7 @@
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -75,9 +76,7 @@ int rm_shim_spawn(const struct rm_shim_request *req, struct rm_shim_result *res,
                   struct rm_error **err)
 {
         memset(res, 0, sizeof(*res));
-        /* Everything the children need is prepared before fork: after it, in a threaded
-         * daemon, only async-signal-safe calls are allowed. */
-        const char *argv[24];
+        const char *argv[26];
         size_t n = 0;
         argv[n++] = req->shim;
         argv[n++] = "--runtime";
@@ -94,6 +93,7 @@ int rm_shim_spawn(const struct rm_shim_request *req, struct rm_shim_result *res,
         argv[n++] = req->exit_file;
         argv[n++] = "--sync-fd";
         argv[n++] = "3";
+        argv[n++] = "--detach";
         if (req->tty)
                 argv[n++] = "--tty";
         if (req->stdin)
@@ -119,46 +119,42 @@ int rm_shim_spawn(const struct rm_shim_request *req, struct rm_shim_result *res,
         cleanup_close int rd = sync[0];
         int wr = sync[1];
 
-        pid_t mid = fork();
-        if (mid < 0) {
-                close(wr);
-                return rm_error_sys(err, "fork shim for %s", req->id);
-        }
-        if (mid == 0) {
-                /* First child: a new session, then the shim is forked off and this child
-                 * exits, so the shim is reparented away from the daemon. */
-                if (setsid() < 0)
-                        _exit(126);
-                pid_t shim = fork();
-                if (shim != 0)
-                        _exit(shim < 0 ? 126 : 0);
-                sigset_t none;
-                sigemptyset(&none);
-                sigprocmask(SIG_SETMASK, &none, NULL);
-                struct sigaction dfl = {.sa_handler = SIG_DFL};
-                sigaction(SIGPIPE, &dfl, NULL);
-                if (dup2(devnull, 0) < 0 || dup2(devnull, 1) < 0 || dup2(devnull, 2) < 0)
-                        _exit(126);
-                /* fd 3 is the sync pipe, handed on (dup2 clears O_CLOEXEC) */
-                if (wr == 3) {
-                        if (fcntl(3, F_SETFD, 0) < 0)
-                                _exit(126);
-                } else if (dup2(wr, 3) < 0) {
-                        _exit(126);
-                }
-                execv(req->shim, (char *const *)argv);
-                static const char msg[] = "error cannot execute remora-shim\n";
-                if (write(3, msg, sizeof(msg) - 1) < 0)
-                        _exit(127);
-                _exit(127);
-        }
+        /* posix_spawn (a vfork, no copy of the daemon's page tables) of a shim that
+         * forks once more by itself (--detach) and lets its first process exit: the shim
+         * ends up in a session of its own and is not the daemon's child. */
+        posix_spawn_file_actions_t fa;
+        posix_spawnattr_t attr;
+        posix_spawn_file_actions_init(&fa);
+        posix_spawnattr_init(&attr);
+        /* fd 3 is the sync pipe, handed on (dup2 clears O_CLOEXEC; for wr == 3 glibc
+         * clears it too) */
+        posix_spawn_file_actions_adddup2(&fa, devnull, 0);
+        posix_spawn_file_actions_adddup2(&fa, devnull, 1);
+        posix_spawn_file_actions_adddup2(&fa, devnull, 2);
+        posix_spawn_file_actions_adddup2(&fa, wr, 3);
+        sigset_t none, pipe_only;
+        sigemptyset(&none);
+        sigemptyset(&pipe_only);
+        sigaddset(&pipe_only, SIGPIPE);
+        posix_spawnattr_setsigmask(&attr, &none);
+        posix_spawnattr_setsigdefault(&attr, &pipe_only);
+        posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK |
+                                            POSIX_SPAWN_SETSIGDEF);
+        pid_t mid = 0;
+        int e = posix_spawn(&mid, req->shim, &fa, &attr, (char *const *)argv, environ);
+        posix_spawn_file_actions_destroy(&fa);
+        posix_spawnattr_destroy(&attr);
         close(wr);
+        if (e != 0)
+                return rm_error_sys_errno(err, e, "start %s for %s", req->shim, req->id);
         int ws;
         while (waitpid(mid, &ws, 0) < 0 && errno == EINTR)
                 ;
         if (!WIFEXITED(ws) || WEXITSTATUS(ws) != 0)
-                return rm_error_set(err, RM_INTERNAL, "start remora-shim for %s: fork failed",
-                                    req->id);
+                return rm_error_set(err, RM_INTERNAL,
+                                    "start remora-shim for %s: it exited with status %d before "
+                                    "detaching",
+                                    req->id, WIFEXITED(ws) ? WEXITSTATUS(ws) : -1);
 
         /* Read the report until the shim closes the pipe (after "ok", or as it exits). */
         int timeout = req->timeout_ms > 0 ? req->timeout_ms : req->oci->timeout_ms;

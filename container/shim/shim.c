@@ -46,7 +46,7 @@
 struct opts {
         const char *runtime, *root, *id, *bundle, *pid_file, *exit_file, *log_path, *shim_log;
         int sync_fd;
-        bool tty, stdin, stdin_once;
+        bool tty, stdin, stdin_once, detach;
 };
 
 static void diag(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -89,19 +89,13 @@ static void report(int fd, const char *fmt, ...)
 static int parse_args(int argc, char **argv, struct opts *o)
 {
         static const struct option longopts[] = {
-            {"runtime", required_argument, NULL, 'r'},
-            {"root", required_argument, NULL, 'R'},
-            {"id", required_argument, NULL, 'i'},
-            {"bundle", required_argument, NULL, 'b'},
-            {"pid-file", required_argument, NULL, 'p'},
-            {"exit-file", required_argument, NULL, 'e'},
-            {"log-path", required_argument, NULL, 'l'},
-            {"shim-log", required_argument, NULL, 's'},
-            {"sync-fd", required_argument, NULL, 'S'},
-            {"tty", no_argument, NULL, 't'},
-            {"stdin", no_argument, NULL, 'I'},
-            {"stdin-once", no_argument, NULL, 'O'},
-            {NULL, 0, NULL, 0},
+            {"runtime", required_argument, NULL, 'r'},  {"root", required_argument, NULL, 'R'},
+            {"id", required_argument, NULL, 'i'},       {"bundle", required_argument, NULL, 'b'},
+            {"pid-file", required_argument, NULL, 'p'}, {"exit-file", required_argument, NULL, 'e'},
+            {"log-path", required_argument, NULL, 'l'}, {"shim-log", required_argument, NULL, 's'},
+            {"sync-fd", required_argument, NULL, 'S'},  {"tty", no_argument, NULL, 't'},
+            {"stdin", no_argument, NULL, 'I'},          {"stdin-once", no_argument, NULL, 'O'},
+            {"detach", no_argument, NULL, 'D'},         {NULL, 0, NULL, 0},
         };
         memset(o, 0, sizeof(*o));
         o->sync_fd = -1;
@@ -131,6 +125,9 @@ static int parse_args(int argc, char **argv, struct opts *o)
                         break;
                 case 's':
                         o->shim_log = optarg;
+                        break;
+                case 'D':
+                        o->detach = true;
                         break;
                 case 'S':
                         o->sync_fd = atoi(optarg);
@@ -420,8 +417,22 @@ int main(int argc, char **argv)
         if (parse_args(argc, argv, &o) < 0) {
                 fprintf(stderr, "usage: remora-shim --runtime PATH --root DIR --id ID --bundle DIR "
                                 "--pid-file PATH --exit-file PATH [--log-path PATH] "
-                                "[--shim-log PATH] [--sync-fd N]\n");
+                                "[--shim-log PATH] [--sync-fd N] [--tty] [--stdin] "
+                                "[--stdin-once] [--detach]\n");
                 return 2;
+        }
+        /* --detach: the process the daemon spawned exits at once and a child goes on, so
+         * the shim is not the daemon's child (it outlives a restart and is reaped by init
+         * or a subreaper). Forking here, in a small static process, is much cheaper than
+         * a fork of the daemon. */
+        if (o.detach) {
+                pid_t child = fork();
+                if (child < 0) {
+                        report(o.sync_fd, "error fork: %s", strerror(errno));
+                        return 1;
+                }
+                if (child > 0)
+                        _exit(0);
         }
         /* The sync fd was handed on without O_CLOEXEC; runc and the container must not
          * inherit it, or the daemon would never see it close. */
