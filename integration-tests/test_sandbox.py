@@ -3,6 +3,7 @@ state machine, validation, crash recovery, and counts of what could leak."""
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 
@@ -155,8 +156,50 @@ def test_host_network_pod(daemon, cri):
     cri.call("RemovePodSandbox", pod_sandbox_id=pod_id)
 
 
+def test_names_as_other_cri_clients_send_them(cri):
+    # critest and crictl users send upper-case letters and '_', which kubelet never does
+    cfg = pod_config(cri.api, name="create-PodSandbox-for-container-Ab_1", uid="Ab_1",
+                     hostname="ab-host")
+    cfg.metadata.namespace = "Test_NS"
+    pod_id = run_pod(cri, cfg)
+    st = status(cri, pod_id).status
+    assert st.metadata.name == "create-PodSandbox-for-container-Ab_1"
+    assert st.metadata.namespace == "Test_NS"
+    cri.call("StopPodSandbox", pod_sandbox_id=pod_id)
+    cri.call("RemovePodSandbox", pod_sandbox_id=pod_id)
+
+
+def test_container_port_without_host_port_publishes_nothing(cri):
+    # kubelet sends a mapping for every declared containerPort, most with hostPort 0
+    cfg = pod_config(cri.api, name="ports", uid="ports",
+                     port_mappings=[{"container_port": 80}, {"container_port": 53, "protocol": 1}])
+    before = subprocess.run(["nft", "list", "table", "ip", "remora"], capture_output=True,
+                            text=True).stdout
+    pod_id = run_pod(cri, cfg)
+    assert status(cri, pod_id).status.state == cri.api.SANDBOX_READY
+    after = subprocess.run(["nft", "list", "table", "ip", "remora"], capture_output=True,
+                           text=True).stdout
+    assert after == before, "no DNAT element for a mapping without a host port"
+    cri.call("StopPodSandbox", pod_sandbox_id=pod_id)
+    cri.call("RemovePodSandbox", pod_sandbox_id=pod_id)
+
+
+def test_pod_without_hostname_gets_the_nodes(daemon, cri):
+    # as containerd and CRI-O do; the pod name (critest's are 68 characters) may not fit
+    cfg = pod_config(cri.api, name="n" * 80, uid="nohost")
+    cfg.hostname = ""
+    pod_id = run_pod(cri, cfg)
+    p = pins(daemon, pod_id)
+    assert nsenter("uts", p["utsns"], "hostname") == socket.gethostname()
+    with open(os.path.join(daemon.root, "sandboxes", pod_id, "hostname")) as f:
+        assert f.read() == socket.gethostname() + "\n"
+    cri.call("StopPodSandbox", pod_sandbox_id=pod_id)
+    cri.call("RemovePodSandbox", pod_sandbox_id=pod_id)
+
+
 @pytest.mark.parametrize("field,value,needle", [
-    ("metadata.name", "Bad_Name", "config.metadata.name"),
+    ("metadata.name", "bad name", "config.metadata.name"),
+    ("metadata.name", "K8S_POD_NAME=x;y", "config.metadata.name"),
     ("metadata.name", "", "config.metadata.name"),
     ("metadata.namespace", "a/b", "config.metadata.namespace"),
     ("metadata.uid", "", "config.metadata.uid"),

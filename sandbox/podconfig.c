@@ -15,13 +15,13 @@
 #define LOWER_ALNUM "abcdefghijklmnopqrstuvwxyz0123456789"
 #define ALNUM       LOWER_ALNUM "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
-/* DNS-1123 subdomain: what Kubernetes allows for pod names and namespaces. */
-static bool dns_subdomain(const char *s)
+/* Pod names and namespaces: kubelet sends DNS-1123 subdomains, other CRI clients (critest,
+ * crictl users) also upper-case letters and '_'. Refused: what would break a path, a CNI_ARGS
+ * list (';', '=') or a log line (spaces, control characters). */
+static bool meta_name_ok(const char *s)
 {
         size_t n = s ? strlen(s) : 0;
-        if (n == 0 || n > 253 || strspn(s, LOWER_ALNUM "-.") != n)
-                return false;
-        return s[0] != '-' && s[0] != '.' && s[n - 1] != '-' && s[n - 1] != '.';
+        return n > 0 && n <= 253 && strspn(s, ALNUM "-_.") == n;
 }
 
 static bool hostname_ok(const char *s)
@@ -45,15 +45,15 @@ static int check_metadata(const Runtime__V1__PodSandboxMetadata *m, struct rm_er
 {
         if (m == NULL)
                 return rm_error_set(err, RM_INVALID_ARGUMENT, "config.metadata is missing");
-        if (!dns_subdomain(m->name))
+        if (!meta_name_ok(m->name))
                 return rm_error_set(err, RM_INVALID_ARGUMENT,
-                                    "config.metadata.name \"%s\" must be a DNS subdomain: 1-253 "
-                                    "lower-case letters, digits, '-' and '.'",
+                                    "config.metadata.name \"%s\" must be 1-253 characters of "
+                                    "letters, digits, '-', '_' and '.'",
                                     m->name ? m->name : "");
-        if (!dns_subdomain(m->namespace_))
+        if (!meta_name_ok(m->namespace_))
                 return rm_error_set(err, RM_INVALID_ARGUMENT,
-                                    "config.metadata.namespace \"%s\" must be a DNS subdomain: "
-                                    "1-253 lower-case letters, digits, '-' and '.'",
+                                    "config.metadata.namespace \"%s\" must be 1-253 characters "
+                                    "of letters, digits, '-', '_' and '.'",
                                     m->namespace_ ? m->namespace_ : "");
         size_t n = m->uid ? strlen(m->uid) : 0;
         if (n == 0 || n > 128 || strspn(m->uid, ALNUM "-_.") != n)

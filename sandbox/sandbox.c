@@ -3,7 +3,9 @@
 #include <errno.h>
 #include <ftw.h>
 #include <linux/magic.h>
+#include <limits.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
@@ -302,7 +304,13 @@ static int make_pod(struct rm_sandbox_manager *mgr, struct pod *p,
                     size_t n_sys, const struct pod_modes *m, struct undo *u, struct rm_error **err)
 {
         const Runtime__V1__PodSandboxConfig *c = req->config;
-        const char *hostname = c->hostname && *c->hostname ? c->hostname : c->metadata->name;
+        /* No hostname in the config: the node's, as containerd and CRI-O do (a pod name may
+         * be longer than the kernel's 64-byte limit). */
+        char node[HOST_NAME_MAX + 1] = "localhost";
+        if (gethostname(node, sizeof(node)) < 0)
+                snprintf(node, sizeof(node), "localhost");
+        node[HOST_NAME_MAX] = '\0';
+        const char *hostname = c->hostname && *c->hostname ? c->hostname : node;
         cleanup_free char *dir = xasprintf("%s/%s", mgr->dir, p->id);
         cleanup_free char *sdir = xasprintf("%s/%s", mgr->state, p->id);
         cleanup_free char *shm = xasprintf("%s/shm", sdir);

@@ -24,14 +24,19 @@ static int net_setup(void *ctx, const char *pod_id, const Runtime__V1__PodSandbo
 {
         struct rm_daemon *d = ctx;
         struct rm_port_mapping *ports = xzalloc(sizeof(*ports) * (cfg->n_port_mappings + 1));
+        size_t n = 0;
         for (size_t i = 0; i < cfg->n_port_mappings; i++) {
                 const Runtime__V1__PortMapping *p = cfg->port_mappings[i];
-                ports[i].protocol = p->protocol == RUNTIME__V1__PROTOCOL__UDP    ? IPPROTO_UDP
+                /* A container port without a host port (kubelet sends one per declared
+                 * containerPort) publishes nothing, as in containerd and CRI-O. */
+                if (p->host_port == 0)
+                        continue;
+                ports[n].protocol = p->protocol == RUNTIME__V1__PROTOCOL__UDP    ? IPPROTO_UDP
                                     : p->protocol == RUNTIME__V1__PROTOCOL__SCTP ? IPPROTO_SCTP
                                                                                  : IPPROTO_TCP;
-                ports[i].container_port = p->container_port;
-                ports[i].host_port = p->host_port;
-                ports[i].host_ip = p->host_ip;
+                ports[n].container_port = p->container_port;
+                ports[n].host_port = p->host_port;
+                ports[n++].host_ip = p->host_ip;
         }
         struct rm_pod_network_request req = {
             .pod_id = pod_id,
@@ -39,7 +44,7 @@ static int net_setup(void *ctx, const char *pod_id, const Runtime__V1__PodSandbo
             .namespace_ = cfg->metadata->namespace_,
             .netns_path = netns_path,
             .ports = ports,
-            .n_ports = cfg->n_port_mappings,
+            .n_ports = n,
         };
         struct rm_pod_network_result res = {0};
         int rc = rm_network_pod_setup(d->network, &req, &res, err);
