@@ -58,6 +58,14 @@ static char *upper_name(int v)
         return upper;
 }
 
+/* Whether remorad itself may hand v on: runc cannot give a container a capability outside
+ * its own bounding set ("unable to apply caps"), and some hosts (VMs, nested containers)
+ * withhold a few, CAP_SYS_RESOURCE being the usual one. */
+static bool in_bounding_set(int v)
+{
+        return cap_get_bound((cap_value_t)v) == 1;
+}
+
 static bool is_all(const char *name)
 {
         return strcasecmp(name, "ALL") == 0;
@@ -93,9 +101,10 @@ struct json_object *rm_spec_capabilities(const Runtime__V1__Capability *caps, bo
 {
         bool set[CAP_SLOTS] = {false};
         int max = cap_count();
+        /* ALL (and privileged) is every capability remorad holds, as in containerd. */
         if (privileged) {
                 for (int i = 0; i < max; i++)
-                        set[i] = true;
+                        set[i] = in_bounding_set(i);
         } else {
                 for (size_t i = 0; i < sizeof(default_caps) / sizeof(default_caps[0]); i++)
                         set[default_caps[i]] = true;
@@ -105,7 +114,7 @@ struct json_object *rm_spec_capabilities(const Runtime__V1__Capability *caps, bo
                  * add ALL, drop X is everything but X; drop ALL, add X is only X. */
                 if (has_all(caps->add_capabilities, caps->n_add_capabilities)) {
                         for (int i = 0; i < max; i++)
-                                set[i] = true;
+                                set[i] = in_bounding_set(i);
                 }
                 if (has_all(caps->drop_capabilities, caps->n_drop_capabilities))
                         memset(set, 0, sizeof(set));

@@ -408,10 +408,15 @@ struct json_object *rm_spec_seccomp(const Runtime__V1__SecurityProfile *profile,
                 return NULL;
         }
         Runtime__V1__SecurityProfile__ProfileType type = profile->profile_type;
+        /* A privileged container is trusted with the whole kernel interface, whatever
+         * profile it names (containerd and CRI-O skip seccomp for it too). */
+        if (privileged) {
+                *out_none = true;
+                return NULL;
+        }
         if (type == RUNTIME__V1__SECURITY_PROFILE__PROFILE_TYPE__Localhost)
                 return localhost_profile(profile->localhost_ref, caps, err);
-        /* A privileged container is trusted with the whole kernel interface. */
-        if (type == RUNTIME__V1__SECURITY_PROFILE__PROFILE_TYPE__Unconfined || privileged) {
+        if (type == RUNTIME__V1__SECURITY_PROFILE__PROFILE_TYPE__Unconfined) {
                 *out_none = true;
                 return NULL;
         }

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/capability.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <cmocka.h>
@@ -356,6 +357,11 @@ static void test_capabilities(void **state)
         cleanup_json struct json_object *most = rm_spec_capabilities(&c, false, &err);
         assert_int_equal(json_object_array_length(most), json_object_array_length(every) - 1);
         assert_true(json_has(every, "CAP_SYS_ADMIN") && !json_has(most, "CAP_CHOWN"));
+        /* ALL is what this process may hand on (its bounding set), not libcap's whole list */
+        int bound = 0;
+        for (int i = 0; i < (int)cap_max_bits() && i < 64; i++)
+                bound += cap_get_bound((cap_value_t)i) == 1;
+        assert_int_equal(json_object_array_length(every), bound);
 
         char *bogus[] = {"NET_ADMIN", "CAP_FLY"};
         c.add_capabilities = bogus;
@@ -475,6 +481,13 @@ static void test_seccomp_localhost(void **state)
         prof.localhost_ref = "relative.json";
         assert_null(rm_spec_seccomp(&prof, false, caps, &none, &err));
         expect_invalid(&err, "must be an absolute path");
+
+        /* privileged: no seccomp at all, even with a localhost profile named */
+        prof.localhost_ref = ok;
+        none = false;
+        assert_null(rm_spec_seccomp(&prof, true, caps, &none, &err));
+        assert_true(none);
+        assert_null(err);
 }
 
 /* ---- the whole spec ---- */
