@@ -247,3 +247,25 @@ void *rm__exit_watcher(void *arg)
                 reap_exited(mgr);
         }
 }
+
+void rm_containers_settle(struct rm_container_manager *mgr, const char *pod_id)
+{
+        /* runc delete has its own deadline in the driver; this bound only keeps a wedged
+         * runtime from holding RemovePodSandbox for ever */
+        int64_t end = rm__now_ns() + 60 * 1000000000LL;
+        pthread_mutex_lock(&mgr->lock);
+        while (rm__gone_pending(mgr, pod_id)) {
+                int64_t now = rm__now_ns();
+                if (now >= end) {
+                        rm_log_warn("pod %s: its containers' runtime state is still being "
+                                    "deleted; going on without waiting",
+                                    pod_id);
+                        break;
+                }
+                int64_t until = now + 100000000LL; /* re-check at least every 100 ms */
+                struct timespec ts = {.tv_sec = until / 1000000000LL,
+                                      .tv_nsec = until % 1000000000LL};
+                pthread_cond_timedwait(&mgr->changed, &mgr->lock, &ts);
+        }
+        pthread_mutex_unlock(&mgr->lock);
+}

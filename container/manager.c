@@ -1,4 +1,5 @@
-/* Container lifecycle: create, start, stop, remove, exec, and noticing exits. */
+/* Container lifecycle: create, start, stop, remove, list; the index and records. Calls on
+ * live containers are in running.c, exit handling in exits.c. */
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -713,140 +714,6 @@ Runtime__V1__ListContainersResponse *rm_containers_list(struct rm_container_mana
         return r;
 }
 
-int rm_containers_exec_sync(struct rm_container_manager *mgr,
-                            const Runtime__V1__ExecSyncRequest *req, struct rm_ctr_exec_result *res,
-                            struct rm_error **err)
-{
-        if (req->n_cmd == 0 || req->cmd[0] == NULL || *req->cmd[0] == '\0')
-                return rm_error_set(err, RM_INVALID_ARGUMENT, "cmd is empty");
-        if (req->timeout < 0)
-                return rm_error_set(err, RM_INVALID_ARGUMENT, "timeout must not be negative");
-        struct ctr *c = rm__ctr_get(mgr, req->container_id ? req->container_id : "", err);
-        if (c == NULL)
-                return -1;
-        rm__ctr_refresh_exit(mgr, c);
-        pthread_mutex_lock(&mgr->lock);
-        bool running = c->state == RUNTIME__V1__CONTAINER_STATE__CONTAINER_RUNNING;
-        pthread_mutex_unlock(&mgr->lock);
-        int rc;
-        if (!running) {
-                rc =
-                    rm_error_set(err, RM_FAILED_PRECONDITION, "container %s is not running", c->id);
-        } else {
-                cleanup_free char **argv = xzalloc(sizeof(char *) * (req->n_cmd + 1));
-                memcpy(argv, req->cmd, sizeof(char *) * req->n_cmd);
-                rc = mgr->ops.exec_sync(mgr->ops.ctx, c->id, argv, req->timeout, res, err);
-        }
-        rm__ctr_put(mgr, c);
-        return rc;
-}
-
-/* Created or running, checked under the lock after noticing a pending exit. */
-static bool live(struct rm_container_manager *mgr, struct ctr *c, bool *running)
-{
-        rm__ctr_refresh_exit(mgr, c);
-        pthread_mutex_lock(&mgr->lock);
-        *running = c->state == RUNTIME__V1__CONTAINER_STATE__CONTAINER_RUNNING;
-        bool ok = *running || c->state == RUNTIME__V1__CONTAINER_STATE__CONTAINER_CREATED;
-        pthread_mutex_unlock(&mgr->lock);
-        return ok;
-}
-
-/* A container not started yet has only its bundle: the new resources go into its
- * config.json, and runc create applies them at start. */
-static int update_bundle(struct rm_container_manager *mgr, const struct ctr *c,
-                         struct json_object *res, struct rm_error **err)
-{
-        cleanup_free char *path = xasprintf("%s/%s/config.json", mgr->bundles, c->id);
-        cleanup_json struct json_object *spec = json_object_from_file(path);
-        struct json_object *linux = NULL;
-        if (spec == NULL || !json_object_object_get_ex(spec, "linux", &linux))
-                return rm_error_set(err, RM_INTERNAL, "read %s: %s", path,
-                                    json_util_get_last_err());
-        json_object_object_add(linux, "resources", json_object_get(res));
-        cleanup_free char *tmp = xasprintf("%s.tmp", path);
-        if (json_object_to_file_ext(tmp, spec, JSON_C_TO_STRING_PLAIN) < 0 ||
-            rename(tmp, path) < 0) {
-                unlink(tmp);
-                return rm_error_set(err, RM_INTERNAL, "write %s: %s", path,
-                                    json_util_get_last_err());
-        }
-        return 0;
-}
-
-int rm_containers_update(struct rm_container_manager *mgr,
-                         const Runtime__V1__UpdateContainerResourcesRequest *req,
-                         struct rm_error **err)
-{
-        if (req->linux == NULL)
-                return rm_error_set(err, RM_INVALID_ARGUMENT,
-                                    "linux is missing: there are no resources to update");
-        bool has_oom = false;
-        int64_t oom = 0;
-        cleanup_json struct json_object *res =
-            rm__spec_resources(req->linux, &mgr->host, &has_oom, &oom, err);
-        if (res == NULL)
-                return rm_error_wrap(err, "linux");
-        struct ctr *c = rm__ctr_get(mgr, req->container_id ? req->container_id : "", err);
-        if (c == NULL)
-                return -1;
-        pthread_mutex_lock(&c->op);
-        bool running;
-        int rc = 0;
-        if (!live(mgr, c, &running))
-                rc = rm_error_set(err, RM_FAILED_PRECONDITION,
-                                  "container %s has exited; its resources cannot change", c->id);
-        pthread_mutex_lock(&mgr->lock);
-        bool in_runtime = c->pid != 0;
-        pthread_mutex_unlock(&mgr->lock);
-        if (rc == 0 && !in_runtime)
-                rc = update_bundle(mgr, c, res, err);
-        else if (rc == 0 &&
-                 mgr->ops.update(mgr->ops.ctx, c->id,
-                                 json_object_to_json_string_ext(res, JSON_C_TO_STRING_PLAIN),
-                                 err) < 0)
-                rc = rm_error_wrap(err, "update container %s", c->id);
-        if (rc == 0) {
-                pthread_mutex_lock(&mgr->lock);
-                json_object_put(c->resources);
-                c->resources = rm__resources_to_json(req->linux);
-                pthread_mutex_unlock(&mgr->lock);
-                rc = rm__ctr_save(mgr, c, err);
-                rm_log_info("updated the resources of container %s", c->id);
-        }
-        pthread_mutex_unlock(&c->op);
-        rm__ctr_put(mgr, c);
-        return rc;
-}
-
-int rm_containers_reopen_log(struct rm_container_manager *mgr, const char *id,
-                             struct rm_error **err)
-{
-        struct ctr *c = rm__ctr_get(mgr, id, err);
-        if (c == NULL)
-                return -1;
-        bool running;
-        int rc = 0;
-        live(mgr, c, &running);
-        pthread_mutex_lock(&mgr->lock);
-        bool has_log = *c->log_path != '\0';
-        pthread_mutex_unlock(&mgr->lock);
-        if (!running)
-                rc =
-                    rm_error_set(err, RM_FAILED_PRECONDITION, "container %s is not running", c->id);
-        else if (!has_log)
-                rc = rm_error_set(err, RM_FAILED_PRECONDITION,
-                                  "container %s has no log file (its pod has no log_directory "
-                                  "or it has no log_path)",
-                                  c->id);
-        if (rc == 0) {
-                cleanup_free char *bundle = xasprintf("%s/%s", mgr->bundles, c->id);
-                rc = mgr->ops.reopen_log(mgr->ops.ctx, c->id, bundle, err);
-        }
-        rm__ctr_put(mgr, c);
-        return rc;
-}
-
 char **rm_containers_of_pod(struct rm_container_manager *mgr, const char *pod_id)
 {
         pthread_mutex_lock(&mgr->lock);
@@ -972,28 +839,6 @@ struct rm_container_manager *rm_containers_open(const char *root, const char *st
         }
         mgr->watching = true;
         return mgr;
-}
-
-void rm_containers_settle(struct rm_container_manager *mgr, const char *pod_id)
-{
-        /* runc delete has its own deadline in the driver; this bound only keeps a wedged
-         * runtime from holding RemovePodSandbox for ever */
-        int64_t end = rm__now_ns() + 60 * 1000000000LL;
-        pthread_mutex_lock(&mgr->lock);
-        while (rm__gone_pending(mgr, pod_id)) {
-                int64_t now = rm__now_ns();
-                if (now >= end) {
-                        rm_log_warn("pod %s: its containers' runtime state is still being "
-                                    "deleted; going on without waiting",
-                                    pod_id);
-                        break;
-                }
-                int64_t until = now + 100000000LL; /* re-check at least every 100 ms */
-                struct timespec ts = {.tv_sec = until / 1000000000LL,
-                                      .tv_nsec = until % 1000000000LL};
-                pthread_cond_timedwait(&mgr->changed, &mgr->lock, &ts);
-        }
-        pthread_mutex_unlock(&mgr->lock);
 }
 
 void rm_containers_close(struct rm_container_manager *mgr)
