@@ -29,34 +29,46 @@ static int put_url(struct rm_streaming *srv, struct rm_stream_req *req, const ch
         return 0;
 }
 
-static int check_streams(bool in, bool out, bool err_, bool tty, struct rm_error **err)
+/* What Exec and Attach share: a container, the streams wanted, a terminal or not. NULL
+ * (err set) when the combination is not allowed. */
+static struct rm_stream_req *stream_req(enum rm_stream_kind kind, const char *container_id, bool in,
+                                        bool out, bool err_, bool tty, struct rm_error **err)
 {
-        if (!in && !out && !err_)
-                return rm_error_set(err, RM_INVALID_ARGUMENT,
-                                    "one of stdin, stdout and stderr must be set");
-        if (tty && err_)
-                return rm_error_set(err, RM_INVALID_ARGUMENT,
-                                    "tty and stderr cannot both be set: a terminal merges "
-                                    "stderr into stdout");
-        return 0;
+        if (container_id == NULL || container_id[0] == '\0') {
+                rm_error_set(err, RM_INVALID_ARGUMENT, "container_id is empty");
+                return NULL;
+        }
+        if (!in && !out && !err_) {
+                rm_error_set(err, RM_INVALID_ARGUMENT,
+                             "one of stdin, stdout and stderr must be set");
+                return NULL;
+        }
+        if (tty && err_) {
+                rm_error_set(err, RM_INVALID_ARGUMENT,
+                             "tty and stderr cannot both be set: a terminal merges stderr into "
+                             "stdout");
+                return NULL;
+        }
+        struct rm_stream_req *r = xmalloc(sizeof(*r));
+        *r = (struct rm_stream_req){.kind = kind,
+                                    .id = xstrdup(container_id),
+                                    .tty = tty,
+                                    .in = in,
+                                    .out = out,
+                                    .err = err_};
+        return r;
 }
 
 int rm_streaming_exec_url(struct rm_streaming *srv, const Runtime__V1__ExecRequest *req, char **url,
                           struct rm_error **err)
 {
-        if (req->container_id == NULL || req->container_id[0] == '\0')
-                return rm_error_set(err, RM_INVALID_ARGUMENT, "container_id is empty");
-        if (req->n_cmd == 0 || req->cmd[0][0] == '\0')
+        if (req->container_id && req->container_id[0] &&
+            (req->n_cmd == 0 || req->cmd[0][0] == '\0'))
                 return rm_error_set(err, RM_INVALID_ARGUMENT, "cmd is empty");
-        if (check_streams(req->stdin, req->stdout, req->stderr, req->tty, err) < 0)
+        struct rm_stream_req *r = stream_req(RM_STREAM_EXEC, req->container_id, req->stdin,
+                                             req->stdout, req->stderr, req->tty, err);
+        if (r == NULL)
                 return -1;
-        struct rm_stream_req *r = xmalloc(sizeof(*r));
-        *r = (struct rm_stream_req){.kind = RM_STREAM_EXEC,
-                                    .id = xstrdup(req->container_id),
-                                    .tty = req->tty,
-                                    .in = req->stdin,
-                                    .out = req->stdout,
-                                    .err = req->stderr};
         r->argv = xmalloc((req->n_cmd + 1) * sizeof(char *));
         for (size_t i = 0; i < req->n_cmd; i++)
                 r->argv[i] = xstrdup(req->cmd[i]);
@@ -67,17 +79,10 @@ int rm_streaming_exec_url(struct rm_streaming *srv, const Runtime__V1__ExecReque
 int rm_streaming_attach_url(struct rm_streaming *srv, const Runtime__V1__AttachRequest *req,
                             char **url, struct rm_error **err)
 {
-        if (req->container_id == NULL || req->container_id[0] == '\0')
-                return rm_error_set(err, RM_INVALID_ARGUMENT, "container_id is empty");
-        if (check_streams(req->stdin, req->stdout, req->stderr, req->tty, err) < 0)
+        struct rm_stream_req *r = stream_req(RM_STREAM_ATTACH, req->container_id, req->stdin,
+                                             req->stdout, req->stderr, req->tty, err);
+        if (r == NULL)
                 return -1;
-        struct rm_stream_req *r = xmalloc(sizeof(*r));
-        *r = (struct rm_stream_req){.kind = RM_STREAM_ATTACH,
-                                    .id = xstrdup(req->container_id),
-                                    .tty = req->tty,
-                                    .in = req->stdin,
-                                    .out = req->stdout,
-                                    .err = req->stderr};
         return put_url(srv, r, "attach", url, err);
 }
 

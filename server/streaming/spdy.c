@@ -11,19 +11,6 @@ static const uint8_t dictionary[] = {
 
 #define MAX_HEADER_BLOCK (64u << 10)
 
-static uint32_t be32(const uint8_t *p)
-{
-        return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-        p[0] = (uint8_t)(v >> 24);
-        p[1] = (uint8_t)(v >> 16);
-        p[2] = (uint8_t)(v >> 8);
-        p[3] = (uint8_t)v;
-}
-
 ssize_t rm__spdy_parse(const uint8_t *buf, size_t len, size_t max, struct rm_spdy_frame *f)
 {
         if (len < 8)
@@ -41,7 +28,7 @@ ssize_t rm__spdy_parse(const uint8_t *buf, size_t len, size_t max, struct rm_spd
                 f->stream_id = 0;
         } else {
                 f->type = 0;
-                f->stream_id = be32(buf) & 0x7FFFFFFF;
+                f->stream_id = rm__be32(buf) & 0x7FFFFFFF;
         }
         if (len < 8 + plen)
                 return 0;
@@ -56,14 +43,14 @@ void rm__spdy_control_header(uint16_t type, uint8_t flags, size_t len, uint8_t o
         out[1] = 3;
         out[2] = (uint8_t)(type >> 8);
         out[3] = (uint8_t)type;
-        put32(out + 4, (uint32_t)len);
+        rm__put32(out + 4, (uint32_t)len);
         out[4] = flags;
 }
 
 void rm__spdy_data_header(uint32_t stream_id, uint8_t flags, size_t len, uint8_t out[8])
 {
-        put32(out, stream_id & 0x7FFFFFFF);
-        put32(out + 4, (uint32_t)len);
+        rm__put32(out, stream_id & 0x7FFFFFFF);
+        rm__put32(out + 4, (uint32_t)len);
         out[4] = flags;
 }
 
@@ -98,11 +85,11 @@ int rm__spdy_headers_encode(struct rm_spdy_z *z, const char *const *kv, size_t n
                 raw_len += 4 + strlen(kv[i]);
         uint8_t *raw = xmalloc(raw_len);
         size_t o = 0;
-        put32(raw, (uint32_t)n);
+        rm__put32(raw, (uint32_t)n);
         o = 4;
         for (size_t i = 0; i < 2 * n; i++) {
                 size_t l = strlen(kv[i]);
-                put32(raw + o, (uint32_t)l);
+                rm__put32(raw + o, (uint32_t)l);
                 memcpy(raw + o + 4, kv[i], l);
                 o += 4 + l;
         }
@@ -146,7 +133,7 @@ int rm__spdy_headers_decode(struct rm_spdy_z *z, const uint8_t *in, size_t len,
         size_t raw_len = MAX_HEADER_BLOCK - z->inf.avail_out;
         if (raw_len < 4)
                 goto bad;
-        uint32_t n = be32(raw);
+        uint32_t n = rm__be32(raw);
         if (n > raw_len / 8)
                 goto bad;
         h->h = calloc(n ? n : 1, sizeof(*h->h));
@@ -155,7 +142,7 @@ int rm__spdy_headers_decode(struct rm_spdy_z *z, const uint8_t *in, size_t len,
                 char *parts[2];
                 size_t plens[2];
                 for (int k = 0; k < 2; k++) {
-                        uint32_t l = raw_len - o >= 4 ? be32(raw + o) : UINT32_MAX;
+                        uint32_t l = raw_len - o >= 4 ? rm__be32(raw + o) : UINT32_MAX;
                         o += 4;
                         if (l == UINT32_MAX || o > raw_len || l > raw_len - o) {
                                 if (k == 1)

@@ -32,19 +32,6 @@ struct spdy_conn {
         size_t rsz_len, rsz_drop;
 };
 
-static uint32_t be32(const uint8_t *p)
-{
-        return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-        p[0] = (uint8_t)(v >> 24);
-        p[1] = (uint8_t)(v >> 16);
-        p[2] = (uint8_t)(v >> 8);
-        p[3] = (uint8_t)v;
-}
-
 static int conn_init(struct spdy_conn *c, struct rm_session *s)
 {
         memset(c, 0, sizeof(*c));
@@ -75,8 +62,8 @@ static void send_rst(struct rm_session *s, uint32_t id, uint32_t status)
 {
         uint8_t f[16];
         rm__spdy_control_header(RM_SPDY_RST_STREAM, 0, 8, f);
-        put32(f + 8, id);
-        put32(f + 12, status);
+        rm__put32(f + 8, id);
+        rm__put32(f + 12, status);
         rm__send_all(s->sock, f, sizeof(f));
 }
 
@@ -84,8 +71,8 @@ static void send_goaway(struct rm_session *s, struct spdy_conn *c)
 {
         uint8_t f[16];
         rm__spdy_control_header(RM_SPDY_GOAWAY, 0, 8, f);
-        put32(f + 8, c->last_id);
-        put32(f + 12, 0);
+        rm__put32(f + 8, c->last_id);
+        rm__put32(f + 12, 0);
         rm__send_all(s->sock, f, sizeof(f));
 }
 
@@ -97,7 +84,7 @@ static int send_reply(struct rm_session *s, struct spdy_conn *c, uint32_t id)
                 return -1;
         uint8_t h[12];
         rm__spdy_control_header(RM_SPDY_SYN_REPLY, 0, 4 + blen, h);
-        put32(h + 8, id);
+        rm__put32(h + 8, id);
         int rc = rm__send_all(s->sock, h, 12) < 0 || rm__send_all(s->sock, block, blen) < 0;
         free(block);
         return rc ? -1 : 0;
@@ -162,7 +149,7 @@ static int next_frame(struct rm_session *s, struct spdy_conn *c, struct rm_spdy_
 static int syn_headers(struct spdy_conn *c, const struct rm_spdy_frame *f, uint32_t *id,
                        struct rm_spdy_headers *h)
 {
-        *id = be32(f->payload) & 0x7FFFFFFF;
+        *id = rm__be32(f->payload) & 0x7FFFFFFF;
         if (*id == 0 || rm__spdy_headers_decode(&c->z, f->payload + 10, f->len - 10, h) < 0)
                 return -1;
         if (*id > c->last_id)
@@ -229,7 +216,7 @@ static int sx_next(struct rm_session *s, void *t, struct rm_chan_msg *m)
                         continue;
                 }
                 if (f.control) { /* RST_STREAM */
-                        uint32_t id = be32(f.payload) & 0x7FFFFFFF;
+                        uint32_t id = rm__be32(f.payload) & 0x7FFFFFFF;
                         for (int ch = 0; ch < 5; ch++)
                                 if (c->ids[ch] == id)
                                         c->ids[ch] = 0;
@@ -407,7 +394,7 @@ void rm__spdy_portforward(struct rm_session *s)
                                         goto out;
                                 continue;
                         }
-                        uint32_t id = f.control ? be32(f.payload) & 0x7FFFFFFF : f.stream_id;
+                        uint32_t id = f.control ? rm__be32(f.payload) & 0x7FFFFFFF : f.stream_id;
                         for (size_t i = 0; i < MAX_REQUESTS; i++) {
                                 struct pf_req *r = &reqs[i];
                                 if (r->request_id == NULL ||

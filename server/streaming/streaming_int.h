@@ -115,6 +115,20 @@ void *rm__session_main(void *s);
 
 /* ---- SPDY/3 framing (spdy.c) ---- */
 
+/* Big-endian 32-bit fields, as SPDY frames carry them. */
+static inline uint32_t rm__be32(const uint8_t *p)
+{
+        return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+}
+
+static inline void rm__put32(uint8_t *p, uint32_t v)
+{
+        p[0] = (uint8_t)(v >> 24);
+        p[1] = (uint8_t)(v >> 16);
+        p[2] = (uint8_t)(v >> 8);
+        p[3] = (uint8_t)v;
+}
+
 #include <zlib.h>
 
 enum rm_spdy_type {
