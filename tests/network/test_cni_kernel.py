@@ -10,6 +10,8 @@ import subprocess
 
 import pytest
 
+from rmnet import Driver, driver_binary, node_address as node_address_skipping, sh
+
 BIN_DIR = "/usr/lib/cni"
 BRIDGE = "rmcnitest0"
 SUBNET = "10.233.0.0/24"
@@ -24,10 +26,6 @@ pytestmark = [
 ]
 
 
-def sh(*args, check=True):
-    return subprocess.run(args, capture_output=True, text=True, check=check)
-
-
 def nat_chains():
     out = sh("iptables-save", "-t", "nat").stdout
     return sorted(l[1:].split()[0] for l in out.splitlines() if l.startswith(":"))
@@ -40,30 +38,19 @@ def bridge_ports():
 
 
 def node_address():
-    r = sh("ip", "-4", "-o", "addr", "show", "scope", "global", check=False)
-    for line in r.stdout.splitlines():
-        f = line.split()
-        if f[1] != BRIDGE and not f[1].startswith("veth") and not f[1].startswith("rm"):
-            return f[3].split("/")[0]
-    pytest.skip("the node has no global IPv4 address")
+    return node_address_skipping((BRIDGE, "veth", "rm"))
 
 
-class Cni:
+class Cni(Driver):
     def __init__(self, binary, base):
-        self.binary = binary
-        self.base = base
-        self.store = os.path.join(base, "store")
-        self.nsdir = os.path.join(base, "netns")
-        self.confdir = os.path.join(base, "net.d")
+        confdir = os.path.join(base, "net.d")
+        super().__init__(binary, base, json.dumps({
+            "mode": "cni", "cni_conf_dir": confdir, "cni_bin_dir": f"/nonexistent:{BIN_DIR}",
+            "cni_plugin_timeout": 30}))
+        self.confdir = confdir
         self.ipamdir = os.path.join(base, "ipam")
-        os.makedirs(self.nsdir)
         os.makedirs(self.confdir)
-        self.netns = []
-        self.procs = []
         self.chains_before = nat_chains()
-        self.config = json.dumps({"mode": "cni", "cni_conf_dir": self.confdir,
-                                  "cni_bin_dir": f"/nonexistent:{BIN_DIR}",
-                                  "cni_plugin_timeout": 30})
 
     def write_conflist(self):
         conf = {
@@ -80,23 +67,6 @@ class Cni:
         with open(os.path.join(self.confdir, "10-test.conflist"), "w") as f:
             json.dump(conf, f)
 
-    def run(self, *args, check=True):
-        r = subprocess.run([self.binary, self.config, self.store, *args], capture_output=True,
-                           text=True, timeout=120)
-        if check and r.returncode != 0:
-            raise AssertionError(f"rmnet-test {' '.join(args)}: {r.stderr}")
-        return r
-
-    def make_netns(self, name):
-        path = os.path.join(self.nsdir, name)
-        open(path, "w").close()
-        self.netns.append(path)
-        sh("unshare", f"--net={path}", "true")
-        return path
-
-    def in_ns(self, ns, *args):
-        return subprocess.run(["nsenter", f"--net={ns}", *args], capture_output=True, text=True)
-
     def ipam_ips(self):
         d = os.path.join(self.ipamdir, NETNAME)
         if not os.path.isdir(d):
@@ -108,11 +78,8 @@ class Cni:
         return sorted(os.listdir(d)) if os.path.isdir(d) else []
 
     def cleanup(self):
-        for p in self.procs:
-            p.kill()
-            p.wait()
-        for path in self.netns:
-            sh("umount", path, check=False)
+        self.stop_procs()
+        self.unpin()
         sh("ip", "link", "del", BRIDGE, check=False)
         # portmap's chains: the per-pod ones (if a DEL failed) and, when the test made
         # them, the top-level ones with the jumps into them
@@ -130,10 +97,7 @@ class Cni:
 
 @pytest.fixture
 def cni(request, tmp_path):
-    binary = request.config.getoption("--rmnet")
-    if not binary or not os.access(binary, os.X_OK):
-        pytest.fail("pass --rmnet=/path/to/rmnet-test (ctest does this)")
-    c = Cni(binary, str(tmp_path))
+    c = Cni(driver_binary(request), str(tmp_path))
     try:
         yield c
     finally:

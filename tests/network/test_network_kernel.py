@@ -12,6 +12,8 @@ import time
 
 import pytest
 
+from rmnet import Driver, driver_binary, node_address as node_address_skipping, sh
+
 BRIDGE = "rmtest0"
 SUBNET = "10.213.0.0/24"
 GATEWAY = "10.213.0.1"
@@ -25,10 +27,6 @@ CONFIG6 = json.dumps({"bridge": BRIDGE, "subnet": SUBNET, "subnet6": SUBNET6, "n
                       "veth_prefix": VPREFIX, "mtu": 1400})
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
-
-
-def sh(*args, check=True):
-    return subprocess.run(args, capture_output=True, text=True, check=check)
 
 
 def host_veths():
@@ -49,12 +47,7 @@ def nft_state(family="ip"):
 
 
 def node_address():
-    r = sh("ip", "-4", "-o", "addr", "show", "scope", "global", check=False)
-    for line in r.stdout.splitlines():
-        f = line.split()
-        if f[1] != BRIDGE and not f[1].startswith(VPREFIX):
-            return f[3].split("/")[0]
-    pytest.skip("the node has no global IPv4 address")
+    return node_address_skipping((BRIDGE, VPREFIX))
 
 
 def node_address6():
@@ -75,30 +68,9 @@ def addrs(ns_runner, ns, family):
             if a["family"] == family and a.get("scope") != "link"]
 
 
-class Net:
+class Net(Driver):
     def __init__(self, binary, base):
-        self.binary = binary
-        self.base = base
-        self.store = os.path.join(base, "store")
-        self.nsdir = os.path.join(base, "netns")
-        os.makedirs(self.nsdir)
-        self.netns = []
-        self.procs = []
-
-    def run(self, *args, check=True, config=CONFIG):
-        r = subprocess.run([self.binary, config, self.store, *args], capture_output=True,
-                           text=True, timeout=120)
-        if check and r.returncode != 0:
-            raise AssertionError(f"rmnet-test {' '.join(args)}: {r.stderr}")
-        return r
-
-    def make_netns(self, name):
-        """A pinned namespace the way the sandbox layer makes one: a bind-mounted nsfs."""
-        path = os.path.join(self.nsdir, name)
-        open(path, "w").close()
-        self.netns.append(path)
-        sh("unshare", f"--net={path}", "true")
-        return path
+        super().__init__(binary, base, CONFIG)
 
     def setup(self, pod, ns, *ports):
         return self.run("setup", pod, ns, *ports).stdout.split()[0]
@@ -112,10 +84,6 @@ class Net:
     def records(self):
         d = os.path.join(self.store, "network")
         return sorted(os.listdir(d)) if os.path.isdir(d) else []
-
-    def in_ns(self, ns, *args, **kw):
-        return subprocess.run(["nsenter", f"--net={ns}", *args], capture_output=True, text=True,
-                              **kw)
 
     def serve(self, ns, tcp_port=0, udp_port=0, tcp6=False):
         """A listener inside ns answering TCP with b"pong" and echoing UDP; tcp6: the TCP
@@ -147,24 +115,18 @@ while True:
         return p
 
     def cleanup(self):
-        for p in self.procs:
-            p.kill()
-            p.wait()
+        self.stop_procs()
         for n in host_veths():
             sh("ip", "link", "del", n, check=False)
         sh("ip", "link", "del", BRIDGE, check=False)
         sh("nft", "delete", "table", "ip", TABLE, check=False)
         sh("nft", "delete", "table", "ip6", TABLE, check=False)
-        for path in self.netns:
-            sh("umount", path, check=False)
+        self.unpin()
 
 
 @pytest.fixture
 def net(request, tmp_path):
-    binary = request.config.getoption("--rmnet")
-    if not binary or not os.access(binary, os.X_OK):
-        pytest.fail("pass --rmnet=/path/to/rmnet-test (ctest does this)")
-    n = Net(binary, str(tmp_path))
+    n = Net(driver_binary(request), str(tmp_path))
     try:
         yield n
     finally:
@@ -381,13 +343,14 @@ def test_reconcile_undoes_unfinished_and_dead_pods(net):
     assert ip_live
 
 
-def test_kill_9_during_setup_then_reconcile_cleans_everything(net):
-    n = 40
+def kill_9_during_setup_then_reconcile(net, n, config, family):
+    """Set up n pods in a driver that is killed a few pods in; reconcile must undo every
+    half-made one: no record, veth, nft element, or eth0 left in any namespace."""
     for i in range(n):
         net.make_netns(str(i))
-    net.run("ready")
-    base = (host_veths(), nft_state())
-    p = subprocess.Popen([net.binary, CONFIG, net.store, "setup-loop", "k", net.nsdir, str(n)],
+    net.run("ready", config=config)
+    base = (host_veths(), nft_state(family))
+    p = subprocess.Popen([net.binary, config, net.store, "setup-loop", "k", net.nsdir, str(n)],
                          stdout=subprocess.PIPE, text=True)
     for _ in range(5):
         p.stdout.readline()
@@ -395,12 +358,17 @@ def test_kill_9_during_setup_then_reconcile_cleans_everything(net):
     p.send_signal(signal.SIGKILL)
     p.wait()
     assert 0 < len(net.records()) < n + 1
-    net.run("reconcile")
+    net.run("reconcile", config=config)
     assert net.records() == []
-    assert (host_veths(), nft_state()) == base
+    assert (host_veths(), nft_state(family)) == base
     for i in range(n):
-        links = json.loads(net.in_ns(os.path.join(net.nsdir, str(i)), "ip", "-j", "link").stdout)
-        assert [l["ifname"] for l in links] == ["lo"]
+        ns = os.path.join(net.nsdir, str(i))
+        assert [l["ifname"] for l in json.loads(net.in_ns(ns, "ip", "-j", "link").stdout)] \
+            == ["lo"]
+
+
+def test_kill_9_during_setup_then_reconcile_cleans_everything(net):
+    kill_9_during_setup_then_reconcile(net, 40, CONFIG, "ip")
 
 
 # ---- dual stack: network.subnet6 ----
@@ -574,23 +542,4 @@ def test_dual_stack_reconcile_after_crash(net):
 
 
 def test_dual_stack_kill_9_during_setup_then_reconcile(net):
-    n = 30
-    for i in range(n):
-        net.make_netns(str(i))
-    net.run("ready", config=CONFIG6)
-    base = (host_veths(), nft_state("ip6"))
-    p = subprocess.Popen([net.binary, CONFIG6, net.store, "setup-loop", "k", net.nsdir, str(n)],
-                         stdout=subprocess.PIPE, text=True)
-    for _ in range(5):
-        p.stdout.readline()
-    time.sleep(0.004)
-    p.send_signal(signal.SIGKILL)
-    p.wait()
-    assert 0 < len(net.records()) < n + 1
-    net.run("reconcile", config=CONFIG6)
-    assert net.records() == []
-    assert (host_veths(), nft_state("ip6")) == base
-    for i in range(n):
-        ns = os.path.join(net.nsdir, str(i))
-        assert [l["ifname"] for l in json.loads(net.in_ns(ns, "ip", "-j", "link").stdout)] \
-            == ["lo"]
+    kill_9_during_setup_then_reconcile(net, 30, CONFIG6, "ip6")
