@@ -380,12 +380,9 @@ static bool output(int sock, struct frames *f, const struct rm_stream_io *io)
                 return false;
         f->len += (size_t)n;
         size_t off = 0;
-        while (f->len - off >= RM_ATTACH_HEADER) {
-                uint32_t len = rm_attach_length(f->buf + off);
-                if (len > RM_ATTACH_MAX_PAYLOAD)
-                        return false;
-                if (f->len - off < RM_ATTACH_HEADER + len)
-                        break;
+        uint32_t len;
+        int whole;
+        while ((whole = rm_attach_complete(f->buf + off, f->len - off, &len)) > 0) {
                 int type = f->buf[off];
                 int to = type == RM_ATTACH_STDERR ? io->err : io->out;
                 const unsigned char *p = f->buf + off + RM_ATTACH_HEADER;
@@ -399,6 +396,8 @@ static bool output(int sock, struct frames *f, const struct rm_stream_io *io)
                 }
                 off += RM_ATTACH_HEADER + len;
         }
+        if (whole < 0)
+                return false; /* not the shim's protocol */
         memmove(f->buf, f->buf + off, f->len - off);
         f->len -= off;
         return true;

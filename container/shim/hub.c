@@ -112,15 +112,14 @@ static bool input(struct rm_hub *h, struct rm_hub_client *c)
                 return false;
         c->len += (size_t)r;
         size_t off = 0;
-        while (c->len - off >= RM_ATTACH_HEADER) {
-                uint32_t len = rm_attach_length(c->buf + off);
-                if (len > RM_ATTACH_MAX_PAYLOAD)
-                        return false; /* not our protocol */
-                if (c->len - off < RM_ATTACH_HEADER + len)
-                        break;
+        uint32_t len;
+        int whole;
+        while ((whole = rm_attach_complete(c->buf + off, c->len - off, &len)) > 0) {
                 frame(h, c->buf[off], c->buf + off + RM_ATTACH_HEADER, len);
                 off += RM_ATTACH_HEADER + len;
         }
+        if (whole < 0)
+                return false; /* not our protocol */
         memmove(c->buf, c->buf + off, c->len - off);
         c->len -= off;
         return true;

@@ -38,4 +38,16 @@ static inline uint32_t rm_attach_length(const unsigned char *h)
         return (uint32_t)h[1] << 24 | (uint32_t)h[2] << 16 | (uint32_t)h[3] << 8 | h[4];
 }
 
+/* Whether buf (avail bytes read so far) starts with a whole frame: 1 with its payload
+ * length in *len, 0 when more bytes are needed, -1 when it cannot be a frame of ours. */
+static inline int rm_attach_complete(const unsigned char *buf, size_t avail, uint32_t *len)
+{
+        if (avail < RM_ATTACH_HEADER)
+                return 0;
+        *len = rm_attach_length(buf);
+        if (*len > RM_ATTACH_MAX_PAYLOAD)
+                return -1;
+        return avail - RM_ATTACH_HEADER >= *len;
+}
+
 #endif
