@@ -649,15 +649,6 @@ int rm_containers_remove(struct rm_container_manager *mgr, const char *id, struc
         pthread_mutex_lock(&mgr->lock);
         bool in_runtime = c->pid != 0 && !c->runtime_deleted;
         pthread_mutex_unlock(&mgr->lock);
-        if (rc == 0 && in_runtime && !mgr->watching &&
-            mgr->ops.delete(mgr->ops.ctx, c->id, true, err) < 0) {
-                if ((*err)->code == RM_NOT_FOUND) {
-                        rm_error_free(*err); /* the watcher got there first */
-                        *err = NULL;
-                } else {
-                        rc = rm_error_wrap(err, "remove container %s", c->id);
-                }
-        }
         if (rc == 0 && *c->image_id &&
             mgr->ops.rootfs_unmount(mgr->ops.ctx, c->image_id, p.dir, p.rootfs, err) < 0)
                 rc = rm_error_wrap(err, "remove container %s", c->id);
@@ -674,7 +665,7 @@ int rm_containers_remove(struct rm_container_manager *mgr, const char *id, struc
                 /* The process is gone (stopped above); runc's delete, a Go binary's start
                  * and a cgroup removal, happens on the watcher. A crash before it runs
                  * leaves runc state without a record, which the next start deletes. */
-                if (in_runtime && mgr->watching)
+                if (in_runtime)
                         rm__gone_add(mgr, c->id, c->pod_id);
                 pthread_mutex_unlock(&mgr->lock);
                 rm__ctr_emit(mgr, c->id, c->pod_id,
