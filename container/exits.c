@@ -17,8 +17,18 @@
 /* How often running containers are checked when no exit notification arrives. */
 #define SWEEP_MS 1000
 
+static bool refresh_exit_locked(struct rm_container_manager *mgr, struct ctr *c);
+
 /* Ask the runtime whether c has exited; if so record it. Returns true when exited. */
 bool rm__ctr_refresh_exit(struct rm_container_manager *mgr, struct ctr *c)
+{
+        pthread_mutex_lock(&mgr->exit_lock);
+        bool exited = refresh_exit_locked(mgr, c);
+        pthread_mutex_unlock(&mgr->exit_lock);
+        return exited;
+}
+
+static bool refresh_exit_locked(struct rm_container_manager *mgr, struct ctr *c)
 {
         pthread_mutex_lock(&mgr->lock);
         Runtime__V1__ContainerState state = c->state;

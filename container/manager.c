@@ -796,6 +796,7 @@ struct rm_container_manager *rm_containers_open(const char *root, const char *st
         mgr->wake[0] = mgr->wake[1] = -1;
         pthread_mutex_init(&mgr->lock, NULL);
         pthread_mutex_init(&mgr->rates_lock, NULL);
+        pthread_mutex_init(&mgr->exit_lock, NULL);
         pthread_condattr_t ca;
         pthread_condattr_init(&ca);
         pthread_cond_init(&mgr->changed, &ca);
@@ -860,6 +861,7 @@ void rm_containers_close(struct rm_container_manager *mgr)
         pthread_cond_destroy(&mgr->changed);
         pthread_mutex_destroy(&mgr->lock);
         pthread_mutex_destroy(&mgr->rates_lock);
+        pthread_mutex_destroy(&mgr->exit_lock);
         free(mgr->rates);
         free(mgr->dir);
         free(mgr->bundles);

@@ -61,6 +61,10 @@ struct rm_container_manager {
 
         pthread_mutex_t lock; /* the index and every ctr's fields */
         pthread_cond_t changed;
+        /* One exit is recorded, saved and announced by one thread: a call that notices it
+         * at the same time as the watcher waits here, then finds it recorded (and its
+         * STOPPED event sent before anything the call does next). */
+        pthread_mutex_t exit_lock;
         struct ctr **ctrs;
         size_t n;
 

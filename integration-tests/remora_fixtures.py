@@ -5,6 +5,7 @@ A plain module, not a conftest: the integration suite's conftest re-exports it, 
 bench smoke test loads it with `-p remora_fixtures`. A file named conftest.py loaded as a
 plugin would have its fixtures scoped to its own directory, invisible to bench/tests."""
 import importlib
+import json
 import os
 import shutil
 import signal
@@ -80,6 +81,29 @@ class Cri:
         self.channel.close()
 
 
+def with_test_network(config):
+    """REMORA_IT_NETWORK (a JSON object) becomes the "network" section of every daemon
+    config that has none, so that two suites can run at once on one host, each with its
+    own bridge, subnet, nft table and veth prefix instead of the built-in remora0."""
+    extra = os.environ.get("REMORA_IT_NETWORK")
+    if not extra:
+        return config
+    try:
+        doc = json.loads(config)
+    except ValueError:
+        return config  # a test feeding remorad a broken config on purpose
+    if isinstance(doc, dict) and "network" not in doc:
+        doc["network"] = json.loads(extra)
+        return json.dumps(doc)
+    return config
+
+
+def it_network_setting(key, default):
+    """What the daemons of this run use for one network key (see with_test_network)."""
+    extra = os.environ.get("REMORA_IT_NETWORK")
+    return json.loads(extra).get(key, default) if extra else default
+
+
 class Daemon:
     """One remorad with its own root, state and socket under a short temp dir (unix
     socket paths are limited to 107 bytes, pytest's tmp_path can be longer)."""
@@ -94,7 +118,7 @@ class Daemon:
         self.config = os.path.join(self.base, "config.json")
         if not os.path.exists(self.config) or config is not None:
             with open(self.config, "w") as f:
-                f.write(config if config is not None else "{}")
+                f.write(with_test_network(config if config is not None else "{}"))
         self.extra_args = list(extra_args)
         self.proc = None
         self.log_path = os.path.join(self.base, "remorad.log")

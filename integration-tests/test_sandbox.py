@@ -11,6 +11,8 @@ import grpc
 import pytest
 from google.protobuf import json_format
 
+from remora_fixtures import it_network_setting
+
 CONTAINER_PID = {"linux": {"security_context": {"namespace_options": {"pid": "CONTAINER"}}}}
 
 
@@ -83,7 +85,8 @@ def test_pod_lifecycle_with_real_namespaces(daemon, cri):
     links = nsenter("net", p["netns"], "ip", "-o", "link", "show")
     assert links.count(": ") // 2 == 2 and "lo:" in links and "eth0@" in links
     ip = st.status.network.ip
-    assert ip.startswith("10.77.") and ip in nsenter("net", p["netns"], "ip", "-o", "addr")
+    subnet_head = it_network_setting("subnet", "10.77.0.0/16").split(".")[:2]
+    assert ip.startswith(".".join(subnet_head) + ".") and ip in nsenter("net", p["netns"], "ip", "-o", "addr")
     assert nsenter("uts", p["utsns"], "hostname") == "web-host"
     assert nsenter("net", p["netns"], "cat", "/proc/sys/net/ipv4/ip_unprivileged_port_start") == "81"
     assert nsenter("ipc", p["ipcns"], "cat", "/proc/sys/kernel/shm_rmid_forced") == "1"
@@ -98,7 +101,7 @@ def test_pod_lifecycle_with_real_namespaces(daemon, cri):
         hosts = f.read()
     assert "localhost" in hosts and "%s\tweb-host" % ip in hosts
 
-    veth = "rmv" + pod_id[:12]
+    veth = it_network_setting("veth_prefix", "rmv") + pod_id[:12]
     assert os.path.exists("/sys/class/net/" + veth)
     cri.call("StopPodSandbox", pod_sandbox_id=pod_id)
     st = status(cri, pod_id, verbose=True)
