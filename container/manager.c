@@ -618,8 +618,9 @@ static int stop_locked(struct rm_container_manager *mgr, struct ctr *c, int64_t 
 }
 
 int rm_containers_stop(struct rm_container_manager *mgr, const char *id, int64_t timeout,
-                       struct rm_error **err)
+                       const struct rm_cancel *cancel, struct rm_error **err)
 {
+        (void)cancel; /* a stop keeps its promise; the front end frees the caller */
         struct ctr *c = rm__ctr_get(mgr, id, err);
         if (c == NULL)
                 return -1;

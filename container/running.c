@@ -10,8 +10,8 @@
 #include "spec_internal.h"
 
 int rm_containers_exec_sync(struct rm_container_manager *mgr,
-                            const Runtime__V1__ExecSyncRequest *req, struct rm_ctr_exec_result *res,
-                            struct rm_error **err)
+                            const Runtime__V1__ExecSyncRequest *req, const struct rm_cancel *cancel,
+                            struct rm_ctr_exec_result *res, struct rm_error **err)
 {
         if (req->n_cmd == 0 || req->cmd[0] == NULL || *req->cmd[0] == '\0')
                 return rm_error_set(err, RM_INVALID_ARGUMENT, "cmd is empty");
@@ -31,7 +31,7 @@ int rm_containers_exec_sync(struct rm_container_manager *mgr,
         } else {
                 cleanup_free char **argv = xzalloc(sizeof(char *) * (req->n_cmd + 1));
                 memcpy(argv, req->cmd, sizeof(char *) * req->n_cmd);
-                rc = mgr->ops.exec_sync(mgr->ops.ctx, c->id, argv, req->timeout, res, err);
+                rc = mgr->ops.exec_sync(mgr->ops.ctx, c->id, argv, req->timeout, cancel, res, err);
         }
         rm__ctr_put(mgr, c);
         return rc;

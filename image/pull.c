@@ -417,8 +417,10 @@ static struct json_object *endpoints(struct rm_image_service *svc, const char *h
 }
 
 int rm_image_pull(struct rm_image_service *svc, const char *name,
-                  const Runtime__V1__AuthConfig *auth, char **image_id, struct rm_error **err)
+                  const Runtime__V1__AuthConfig *auth, const struct rm_cancel *cancel,
+                  char **image_id, struct rm_error **err)
 {
+        (void)cancel; /* not honoured yet */
         struct rm_image_ref ref;
         if (rm_image_ref_parse(name, &ref, err) < 0)
                 return -1;

@@ -47,7 +47,8 @@ RM_HANDLER(stop_container)
         REQ(Runtime__V1__StopContainerRequest);
         if (in->timeout < 0)
                 return rm_error_set(err, RM_INVALID_ARGUMENT, "timeout must not be negative");
-        if (rm_containers_stop(call->daemon->containers, in->container_id, in->timeout, err) < 0)
+        if (rm_containers_stop(call->daemon->containers, in->container_id, in->timeout,
+                               call->cancel, err) < 0)
                 return -1;
         Runtime__V1__StopContainerResponse *r = rm_arena_alloc(call->arena, sizeof(*r));
         runtime__v1__stop_container_response__init(r);
@@ -89,7 +90,7 @@ RM_HANDLER(exec_sync)
 {
         REQ(Runtime__V1__ExecSyncRequest);
         struct rm_ctr_exec_result res = {0};
-        if (rm_containers_exec_sync(call->daemon->containers, in, &res, err) < 0)
+        if (rm_containers_exec_sync(call->daemon->containers, in, call->cancel, &res, err) < 0)
                 return -1;
         Runtime__V1__ExecSyncResponse *r = rm_arena_alloc(call->arena, sizeof(*r));
         runtime__v1__exec_sync_response__init(r);

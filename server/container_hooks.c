@@ -131,8 +131,10 @@ static int exit_status(void *ctx, const char *id, int *code, int64_t *finished_n
 }
 
 static int exec_sync(void *ctx, const char *id, char *const *argv, int64_t timeout_s,
-                     struct rm_ctr_exec_result *res, struct rm_error **err)
+                     const struct rm_cancel *cancel, struct rm_ctr_exec_result *res,
+                     struct rm_error **err)
 {
+        (void)cancel; /* not honoured yet: the exec runs to its own timeout */
         struct rm_daemon *d = ctx;
         struct rm_oci_exec_result r = {0};
         /* The CRI's 0 means no timeout; a day stands in for that. */

@@ -9,6 +9,7 @@
 #include <protobuf-c/protobuf-c.h>
 
 #include "remora/arena.h"
+#include "remora/cancel.h"
 #include "remora/error.h"
 
 struct rm_daemon;
@@ -19,6 +20,9 @@ struct rm_call {
         struct rm_daemon *daemon;
         struct rm_arena *arena;
         const char *method;
+        /* Set when the client cancels or its deadline passes; NULL where the front end
+         * gives none. */
+        const struct rm_cancel *cancel;
 };
 
 typedef int (*rm_handler_fn)(struct rm_call *call, const ProtobufCMessage *req,

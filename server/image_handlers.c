@@ -12,7 +12,7 @@ RM_HANDLER(pull_image)
         if (ref == NULL || *ref == '\0')
                 return rm_error_set(err, RM_INVALID_ARGUMENT, "image.image is empty");
         char *id = NULL;
-        if (rm_image_pull(call->daemon->images, ref, in->auth, &id, err) < 0)
+        if (rm_image_pull(call->daemon->images, ref, in->auth, call->cancel, &id, err) < 0)
                 return -1;
         Runtime__V1__PullImageResponse *r = rm_arena_alloc(call->arena, sizeof(*r));
         runtime__v1__pull_image_response__init(r);

@@ -7,6 +7,7 @@
 #include <grpc/grpc.h>
 
 #include "remora/cleanup.h"
+#include "remora/crashpoint.h"
 #include "remora/log.h"
 #include "remora/server.h"
 
@@ -25,6 +26,7 @@ int main(int argc, char **argv)
                 break;
         }
         rm_log_set_level(cfg.log_level);
+        rm_crashpoint_init(); /* tests only: REMORA_CRASH_AT */
 
         /* Block the stop signals in every thread (gRPC's included, so block before
          * grpc_init) and take them synchronously here. */

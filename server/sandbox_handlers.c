@@ -31,7 +31,7 @@ static int each_container(struct rm_daemon *d, const char *pod_id, bool remove,
         for (char **id = ids; *id; id++) {
                 if (rc == 0)
                         rc = remove ? rm_containers_remove(d->containers, *id, err)
-                                    : rm_containers_stop(d->containers, *id, 0, err);
+                                    : rm_containers_stop(d->containers, *id, 0, NULL, err);
                 free(*id);
         }
         free(ids);

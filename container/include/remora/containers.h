@@ -12,6 +12,7 @@
 
 #include "api.pb-c.h"
 #include "remora/arena.h"
+#include "remora/cancel.h"
 #include "remora/cgroups.h"
 #include "remora/error.h"
 #include "remora/spec.h"
@@ -83,7 +84,8 @@ struct rm_container_ops {
         int (*exit_status)(void *ctx, const char *id, int *code, int64_t *finished_ns,
                            struct rm_error **err);
         int (*exec_sync)(void *ctx, const char *id, char *const *argv, int64_t timeout_s,
-                         struct rm_ctr_exec_result *res, struct rm_error **err);
+                         const struct rm_cancel *cancel, struct rm_ctr_exec_result *res,
+                         struct rm_error **err);
         /* Whether the OOM killer struck in the cgroup at path (the container's, looked at
          * once it exited); may be NULL. */
         bool (*oom_killed)(void *ctx, const char *cgroup_path);
@@ -121,9 +123,9 @@ int rm_containers_create(struct rm_container_manager *mgr,
                          struct rm_error **err);
 int rm_containers_start(struct rm_container_manager *mgr, const char *id, struct rm_error **err);
 /* SIGTERM (or the container's stop signal), SIGKILL after timeout seconds; stopping an
- * exited container succeeds. */
+ * exited container succeeds. cancel (may be NULL) is the caller's token. */
 int rm_containers_stop(struct rm_container_manager *mgr, const char *id, int64_t timeout,
-                       struct rm_error **err);
+                       const struct rm_cancel *cancel, struct rm_error **err);
 /* Removing a container that does not exist succeeds, as the CRI requires. */
 int rm_containers_remove(struct rm_container_manager *mgr, const char *id, struct rm_error **err);
 
@@ -136,9 +138,10 @@ Runtime__V1__ContainerStatusResponse *rm_containers_status(struct rm_container_m
 Runtime__V1__ListContainersResponse *rm_containers_list(struct rm_container_manager *mgr,
                                                         const Runtime__V1__ContainerFilter *f,
                                                         struct rm_arena *a);
+/* ExecSync. cancel (may be NULL): once it is set the exec's processes are killed. */
 int rm_containers_exec_sync(struct rm_container_manager *mgr,
-                            const Runtime__V1__ExecSyncRequest *req, struct rm_ctr_exec_result *res,
-                            struct rm_error **err);
+                            const Runtime__V1__ExecSyncRequest *req, const struct rm_cancel *cancel,
+                            struct rm_ctr_exec_result *res, struct rm_error **err);
 
 /* UpdateContainerResources: validated as at create, applied by the runtime, recorded
  * so ContainerStatus.resources shows them. FAILED_PRECONDITION once exited. */

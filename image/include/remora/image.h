@@ -9,6 +9,7 @@
 
 #include "api.pb-c.h"
 #include "remora/arena.h"
+#include "remora/cancel.h"
 #include "remora/error.h"
 #include "remora/store.h"
 
@@ -46,9 +47,11 @@ const char *rm_image_service_dir(const struct rm_image_service *svc);
 
 /* PullImage: fetch ref (mirrors first, then the registry itself), verify every blob and
  * layer, unpack the layers and record the image. *image_id is "sha256:<config digest>".
- * auth may be NULL. An interrupted or failed pull leaves no image record. */
+ * auth may be NULL. An interrupted or failed pull leaves no image record. cancel (may be
+ * NULL) is the caller's token. */
 int rm_image_pull(struct rm_image_service *svc, const char *ref,
-                  const Runtime__V1__AuthConfig *auth, char **image_id, struct rm_error **err);
+                  const Runtime__V1__AuthConfig *auth, const struct rm_cancel *cancel,
+                  char **image_id, struct rm_error **err);
 
 Runtime__V1__ListImagesResponse *rm_image_list(struct rm_image_service *svc,
                                                const Runtime__V1__ImageFilter *filter,

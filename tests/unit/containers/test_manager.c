@@ -189,9 +189,11 @@ static int fake_exit_status(void *ctx, const char *id, int *code, int64_t *finis
 }
 
 static int fake_exec(void *ctx, const char *id, char *const *argv, int64_t timeout,
-                     struct rm_ctr_exec_result *res, struct rm_error **err)
+                     const struct rm_cancel *cancel, struct rm_ctr_exec_result *res,
+                     struct rm_error **err)
 {
         (void)ctx;
+        (void)cancel;
         (void)id;
         (void)timeout;
         (void)err;
@@ -370,14 +372,14 @@ static void test_lifecycle(void **state)
 
         /* The image's STOPSIGNAL is used. */
         int deleted = F.deleted;
-        assert_int_equal(rm_containers_stop(w->mgr, id, 10, &err), 0);
+        assert_int_equal(rm_containers_stop(w->mgr, id, 10, NULL, &err), 0);
         assert_int_equal(F.last_signal, SIGQUIT);
         s = status(w, id, a);
         assert_int_equal(s->state, RUNTIME__V1__CONTAINER_STATE__CONTAINER_EXITED);
         assert_int_equal(s->exit_code, 128 + SIGQUIT);
         assert_string_equal(s->reason, "Error");
         int kills = F.kills;
-        assert_int_equal(rm_containers_stop(w->mgr, id, 10, &err), 0); /* idempotent */
+        assert_int_equal(rm_containers_stop(w->mgr, id, 10, NULL, &err), 0); /* idempotent */
         assert_int_equal(F.kills, kills);
 
         assert_int_equal(rm_containers_remove(w->mgr, id, &err), 0);
@@ -408,7 +410,7 @@ static void test_stop_escalates_to_sigkill(void **state)
         F.ignore_term = true;
         struct timespec t0, t1;
         clock_gettime(CLOCK_MONOTONIC, &t0);
-        assert_int_equal(rm_containers_stop(w->mgr, id, 1, &err), 0);
+        assert_int_equal(rm_containers_stop(w->mgr, id, 1, NULL, &err), 0);
         clock_gettime(CLOCK_MONOTONIC, &t1);
         assert_int_equal(F.last_signal, SIGKILL);
         assert_int_equal(F.kills, 2); /* the stop signal, then SIGKILL after the timeout */
@@ -528,7 +530,7 @@ static void test_stop_before_start(void **state)
         request_init(&r, "never", "x");
         cleanup_free char *id = create(w, &r);
         struct rm_error *err = NULL;
-        assert_int_equal(rm_containers_stop(w->mgr, id, 10, &err), 0);
+        assert_int_equal(rm_containers_stop(w->mgr, id, 10, NULL, &err), 0);
         assert_int_equal(F.kills, 0);
         struct rm_arena *a = rm_arena_new();
         Runtime__V1__ContainerStatusResponse *st = rm_containers_status(w->mgr, id, false, a, &err);
@@ -613,15 +615,15 @@ static void test_exec_sync_needs_running(void **state)
         req.n_cmd = 1;
         struct rm_ctr_exec_result res = {0};
         struct rm_error *err = NULL;
-        assert_int_equal(rm_containers_exec_sync(w->mgr, &req, &res, &err), -1);
+        assert_int_equal(rm_containers_exec_sync(w->mgr, &req, NULL, &res, &err), -1);
         expect_code(&err, RM_FAILED_PRECONDITION, "not running");
         assert_int_equal(rm_containers_start(w->mgr, id, &err), 0);
-        assert_int_equal(rm_containers_exec_sync(w->mgr, &req, &res, &err), 0);
+        assert_int_equal(rm_containers_exec_sync(w->mgr, &req, NULL, &res, &err), 0);
         assert_int_equal(res.exit_code, 7);
         assert_memory_equal(res.out, "/bin/true", 9);
         free(res.out);
         req.n_cmd = 0;
-        assert_int_equal(rm_containers_exec_sync(w->mgr, &req, &res, &err), -1);
+        assert_int_equal(rm_containers_exec_sync(w->mgr, &req, NULL, &res, &err), -1);
         expect_code(&err, RM_INVALID_ARGUMENT, "cmd is empty");
 }
 
