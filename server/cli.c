@@ -27,6 +27,8 @@ static void usage(FILE *out)
             "  --runtime-path PATH  OCI runtime binary, a name in $PATH or a path "
             "(default " RM_DEFAULT_RUNTIME ")\n"
             "  --print-config       print the effective config as JSON and exit\n"
+            "  --check              check the host (runtime, cgroups, filesystems, network,\n"
+            "                       directories, socket) without starting; exit 1 on a FAIL\n"
             "  --help               this text\n"
             "  --version            the version\n"
             "\n"
@@ -43,6 +45,7 @@ enum {
         OPT_WORKERS,
         OPT_RUNTIME_PATH,
         OPT_PRINT_CONFIG,
+        OPT_CHECK,
         OPT_HELP,
         OPT_VERSION,
 };
@@ -77,6 +80,7 @@ enum rm_cli_action rm_cli_parse(struct rm_config *cfg, int argc, char **argv)
             {"workers", required_argument, NULL, OPT_WORKERS},
             {"runtime-path", required_argument, NULL, OPT_RUNTIME_PATH},
             {"print-config", no_argument, NULL, OPT_PRINT_CONFIG},
+            {"check", no_argument, NULL, OPT_CHECK},
             {"help", no_argument, NULL, OPT_HELP},
             {"version", no_argument, NULL, OPT_VERSION},
             {NULL, 0, NULL, 0},
@@ -84,7 +88,7 @@ enum rm_cli_action rm_cli_parse(struct rm_config *cfg, int argc, char **argv)
 
         cleanup_json struct json_object *flags = json_object_new_object();
         const char *config_file = NULL;
-        bool print_config = false;
+        bool print_config = false, check = false;
         int opt;
         optind = 1;
         while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -105,6 +109,9 @@ enum rm_cli_action rm_cli_parse(struct rm_config *cfg, int argc, char **argv)
                 }
                 case OPT_PRINT_CONFIG:
                         print_config = true;
+                        break;
+                case OPT_CHECK:
+                        check = true;
                         break;
                 case OPT_HELP:
                         usage(stdout);
@@ -134,6 +141,12 @@ enum rm_cli_action rm_cli_parse(struct rm_config *cfg, int argc, char **argv)
                                 &err) < 0 ||
             (rm_config_apply_json(cfg, flags, &err) < 0 && rm_error_wrap(&err, "command line")) ||
             rm_config_finish(cfg, &err) < 0) {
+                if (check) {
+                        printf("%-5s %-20s %s: fix the config file or the flag\n", "FAIL", "config",
+                               err->msg);
+                        printf("1 failed, 0 warnings (nothing else checked)\n");
+                        return RM_CLI_EXIT_FAIL;
+                }
                 fprintf(stderr, "remorad: %s\n", err->msg);
                 return RM_CLI_EXIT_USAGE;
         }
@@ -143,5 +156,5 @@ enum rm_cli_action rm_cli_parse(struct rm_config *cfg, int argc, char **argv)
                                    o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
                 return RM_CLI_EXIT_OK;
         }
-        return RM_CLI_RUN;
+        return check ? RM_CLI_CHECK : RM_CLI_RUN;
 }

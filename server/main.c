@@ -22,6 +22,16 @@ int main(int argc, char **argv)
         case RM_CLI_EXIT_USAGE:
                 rm_config_release(&cfg);
                 return 2;
+        case RM_CLI_EXIT_FAIL:
+                rm_config_release(&cfg);
+                return 1;
+        case RM_CLI_CHECK: {
+                /* Only the check's own lines on stdout; warnings still reach stderr. */
+                rm_log_set_level(RM_LOG_WARN);
+                int fails = rm_check_host(&cfg, stdout);
+                rm_config_release(&cfg);
+                return fails ? 1 : 0;
+        }
         case RM_CLI_RUN:
                 break;
         }

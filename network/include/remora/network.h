@@ -26,6 +26,11 @@ struct rm_network *rm_network_open(struct json_object *section, const char *root
                                    struct rm_store *store, struct rm_error **err);
 void rm_network_close(struct rm_network *net);
 
+/* For `remorad --check`: parse the "network" section without opening anything, and list
+ * the nftables tables (read-only) to show libnftables and the kernel answer. */
+int rm_network_config_check(struct json_object *section, struct rm_error **err);
+int rm_network_nft_check(struct rm_error **err);
+
 /* Whether pods can get a network now. When not, *reason is a CamelCase reason for the
  * NetworkReady condition and *message says why in words. Strings are static. */
 bool rm_network_ready(const struct rm_network *net, const char **reason, const char **message);

@@ -3,6 +3,7 @@
 #define REMORA_SERVER_H
 
 #include <stdbool.h>
+#include <stdio.h>
 #include <json-c/json.h>
 
 #include "remora/error.h"
@@ -65,11 +66,22 @@ char *rm_config_socket_path(const char *listen, struct rm_error **err);
 struct json_object *rm_config_to_json(const struct rm_config *cfg);
 
 /* Outcome of command-line parsing. */
-enum rm_cli_action { RM_CLI_RUN, RM_CLI_EXIT_OK, RM_CLI_EXIT_USAGE };
+enum rm_cli_action {
+        RM_CLI_RUN,
+        RM_CLI_CHECK, /* --check: run rm_check_host instead of the daemon */
+        RM_CLI_EXIT_OK,
+        RM_CLI_EXIT_USAGE,
+        RM_CLI_EXIT_FAIL, /* --check with a config that does not load (already reported) */
+};
 
 /* Parse remorad's command line into cfg: loads the config file (from --config or the
  * default path) and applies flags over it. Prints --help / --version / errors itself. */
 enum rm_cli_action rm_cli_parse(struct rm_config *cfg, int argc, char **argv);
+
+/* `remorad --check`: check the host for what cfg needs without starting the daemon or
+ * changing anything; one OK / WARN / FAIL line per check on out. Returns the number of
+ * FAILs. */
+int rm_check_host(const struct rm_config *cfg, FILE *out);
 
 struct rm_daemon;
 
