@@ -11,6 +11,8 @@
 
 #include "cri.h"
 
+struct json_object;
+
 #define BENCH_MAX_ENDPOINTS 2
 
 enum fig_state { FIG_OK, FIG_UNSUPPORTED, FIG_FAILED };
@@ -22,6 +24,7 @@ struct figure {
         bool value;
         enum fig_state state;
         char *note;
+        const char *scenario; /* the scenario that made it (static string), NULL if unknown */
         double *v;
         size_t n, cap;
 };
@@ -37,6 +40,7 @@ struct endpoint {
         char **pods;          /* sandboxes created and not yet removed */
         size_t npods;
         double rss_idle_kib;
+        const char *scenario; /* the one running now; figures made meanwhile belong to it */
 };
 
 struct bench {
@@ -45,7 +49,7 @@ struct bench {
         int n, warmup, parallel, pods_k;
         bool shared_pid;   /* pods share one PID namespace (an infra process where needed) */
         bool host_network; /* pods use the node's network: no network setup to measure */
-        const char *image, *pull_image, *json;
+        const char *image, *pull_image, *json, *html;
         size_t list_sizes[8];
         size_t nlist;
         double timeout_s;
@@ -68,6 +72,10 @@ void fig_mark(struct endpoint *ep, const char *const *names, const char *unit, e
               const char *note);
 void report_table(const struct bench *b);
 int report_json(const struct bench *b, const char *path);
+/* The --json document of a run (the caller puts it). */
+struct json_object *report_doc(const struct bench *b);
+/* A self-contained HTML page (inline SVG charts) from a --json document (html.c). */
+int report_html_doc(struct json_object *doc, const char *path);
 
 /* scenarios (scenarios.c, resources.c) */
 void scenario_rpc(struct bench *b);

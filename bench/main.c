@@ -1,5 +1,6 @@
 /* remora-bench: measures a CRI runtime (or two, side by side) over its socket. */
 #include <getopt.h>
+#include <json-c/json.h>
 #include <grpc/grpc.h>
 #include <grpc/status.h>
 #include <stdio.h>
@@ -10,6 +11,7 @@
 
 #include "ops.h"
 #include "proc.h"
+#include "remora/cleanup.h"
 #include "remora/xalloc.h"
 
 volatile sig_atomic_t bench_interrupted;
@@ -28,7 +30,8 @@ static void usage(FILE *out)
                 "                    [--image REF] [--pull-image REF] [--list-sizes 10,100,500]\n"
                 "                    [--pid PID]... [--helper NAME]... [--only LIST]\n"
                 "                    [--timeout SECONDS] [--shared-pid] [--host-network]\n"
-                "                    [--json FILE]\n"
+                "                    [--json FILE] [--html FILE]\n"
+                "       remora-bench --from-json FILE --html FILE\n"
                 "\n"
                 "  -n N            measured iterations per figure (default 20)\n"
                 "  --warmup W      unrecorded iterations before them (default 2)\n"
@@ -44,7 +47,11 @@ static void usage(FILE *out)
                 "  --shared-pid    pods share one PID namespace (shareProcessNamespace); by\n"
                 "                  default each container has its own, as kubelet asks\n"
                 "  --host-network  pods use the node's network; compared with a default run,\n"
-                "                  shows what pod network setup and teardown cost\n");
+                "                  shows what pod network setup and teardown cost\n"
+                "  --json FILE     write the figures as JSON\n"
+                "  --html FILE     write a self-contained HTML page: a bar chart per scenario\n"
+                "                  (p50 and p95, the runtimes side by side) and the table\n"
+                "  --from-json F   with --html: draw a run saved with --json; measures nothing\n");
 }
 
 static bool wanted(const struct bench *b, const char *name)
@@ -100,6 +107,7 @@ int main(int argc, char **argv)
         const char *endpoints[BENCH_MAX_ENDPOINTS];
         pid_t pids[BENCH_MAX_ENDPOINTS] = {0, 0};
         size_t npid = 0, nhelpers = 0;
+        const char *from_json = NULL;
 
         static const struct option longopts[] = {{"endpoint", required_argument, NULL, 'e'},
                                                  {"warmup", required_argument, NULL, 'w'},
@@ -108,6 +116,8 @@ int main(int argc, char **argv)
                                                  {"image", required_argument, NULL, 'i'},
                                                  {"pull-image", required_argument, NULL, 'I'},
                                                  {"json", required_argument, NULL, 'j'},
+                                                 {"html", required_argument, NULL, 'W'},
+                                                 {"from-json", required_argument, NULL, 'F'},
                                                  {"pid", required_argument, NULL, 'P'},
                                                  {"helper", required_argument, NULL, 'H'},
                                                  {"only", required_argument, NULL, 'o'},
@@ -144,6 +154,12 @@ int main(int argc, char **argv)
                         break;
                 case 'I':
                         b.pull_image = optarg;
+                        break;
+                case 'W':
+                        b.html = optarg;
+                        break;
+                case 'F':
+                        from_json = optarg;
                         break;
                 case 'j':
                         b.json = optarg;
@@ -184,6 +200,20 @@ int main(int argc, char **argv)
                         usage(stderr);
                         return 2;
                 }
+        }
+        if (from_json) {
+                /* Draw a saved run; nothing is measured. */
+                if (!b.html || b.nep || optind != argc) {
+                        usage(stderr);
+                        return 2;
+                }
+                cleanup_json struct json_object *doc = json_object_from_file(from_json);
+                if (doc == NULL) {
+                        fprintf(stderr, "remora-bench: %s: %s\n", from_json,
+                                json_util_get_last_err());
+                        return 1;
+                }
+                return report_html_doc(doc, b.html) < 0 ? 1 : 0;
         }
         if (b.nep == 0 || optind != argc) {
                 usage(stderr);
@@ -245,6 +275,8 @@ int main(int argc, char **argv)
                 if (!wanted(&b, scenarios[i].name))
                         continue;
                 fprintf(stderr, "remora-bench: %s...\n", scenarios[i].name);
+                for (size_t e = 0; e < b.nep; e++)
+                        b.ep[e].scenario = scenarios[i].name;
                 double t0 = cri_now_ms();
                 scenarios[i].run(&b);
                 fprintf(stderr, "remora-bench: %s done in %.1f s\n", scenarios[i].name,
@@ -260,6 +292,11 @@ int main(int argc, char **argv)
         int rc = left ? 1 : 0;
         if (b.json && report_json(&b, b.json) < 0)
                 rc = 1;
+        if (b.html) {
+                cleanup_json struct json_object *doc = report_doc(&b);
+                if (report_html_doc(doc, b.html) < 0)
+                        rc = 1;
+        }
         for (size_t e = 0; e < b.nep; e++)
                 cri_close(b.ep[e].conn);
         grpc_shutdown();

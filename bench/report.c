@@ -30,6 +30,7 @@ struct figure *fig_get(struct endpoint *ep, const char *name, const char *unit, 
         f->name = xstrdup(name);
         f->unit = unit;
         f->value = value;
+        f->scenario = ep->scenario;
         return f;
 }
 
@@ -149,6 +150,16 @@ static const char *unit_of(const struct bench *b, const char *name)
         return "";
 }
 
+static const char *scenario_of(const struct bench *b, const char *name)
+{
+        for (size_t e = 0; e < b->nep; e++) {
+                const struct figure *f = find(&b->ep[e], name);
+                if (f && f->scenario)
+                        return f->scenario;
+        }
+        return NULL;
+}
+
 static void cell(char *buf, size_t len, const struct figure *f)
 {
         struct summary s = summarize(f);
@@ -235,9 +246,9 @@ static struct json_object *machine(void)
         return m;
 }
 
-int report_json(const struct bench *b, const char *path)
+struct json_object *report_doc(const struct bench *b)
 {
-        cleanup_json struct json_object *root = json_object_new_object();
+        struct json_object *root = json_object_new_object();
         json_object_object_add(root, "tool", json_object_new_string("remora-bench"));
         json_object_object_add(root, "run_id", json_object_new_string(b->run_id));
         json_object_object_add(root, "machine", machine());
@@ -270,6 +281,9 @@ int report_json(const struct bench *b, const char *path)
                 struct json_object *jf = json_object_new_object();
                 json_object_object_add(jf, "name", json_object_new_string(names[i]));
                 json_object_object_add(jf, "unit", json_object_new_string(unit_of(b, names[i])));
+                const char *scenario = scenario_of(b, names[i]);
+                if (scenario)
+                        json_object_object_add(jf, "scenario", json_object_new_string(scenario));
                 struct json_object *res = json_object_new_array();
                 struct summary s[BENCH_MAX_ENDPOINTS];
                 for (size_t e = 0; e < b->nep; e++) {
@@ -298,6 +312,12 @@ int report_json(const struct bench *b, const char *path)
         }
         free(names);
         json_object_object_add(root, "figures", figs);
+        return root;
+}
+
+int report_json(const struct bench *b, const char *path)
+{
+        cleanup_json struct json_object *root = report_doc(b);
         if (json_object_to_file_ext(path, root, JSON_C_TO_STRING_PRETTY) < 0) {
                 fprintf(stderr, "remora-bench: cannot write %s: %s\n", path,
                         json_util_get_last_err());

@@ -2,6 +2,7 @@
 writes JSON that parses, and marks what the daemon does not implement as unsupported.
 It asserts no performance figure. Runs with the integration suite's fixtures loaded as a
 plugin (ctest passes -p remora_fixtures), so the daemon is started the same way."""
+import html.parser
 import json
 import os
 import signal
@@ -119,3 +120,82 @@ def test_sigint_stops_and_reports(bench_bin, daemon, tmp_path):
     version = next(f for f in report["figures"] if f["name"] == "Version")["results"][0]
     assert version["state"] == "ok" and 0 < version["n"] < 100000
     assert "Version" in stdout
+
+
+class Page(html.parser.HTMLParser):
+    """What the report page holds: its tags, text, and any reference to elsewhere."""
+
+    def __init__(self):
+        super().__init__()
+        self.tags, self.text, self.refs, self.rects = [], [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        self.tags.append(tag)
+        self.refs += [v for k, v in attrs if k in ("src", "href")]
+        if tag == "rect":
+            self.rects.append((int(a["y"]), int(a["width"]), a["fill"]))
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def test_html_report_from_two_endpoints(bench_bin, make_daemon, tmp_path):
+    """--html: one self-contained page, a chart per scenario with both runtimes, and the
+    same figures as the JSON of the same run."""
+    a = make_daemon().start()
+    b = make_daemon().start()
+    out_json, out_html = tmp_path / "bench.json", tmp_path / "bench.html"
+    r = run_bench(bench_bin, "--endpoint", "unix://" + a.socket, "--endpoint",
+                  "unix://" + b.socket, "-n", "3", "--only", "rpc,lists", "--list-sizes", "2",
+                  "--json", str(out_json), "--html", str(out_html))
+    assert r.returncode == 0, r.stderr
+    report = json.loads(out_json.read_text())
+    page = Page()
+    page.feed(out_html.read_text())
+    text = " ".join(page.text)
+    scenarios = {f["scenario"] for f in report["figures"]}
+    assert scenarios == {"rpc", "lists"}
+    assert page.tags.count("svg") == len(scenarios)
+    assert page.refs == []  # nothing loaded from elsewhere
+    for f in report["figures"]:
+        assert f["name"] in text
+    assert report["endpoints"][0]["runtime"] in text and "A/B p50" in text
+
+
+def test_html_report_from_saved_json(bench_bin, tmp_path):
+    """--from-json draws a saved run without a daemon; what the JSON says is escaped, and
+    each row is scaled to its own largest p95."""
+    doc = {
+        "tool": "remora-bench", "run_id": "t1",
+        "machine": {"os": "Debian", "kernel": "6.1", "arch": "x86_64", "nproc": 2},
+        "options": {"n": 3, "warmup": 1, "image": "img"},
+        "endpoints": [{"label": "A", "endpoint": "unix:///a", "runtime": "<script>x</script>"},
+                      {"label": "B", "endpoint": "unix:///b", "runtime": "other & co"}],
+        "figures": [
+            {"name": "Version", "unit": "ms", "scenario": "rpc", "ratio_p50": 0.5,
+             "results": [{"endpoint": "A", "state": "ok", "n": 3, "p50": 1, "p95": 2, "max": 2},
+                         {"endpoint": "B", "state": "ok", "n": 3, "p50": 2, "p95": 4,
+                          "max": 5}]},
+            {"name": "daemon RSS idle", "unit": "MB", "scenario": "memory",
+             "results": [{"endpoint": "A", "state": "ok", "value": 10},
+                         {"endpoint": "B", "state": "unsupported", "note": "no pid"}]},
+        ],
+    }
+    src, out = tmp_path / "run.json", tmp_path / "run.html"
+    src.write_text(json.dumps(doc))
+    r = run_bench(bench_bin, "--from-json", str(src), "--html", str(out))
+    assert r.returncode == 0, r.stderr
+    body = out.read_text()
+    assert "<script>" not in body and "&lt;script&gt;" in body and "other &amp; co" in body
+    page = Page()
+    page.feed(body)
+    assert page.tags.count("svg") == 2
+    # Version: B's p95 (4) fills the row (460 px), A's p95 (2) half of it, A's p50 a quarter.
+    widths = sorted(w for _, w, _ in page.rects)
+    assert 460 in widths and 230 in widths and 115 in widths
+    assert "unsupported" in " ".join(page.text)
+    # Without --html, or with endpoints as well, it is a usage error.
+    assert run_bench(bench_bin, "--from-json", str(src)).returncode == 2
+    assert run_bench(bench_bin, "--from-json", str(tmp_path / "none.json"),
+                     "--html", str(out)).returncode == 1
