@@ -37,7 +37,33 @@ struct rm__cni {
         char *msgs[MAX_MESSAGES]; /* readiness messages handed out, kept until free */
         size_t n_msgs;
         struct rm_store *cache;
+        /* Failed plugin runs by type, for /metrics (under fail_lock: invoke has a const c). */
+        pthread_mutex_t *fail_lock;
+        struct rm_network_stats *fails;
 };
+
+static void note_failure(const struct rm__cni *c, const char *type)
+{
+        pthread_mutex_lock(c->fail_lock);
+        struct rm_network_stats *f = c->fails;
+        size_t i = 0;
+        while (i < f->n_plugins && strcmp(f->plugins[i].type, type ? type : "?") != 0)
+                i++;
+        if (i == f->n_plugins && i < RM_NET_STATS_PLUGINS)
+                snprintf(f->plugins[f->n_plugins++].type, sizeof(f->plugins[0].type), "%s",
+                         type ? type : "?");
+        if (i < f->n_plugins)
+                f->plugins[i].failures++;
+        pthread_mutex_unlock(c->fail_lock);
+}
+
+void rm__cni_failures(struct rm__cni *c, struct rm_network_stats *out)
+{
+        pthread_mutex_lock(c->fail_lock);
+        out->n_plugins = c->fails->n_plugins;
+        memcpy(out->plugins, c->fails->plugins, sizeof(out->plugins));
+        pthread_mutex_unlock(c->fail_lock);
+}
 
 struct rm__cni *rm__cni_new(const char *conf_dir, const char *bin_dir, const char *cache_dir,
                             int timeout_ms)
@@ -48,6 +74,9 @@ struct rm__cni *rm__cni_new(const char *conf_dir, const char *bin_dir, const cha
         c->cache_dir = xstrdup(cache_dir);
         c->timeout_ms = timeout_ms;
         pthread_mutex_init(&c->lock, NULL);
+        c->fail_lock = xzalloc(sizeof(*c->fail_lock));
+        pthread_mutex_init(c->fail_lock, NULL);
+        c->fails = xzalloc(sizeof(*c->fails));
         pthread_cond_init(&c->idle, NULL);
         return c;
 }
@@ -62,6 +91,9 @@ void rm__cni_free(struct rm__cni *c)
         free(c->busy);
         pthread_cond_destroy(&c->idle);
         pthread_mutex_destroy(&c->lock);
+        pthread_mutex_destroy(c->fail_lock);
+        free(c->fail_lock);
+        free(c->fails);
         free(c->conf_dir);
         free(c->bin_dir);
         free(c->cache_dir);
@@ -428,10 +460,13 @@ static int invoke(const struct rm__cni *c, const struct netconf *nc, size_t i,
         struct rm__cni_exec_out out;
         int r = rm__cni_exec(&req, &out, err);
         free_strv(envp);
-        if (r < 0)
+        if (r < 0) {
+                note_failure(c, type);
                 return rm_error_wrap(err, "plugin \"%s\" (%zu of %zu) %s", type, i + 1, nc->n,
                                      call->cmd);
+        }
         if (out.status != 0) {
+                note_failure(c, type);
                 plugin_failed(type, i, nc->n, call->cmd, &out, err);
                 rm__cni_exec_out_release(&out);
                 return -1;
@@ -443,6 +478,7 @@ static int invoke(const struct rm__cni *c, const struct netconf *nc, size_t i,
                                 json_object_put(*result);
                         *result = NULL;
                         rm__cni_exec_out_release(&out);
+                        note_failure(c, type);
                         return rm_error_set(err, RM_INTERNAL,
                                             "plugin \"%s\" (%zu of %zu) %s: its result is not a "
                                             "JSON object",

@@ -49,6 +49,8 @@ struct rm__cni;
 struct rm__cni *rm__cni_new(const char *conf_dir, const char *bin_dir, const char *cache_dir,
                             int timeout_ms);
 void rm__cni_free(struct rm__cni *cni);
+/* Copy the count of failed plugin runs by plugin type into out. */
+void rm__cni_failures(struct rm__cni *cni, struct rm_network_stats *out);
 
 /* Whether a usable config and all its plugins are present now. When not, *message says
  * why; it stays valid until rm__cni_free. */

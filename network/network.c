@@ -711,3 +711,32 @@ int rm_network_reconcile(struct rm_network *net, const char *const *live_pod_ids
                                     c.failed);
         return 0;
 }
+
+static uint32_t popcount_bits(const uint8_t *bits, uint32_t n)
+{
+        uint32_t c = 0;
+        for (uint32_t i = 0; bits && i < (n + 7) / 8; i++)
+                c += (uint32_t)__builtin_popcount(bits[i]);
+        return c;
+}
+
+void rm_network_stats(struct rm_network *net, struct rm_network_stats *out)
+{
+        memset(out, 0, sizeof(*out));
+        if (net->cni) {
+                rm__cni_failures(net->cni, out);
+                return;
+        }
+        if (net->cfg.mode != RM_NET_BRIDGE)
+                return;
+        pthread_mutex_lock(&net->lock);
+        /* The network address, the gateway and the broadcast address are never pods'
+         * (IPv6: the subnet-router anycast address and the gateway), as in ip_alloc. */
+        out->ipv4_in_use = popcount_bits(net->used, net->size);
+        out->ipv4_free = net->size > 3 ? net->size - 3 - out->ipv4_in_use : 0;
+        if (net->used6) {
+                out->ipv6_in_use = popcount_bits(net->used6, net->size6);
+                out->ipv6_free = net->size6 > 2 ? net->size6 - 2 - out->ipv6_in_use : 0;
+        }
+        pthread_mutex_unlock(&net->lock);
+}

@@ -166,6 +166,7 @@ static int open_managers(struct rm_daemon *d, struct rm_error **err)
 
 static void release(struct rm_daemon *d)
 {
+        rm_metrics_server_close(d->metrics); /* scrapes read everything below */
         /* First: live sessions call into the managers below. */
         rm_streaming_close(d->streaming);
         rm_dispatch_free(d->dispatch);
@@ -191,6 +192,7 @@ static void release(struct rm_daemon *d)
 
 struct rm_daemon *rm_daemon_start(struct rm_config *cfg, struct rm_error **err)
 {
+        uint64_t t0 = rm_metrics_now_ns();
         struct rm_daemon *d = xzalloc(sizeof(*d));
         d->cfg = cfg;
         d->lock_fds[0] = d->lock_fds[1] = -1;
@@ -216,6 +218,13 @@ struct rm_daemon *rm_daemon_start(struct rm_config *cfg, struct rm_error **err)
                                        rm_dispatch_call, d->dispatch, streams,
                                        sizeof(streams) / sizeof(streams[0]), err);
         if (d->grpc == NULL) {
+                release(d);
+                return NULL;
+        }
+        d->counters.startup_ns = rm_metrics_now_ns() - t0;
+        d->metrics = rm_metrics_server_open(cfg->sections[RM_SECTION_METRICS], d, err);
+        if (d->metrics == NULL && *err) {
+                rm_grpc_server_stop(d->grpc);
                 release(d);
                 return NULL;
         }

@@ -16,6 +16,7 @@
 #include "remora/server.h"
 #include "remora/store.h"
 #include "remora/streaming.h"
+#include "metrics.h"
 
 struct rm_dispatch;
 struct rm_events;
@@ -44,7 +45,9 @@ struct rm_daemon {
         struct rm_dispatch *dispatch;
         struct rm_events *events;
         struct rm_grpc_server *grpc;
-        struct rm_streaming *streaming; /* Exec/Attach/PortForward URLs point here */
+        struct rm_streaming *streaming;    /* Exec/Attach/PortForward URLs point here */
+        struct rm_metrics_server *metrics; /* NULL unless metrics.address is set */
+        struct rm_server_counters counters;
 };
 
 #endif

@@ -1,3 +1,5 @@
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -5,18 +7,26 @@
 #include "dispatch.h"
 #include "remora/cleanup.h"
 #include "remora/log.h"
+#include "remora/metrics.h"
 #include "remora/xalloc.h"
 
+/* gRPC status codes run 0 (OK) to 16 (UNAUTHENTICATED). */
+#define N_CODES 17
+
 struct method {
-        char *path; /* "/runtime.v1.RuntimeService/Version" */
+        char *path;       /* "/runtime.v1.RuntimeService/Version" */
+        const char *name; /* "Version", inside path */
         const ProtobufCMessageDescriptor *input;
         rm_handler_fn fn;
+        atomic_uint_fast64_t calls[N_CODES]; /* answered, by status code */
+        struct rm_histo latency;
 };
 
 struct rm_dispatch {
         struct method *methods; /* sorted by path */
         size_t n;
         struct rm_daemon *daemon;
+        atomic_int in_flight;
 };
 
 static const ProtobufCServiceDescriptor *const services[] = {
@@ -58,6 +68,7 @@ struct rm_dispatch *rm_dispatch_new(const struct rm_handler_entry *handlers,
                 for (unsigned m = 0; m < services[s]->n_methods; m++) {
                         const ProtobufCMethodDescriptor *md = &services[s]->methods[m];
                         d->methods[d->n].path = xasprintf("/%s/%s", services[s]->name, md->name);
+                        d->methods[d->n].name = strrchr(d->methods[d->n].path, '/') + 1;
                         d->methods[d->n].input = md->input;
                         d->n++;
                 }
@@ -137,9 +148,50 @@ int rm_dispatch_call(void *ctx, const char *method, const uint8_t *in, size_t in
         else if (m->fn == NULL)
                 rc = rm_error_set(err, RM_UNIMPLEMENTED,
                                   "%s is not implemented by this version of remora", method);
-        else
+        else {
+                atomic_fetch_add(&d->in_flight, 1);
+                uint64_t t0 = rm_metrics_now_ns();
                 rc = call_handler(d, m, in, in_len, out, out_len, err);
+                rm_histo_observe(&m->latency, rm_metrics_now_ns() - t0);
+                int code = rc == 0 ? 0 : (err && *err ? (int)(*err)->code : RM_UNKNOWN);
+                atomic_fetch_add_explicit(
+                    &m->calls[code >= 0 && code < N_CODES ? code : RM_UNKNOWN], 1,
+                    memory_order_relaxed);
+                atomic_fetch_sub(&d->in_flight, 1);
+        }
         if (rc < 0 && err && *err)
                 log_failure(method, *err);
         return rc;
+}
+
+void rm_dispatch_metrics_write(struct rm_dispatch *d, FILE *out)
+{
+        rm_metrics_family(out, "remora_cri_calls_total", "counter",
+                          "CRI calls answered, by method and gRPC status code.");
+        for (size_t i = 0; i < d->n; i++) {
+                for (int c = 0; c < N_CODES; c++) {
+                        uint64_t v =
+                            atomic_load_explicit(&d->methods[i].calls[c], memory_order_relaxed);
+                        if (v == 0)
+                                continue;
+                        char labels[160];
+                        snprintf(labels, sizeof(labels), "method=\"%s\",code=\"%s\"",
+                                 d->methods[i].name, rm_code_name((enum rm_code)c));
+                        rm_metrics_sample(out, "remora_cri_calls_total", labels, (double)v);
+                }
+        }
+        rm_metrics_family(out, "remora_cri_call_duration_seconds", "histogram",
+                          "Time from decoding a CRI request to its response, by method.");
+        for (size_t i = 0; i < d->n; i++) {
+                if (atomic_load_explicit(&d->methods[i].latency.count, memory_order_relaxed) == 0)
+                        continue;
+                char labels[96];
+                snprintf(labels, sizeof(labels), "method=\"%s\"", d->methods[i].name);
+                rm_metrics_histo(out, "remora_cri_call_duration_seconds", labels,
+                                 &d->methods[i].latency);
+        }
+        rm_metrics_family(out, "remora_cri_calls_in_flight", "gauge",
+                          "CRI calls being handled now.");
+        rm_metrics_sample(out, "remora_cri_calls_in_flight", NULL,
+                          (double)atomic_load(&d->in_flight));
 }

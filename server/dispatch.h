@@ -6,6 +6,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <protobuf-c/protobuf-c.h>
 
 #include "remora/arena.h"
@@ -47,6 +48,10 @@ void rm_dispatch_free(struct rm_dispatch *d);
 
 /* Number of RPCs in the table, and how many of them have a handler. */
 size_t rm_dispatch_count(const struct rm_dispatch *d, size_t *implemented);
+
+/* The call-path families of /metrics: remora_cri_calls_total, ..._call_duration_seconds
+ * and ..._calls_in_flight. */
+void rm_dispatch_metrics_write(struct rm_dispatch *d, FILE *out);
 
 /* rm_dispatch_fn for the gRPC front end (ctx is the struct rm_dispatch). Unknown or
  * unimplemented method: UNIMPLEMENTED naming it; undecodable request: INVALID_ARGUMENT. */

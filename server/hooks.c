@@ -47,7 +47,9 @@ static int net_setup(void *ctx, const char *pod_id, const Runtime__V1__PodSandbo
             .n_ports = n,
         };
         struct rm_pod_network_result res = {0};
+        uint64_t t0 = rm_metrics_now_ns();
         int rc = rm_network_pod_setup(d->network, &req, &res, err);
+        rm_histo_observe(&d->counters.net_setup, rm_metrics_now_ns() - t0);
         free(ports);
         if (rc < 0)
                 return -1;
@@ -62,7 +64,10 @@ static int net_teardown(void *ctx, const char *pod_id, const char *netns_path,
                         struct rm_error **err)
 {
         struct rm_daemon *d = ctx;
-        return rm_network_pod_teardown(d->network, pod_id, netns_path, err);
+        uint64_t t0 = rm_metrics_now_ns();
+        int rc = rm_network_pod_teardown(d->network, pod_id, netns_path, err);
+        rm_histo_observe(&d->counters.net_teardown, rm_metrics_now_ns() - t0);
+        return rc;
 }
 
 /* ---- the pod's cgroup ---- */

@@ -1,4 +1,5 @@
 /* CRI ImageService: thin wrappers over the image service. */
+#include <stdatomic.h>
 #include <stdlib.h>
 
 #include "api.pb-c.h"
@@ -12,7 +13,13 @@ RM_HANDLER(pull_image)
         if (ref == NULL || *ref == '\0')
                 return rm_error_set(err, RM_INVALID_ARGUMENT, "image.image is empty");
         char *id = NULL;
-        if (rm_image_pull(call->daemon->images, ref, in->auth, call->cancel, &id, err) < 0)
+        struct rm_server_counters *c = &call->daemon->counters;
+        uint64_t t0 = rm_metrics_now_ns();
+        int rc = rm_image_pull(call->daemon->images, ref, in->auth, call->cancel, &id, err);
+        rm_histo_observe(&c->pull_duration, rm_metrics_now_ns() - t0);
+        unsigned code = rc == 0 ? 0 : (unsigned)(*err)->code;
+        atomic_fetch_add(&c->pulls[code < 17 ? code : RM_UNKNOWN], 1);
+        if (rc < 0)
                 return -1;
         Runtime__V1__PullImageResponse *r = rm_arena_alloc(call->arena, sizeof(*r));
         runtime__v1__pull_image_response__init(r);

@@ -26,6 +26,20 @@ struct rm_network *rm_network_open(struct json_object *section, const char *root
                                    struct rm_store *store, struct rm_error **err);
 void rm_network_close(struct rm_network *net);
 
+/* Figures for /metrics, read under the network lock (a bitmap count, no syscall). In
+ * CNI mode addresses belong to the plugins: the IPAM figures are then zero. */
+#define RM_NET_STATS_PLUGINS 16
+struct rm_network_stats {
+        uint32_t ipv4_in_use, ipv4_free;
+        uint32_t ipv6_in_use, ipv6_free;
+        size_t n_plugins;
+        struct {
+                char type[64]; /* the plugin's "type" */
+                uint64_t failures;
+        } plugins[RM_NET_STATS_PLUGINS]; /* CNI plugin runs that failed, by plugin */
+};
+void rm_network_stats(struct rm_network *net, struct rm_network_stats *out);
+
 /* For `remorad --check`: parse the "network" section without opening anything, and list
  * the nftables tables (read-only) to show libnftables and the kernel answer. */
 int rm_network_config_check(struct json_object *section, struct rm_error **err);

@@ -17,7 +17,7 @@
 #define RM_MAX_WORKERS         256
 #define RM_MAX_MESSAGE_BYTES   (16 * 1024 * 1024)
 
-#define RM_CONFIG_SECTIONS 4
+#define RM_CONFIG_SECTIONS 5
 
 /* Effective configuration: built-in defaults, then the config file, then flags. */
 struct rm_config {
@@ -40,6 +40,7 @@ enum rm_config_section {
         RM_SECTION_SANDBOX,
         RM_SECTION_NETWORK,
         RM_SECTION_STREAMING,
+        RM_SECTION_METRICS,
 };
 
 /* The key of a module-owned section ("image", ...). */
