@@ -173,11 +173,36 @@ static int build_namespaces(struct json_object *linux, const struct rm_spec_pod 
         return 0;
 }
 
+/* What a non-privileged container gets when the request sends no list of its own: the
+ * lists containerd and CRI-O use. Without them a CRI client other than kubelet (crictl,
+ * critest) got a writable /proc/sys, and kernel.core_pattern there runs a program of the
+ * container's choosing as root on the host. */
+static const char *const default_masked[] = {"/proc/acpi",
+                                             "/proc/asound",
+                                             "/proc/kcore",
+                                             "/proc/keys",
+                                             "/proc/latency_stats",
+                                             "/proc/timer_list",
+                                             "/proc/timer_stats",
+                                             "/proc/sched_debug",
+                                             "/proc/scsi",
+                                             "/sys/firmware",
+                                             "/sys/devices/virtual/powercap",
+                                             NULL};
+static const char *const default_readonly[] = {
+    "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger", NULL};
+
 static int path_list(struct json_object *linux, const char *key, const char *field,
-                     char *const *paths, size_t n, struct rm_error **err)
+                     char *const *paths, size_t n, const char *const *defaults,
+                     struct rm_error **err)
 {
         struct json_object *list = json_object_new_array();
         json_object_object_add(linux, key, list);
+        if (n == 0) {
+                for (; *defaults; defaults++)
+                        json_object_array_add(list, json_object_new_string(*defaults));
+                return 0;
+        }
         for (size_t i = 0; i < n; i++) {
                 if (paths[i] == NULL || paths[i][0] != '/')
                         return rm_error_set(err, RM_INVALID_ARGUMENT,
@@ -395,11 +420,12 @@ struct json_object *rm_spec_build(const char *id, const Runtime__V1__ContainerCo
         if (propagation)
                 json_object_object_add(linux, "rootfsPropagation",
                                        json_object_new_string(propagation));
-        if (!privileged &&
-            (path_list(linux, "maskedPaths", "security_context.masked_paths",
-                       sc ? sc->masked_paths : NULL, sc ? sc->n_masked_paths : 0, err) < 0 ||
-             path_list(linux, "readonlyPaths", "security_context.readonly_paths",
-                       sc ? sc->readonly_paths : NULL, sc ? sc->n_readonly_paths : 0, err) < 0))
+        if (!privileged && (path_list(linux, "maskedPaths", "security_context.masked_paths",
+                                      sc ? sc->masked_paths : NULL, sc ? sc->n_masked_paths : 0,
+                                      default_masked, err) < 0 ||
+                            path_list(linux, "readonlyPaths", "security_context.readonly_paths",
+                                      sc ? sc->readonly_paths : NULL, sc ? sc->n_readonly_paths : 0,
+                                      default_readonly, err) < 0))
                 return NULL;
         if (add_seccomp(linux, sc, privileged, caps, err) < 0)
                 return NULL;
