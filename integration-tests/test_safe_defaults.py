@@ -10,7 +10,7 @@ from google.protobuf import json_format
 
 import registry as R
 
-from ctr_helpers import POD, container_config, create, status  # noqa: F401
+from ctr_helpers import POD, container_config, create
 
 DEFAULT_MASKED = ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",
                   "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
