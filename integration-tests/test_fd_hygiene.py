@@ -99,59 +99,66 @@ def test_no_stray_descriptors_in_daemon_shim_runc_init_and_exec(make_daemon, ima
     wrapper.chmod(0o755)
     d = make_daemon(config=json.dumps({"runtime_path": str(wrapper)})).start()
     cri = d.client()
+    pod = None
     try:
         cri.call("PullImage", image=cri.message("ImageSpec", image=image_ref), timeout=60)
         doc = dict(POD, log_directory=str(tmp_path / "logs"))
         cfg = json_format.ParseDict(doc, cri.api.PodSandboxConfig())
         pod = (cri.call("RunPodSandbox", config=cfg).pod_sandbox_id, cfg)
-        cid = create(cri, pod, container_config(cri, image_ref, "fds", ["/bin/sleep", "1000"]))
-        cri.call("StartContainer", container_id=cid)
-        kinds = socket_kinds()
-
-        # remorad itself: every descriptor past stdio is close-on-exec.
-        leaky = {fd: describe(t, kinds) for fd, (t, flags) in fds_of(d.proc.pid).items()
-                 if fd > 2 and not flags & os.O_CLOEXEC}
-        assert leaky == {}, "remorad descriptors without O_CLOEXEC: %s" % leaky
-
-        # remora-shim: stdio on /dev/null (its log on 2), then only what it opened itself
-        # for this container: unix sockets (attach, the sync pipe's end), pipes to the
-        # container's stdio, its signalfd/epoll, the container's log file.
-        pids = shim_pids(cid)
-        assert len(pids) == 1, pids
-        shim = {fd: describe(t, kinds) for fd, (t, _) in fds_of(pids[0]).items()}
-        log_path = status(cri, cid).log_path
-        for fd, what in shim.items():
-            ok = (what in ("/dev/null", "socket unix") or what.startswith("pipe:") or
-                  what.startswith("anon_inode:") or what == log_path or
-                  what.startswith(os.path.join(d.state, "")) and cid in what or
-                  fd == 2 and what.startswith(d.base))
-            assert ok, "remora-shim holds fd %d: %s (all: %s)" % (fd, what, shim)
-        assert not any(w.startswith("socket netlink") for w in shim.values()), shim
-
-        # runc, every invocation (create by the shim, start/state/exec by the daemon):
-        # stdio and nothing else.
-        runs = {}
-        for name in os.listdir(rec):
-            with open(rec / name) as f:
-                lines = f.read().splitlines()
-            runs[lines[0]] = dict(l.split(" ", 1) for l in lines[1:] if l)
-        assert any(" create " in " %s " % a for a in runs), runs
-        assert any(" start " in " %s " % a for a in runs), runs
-        for args, fds in runs.items():
-            extra = {fd: t for fd, t in fds.items() if fd not in ("0", "1", "2")}
-            assert extra == {}, "runc %s got %s" % (args, extra)
-
-        # The container's init and an exec'd process: stdio only.
-        init = int(json.loads(cri.call("ContainerStatus", container_id=cid,
-                                       verbose=True).info["info"])["pid"])
-        assert sorted(fds_of(init)) == [0, 1, 2], fds_of(init)
-        r = cri.call("ExecSync", container_id=cid,
-                     cmd=["/bin/sh", "-c", "ls /proc/$$/fd; exit 0"], timeout=20)
-        assert r.exit_code == 0, r
-        assert sorted(int(x) for x in r.stdout.split()) == [0, 1, 2], r.stdout
-
-        cri.call("RemoveContainer", container_id=cid)
-        cri.call("StopPodSandbox", pod_sandbox_id=pod[0])
-        cri.call("RemovePodSandbox", pod_sandbox_id=pod[0])
+        check_descriptors(d, cri, pod, image_ref, rec)
     finally:
+        if pod:
+            cri.call("StopPodSandbox", pod_sandbox_id=pod[0])
+            cri.call("RemovePodSandbox", pod_sandbox_id=pod[0])
         cri.close()
+
+
+def check_descriptors(d, cri, pod, ref, rec):
+    """What each process holds, with the container running."""
+    cid = create(cri, pod, container_config(cri, ref, "fds", ["/bin/sleep", "1000"]))
+    cri.call("StartContainer", container_id=cid)
+    kinds = socket_kinds()
+
+    # remorad itself: every descriptor past stdio is close-on-exec.
+    leaky = {fd: describe(t, kinds) for fd, (t, flags) in fds_of(d.proc.pid).items()
+             if fd > 2 and not flags & os.O_CLOEXEC}
+    assert leaky == {}, "remorad descriptors without O_CLOEXEC: %s" % leaky
+
+    # remora-shim: stdio on /dev/null (its log on 2), then only what it opened itself
+    # for this container: unix sockets (attach, the sync pipe's end), pipes to the
+    # container's stdio, its signalfd/epoll, the container's log file.
+    pids = shim_pids(cid)
+    assert len(pids) == 1, pids
+    shim = {fd: describe(t, kinds) for fd, (t, _) in fds_of(pids[0]).items()}
+    log_path = status(cri, cid).log_path
+    for fd, what in shim.items():
+        ok = (what in ("/dev/null", "socket unix") or what.startswith("pipe:") or
+              what.startswith("anon_inode:") or what == log_path or
+              what.startswith(os.path.join(d.state, "")) and cid in what or
+              fd == 2 and what.startswith(d.base))
+        assert ok, "remora-shim holds fd %d: %s (all: %s)" % (fd, what, shim)
+    assert not any(w.startswith("socket netlink") for w in shim.values()), shim
+
+    # runc, every invocation (create by the shim, start/state/exec by the daemon):
+    # stdio and nothing else.
+    runs = {}
+    for name in os.listdir(rec):
+        with open(rec / name) as f:
+            lines = f.read().splitlines()
+        runs[lines[0]] = dict(l.split(" ", 1) for l in lines[1:] if l)
+    assert any(" create " in " %s " % a for a in runs), runs
+    assert any(" start " in " %s " % a for a in runs), runs
+    for args, fds in runs.items():
+        extra = {fd: t for fd, t in fds.items() if fd not in ("0", "1", "2")}
+        assert extra == {}, "runc %s got %s" % (args, extra)
+
+    # The container's init and an exec'd process: stdio only.
+    init = int(json.loads(cri.call("ContainerStatus", container_id=cid,
+                                   verbose=True).info["info"])["pid"])
+    assert sorted(fds_of(init)) == [0, 1, 2], fds_of(init)
+    r = cri.call("ExecSync", container_id=cid,
+                 cmd=["/bin/sh", "-c", "ls /proc/$$/fd; exit 0"], timeout=20)
+    assert r.exit_code == 0, r
+    assert sorted(int(x) for x in r.stdout.split()) == [0, 1, 2], r.stdout
+
+    cri.call("RemoveContainer", container_id=cid)
