@@ -162,3 +162,48 @@ def test_pods_at_the_limit_still_list(daemon, tmp_path):
     finally:
         remove_pods(cri, ids)
         cri.close()
+
+
+@pytest.mark.parametrize("field,extra", [
+    ("config.log_directory", {"log_directory": "/" + "d" * 5000}),
+    ("config.linux.cgroup_parent", {"linux": {"cgroup_parent": "/" + "c" * 5000}}),
+    ("config.dns_config", {"dns_config": {"searches": ["s%d.example" % i for i in range(65)]}}),
+    ("config.port_mappings", {"port_mappings": [{"container_port": 1 + i % 60000}
+                                                for i in range(1025)]}),
+    ("config.linux.sysctls", {"linux": {"sysctls": {"net.ipv4.x%d" % i: "1"
+                                                    for i in range(257)}}}),
+])
+def test_other_pod_fields_bounded(cri, tmp_path, field, extra):
+    """Every other client string or list that lands in the pod's record has a bound, so no
+    field can make the record unreadable on its own."""
+    doc = dict(POD, log_directory=str(tmp_path / "logs"))
+    doc["metadata"] = dict(POD["metadata"], uid="bounded")
+    doc.update(extra)
+    e = refused_pod(cri, json_format.ParseDict(doc, cri.api.PodSandboxConfig()))
+    assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, e.details()
+    assert field in e.details(), e.details()
+
+
+def test_container_strings_and_resource_updates_bounded(cri, image_ref, tmp_path):
+    cri.call("PullImage", image=cri.message("ImageSpec", image=image_ref), timeout=60)
+    pcfg = pod_config(cri, tmp_path, "ctr-bounds")
+    pod_id = cri.call("RunPodSandbox", config=pcfg).pod_sandbox_id
+    try:
+        ccfg = container_config(cri, image_ref, "long-log", ["/bin/true"])
+        ccfg.log_path = "l" * 5000
+        with pytest.raises(grpc.RpcError) as e:
+            cri.call("CreateContainer", pod_sandbox_id=pod_id, config=ccfg, sandbox_config=pcfg)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "config.log_path" in e.value.details()
+        cid = create(cri, (pod_id, pcfg), container_config(cri, image_ref, "upd",
+                                                           ["/bin/sleep", "1000"]))
+        res = cri.message("LinuxContainerResources")
+        for i in range(300):
+            res.unified["memory.x%d" % i] = "1"
+        with pytest.raises(grpc.RpcError) as e:
+            cri.call("UpdateContainerResources", container_id=cid, linux=res)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "linux.unified" in e.value.details(), e.value.details()
+        cri.call("RemoveContainer", container_id=cid)
+    finally:
+        remove_pods(cri, [pod_id])
