@@ -22,10 +22,10 @@ struct rm__nft {
         struct rm__net_config cfg;
 };
 
-/* libnftables opens its netlink socket (at nft_ctx_new, and again when a dump was
- * interrupted) without close-on-exec and does not hand it out, so it would reach every
- * shim and runc the daemon starts. Every NETLINK_NETFILTER socket in this process is
- * libnftables', so each one found without FD_CLOEXEC gets it. */
+/* libnftables opens its netlink socket at nft_ctx_new (once: it stopped reopening it in
+ * 0.9.9) without close-on-exec and does not hand it out, so it would reach every shim and
+ * runc the daemon starts. Every NETLINK_NETFILTER socket in this process is libnftables',
+ * so each one found without FD_CLOEXEC gets it. */
 static void nft_sockets_cloexec(void)
 {
         cleanup_dir DIR *d = opendir("/proc/self/fd");
@@ -77,9 +77,7 @@ void rm__nft_close(struct rm__nft *nft)
 
 static int run(struct rm__nft *nft, const char *cmd, struct rm_error **err)
 {
-        int rc = nft_run_cmd_from_buffer(nft->ctx, cmd);
-        nft_sockets_cloexec(); /* a reopened socket */
-        if (rc == 0)
+        if (nft_run_cmd_from_buffer(nft->ctx, cmd) == 0)
                 return 0;
         const char *e = nft_ctx_get_error_buffer(nft->ctx);
         /* The first line of libnftables' message is the reason; the rest echoes input. */
