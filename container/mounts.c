@@ -124,6 +124,22 @@ static int by_depth(const void *a, const void *b)
         return x->index < y->index ? -1 : (x->index > y->index);
 }
 
+/* mountinfo writes a space, tab, newline or backslash in a path as \ooo (octal). */
+static void unescape_octal(char *s)
+{
+        char *out = s;
+        for (char *p = s; *p; p++) {
+                if (p[0] == '\\' && p[1] >= '0' && p[1] <= '3' && p[2] >= '0' && p[2] <= '7' &&
+                    p[3] >= '0' && p[3] <= '7') {
+                        *out++ = (char)((p[1] - '0') * 64 + (p[2] - '0') * 8 + (p[3] - '0'));
+                        p += 3;
+                } else {
+                        *out++ = *p;
+                }
+        }
+        *out = '\0';
+}
+
 /* The propagation of the mount holding path, from /proc/self/mountinfo's optional
  * fields: "shared:N" and/or "master:N"; mnt gets that mount's mount point. */
 static void host_propagation(const char *path, bool *shared, bool *slave, char mnt_out[PATH_MAX])
@@ -140,6 +156,7 @@ static void host_propagation(const char *path, bool *shared, bool *slave, char m
                 char mnt[PATH_MAX];
                 if (sscanf(line, "%*d %*d %*s %*s %4095s", mnt) != 1)
                         continue;
+                unescape_octal(mnt);
                 size_t n = strlen(mnt);
                 bool covers = strcmp(mnt, "/") == 0 ||
                               (strncmp(path, mnt, n) == 0 && (path[n] == '/' || path[n] == '\0'));

@@ -286,3 +286,24 @@ def test_too_many_supplemental_groups_refused(cri, image_ref, tmp_path):
         assert len(cri.call("ListContainers").containers) == 0
     finally:
         remove_pod(cri, pod)
+
+
+def test_propagation_of_a_mount_point_with_a_space(cri, image_ref, tmp_path, host_mount):
+    """/proc/self/mountinfo writes a space in a mount point as \\040: the check must still
+    find the mount that holds the path (here a shared one, under a private parent)."""
+    host = host_mount("with space")
+    subprocess.run(["mount", "--make-shared", str(host)], check=True)
+    pod = run_pod(cri, image_ref, tmp_path, "prop-space")
+    try:
+        cfg = container_config(cri, image_ref, "space", ["/bin/sleep", "1000"],
+                               mounts=[{"container_path": "/mnt/p", "host_path": str(host),
+                                        "propagation": "PROPAGATION_HOST_TO_CONTAINER"}])
+        cid = create(cri, pod, cfg)
+        cri.call("RemoveContainer", container_id=cid)
+        subprocess.run(["mount", "--make-private", str(host)], check=True)
+        with pytest.raises(grpc.RpcError) as e:
+            create(cri, pod, cfg)
+        assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "host mount %s " % host in e.value.details(), e.value.details()
+    finally:
+        remove_pod(cri, pod)
