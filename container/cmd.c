@@ -91,6 +91,9 @@ int rm__cmd_run(const struct rm__cmd *c, struct rm__cmd_result *r, struct rm_err
                 else
                         posix_spawn_file_actions_adddup2(&fa, c->stdio[i], i);
         }
+        /* runc gets the three descriptors above and no other: every fd of the daemon is
+         * O_CLOEXEC, and this closes any a library opened without it. */
+        posix_spawn_file_actions_addclosefrom_np(&fa, 3);
         /* A fresh signal mask and default dispositions: the daemon's blocked signals must
          * not leak into runc (or, through it, into the container). */
         posix_spawnattr_t attr;

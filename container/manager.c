@@ -427,6 +427,8 @@ int rm_containers_create(struct rm_container_manager *mgr,
                                                                          : "");
         if (req->pod_sandbox_id == NULL || *req->pod_sandbox_id == '\0')
                 return rm_error_set(err, RM_INVALID_ARGUMENT, "pod_sandbox_id is empty");
+        if (rm__ctr_config_limits(cfg, err) < 0)
+                return -1;
 
         /* Resolve the pod first so a prefix and a full ID reserve the same name. */
         struct rm_arena *a = rm_arena_new();

@@ -128,4 +128,10 @@ bool rm__ctr_matches(const struct ctr *c, const Runtime__V1__ContainerFilter *f)
 /* Shared with stats.c. */
 Runtime__V1__ContainerMetadata *rm__ctr_metadata(const struct ctr *c, struct rm_arena *a);
 
+/* Bounds on what a request puts into the record (limits.c): INVALID_ARGUMENT naming the
+ * field. field prefixes the resources' field names ("config.linux.resources"). */
+int rm__ctr_config_limits(const Runtime__V1__ContainerConfig *cfg, struct rm_error **err);
+int rm__ctr_resources_limits(const Runtime__V1__LinuxContainerResources *r, const char *field,
+                             struct rm_error **err);
+
 #endif

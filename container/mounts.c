@@ -5,14 +5,12 @@
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
-#include <sys/mount.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 
 #include "remora/cleanup.h"
-#include "remora/log.h"
 #include "remora/xalloc.h"
 #include "spec_internal.h"
 
@@ -126,6 +124,22 @@ static int by_depth(const void *a, const void *b)
         return x->index < y->index ? -1 : (x->index > y->index);
 }
 
+/* mountinfo writes a space, tab, newline or backslash in a path as \ooo (octal). */
+static void unescape_octal(char *s)
+{
+        char *out = s;
+        for (char *p = s; *p; p++) {
+                if (p[0] == '\\' && p[1] >= '0' && p[1] <= '3' && p[2] >= '0' && p[2] <= '7' &&
+                    p[3] >= '0' && p[3] <= '7') {
+                        *out++ = (char)((p[1] - '0') * 64 + (p[2] - '0') * 8 + (p[3] - '0'));
+                        p += 3;
+                } else {
+                        *out++ = *p;
+                }
+        }
+        *out = '\0';
+}
+
 /* The propagation of the mount holding path, from /proc/self/mountinfo's optional
  * fields: "shared:N" and/or "master:N"; mnt gets that mount's mount point. */
 static void host_propagation(const char *path, bool *shared, bool *slave, char mnt_out[PATH_MAX])
@@ -142,6 +156,7 @@ static void host_propagation(const char *path, bool *shared, bool *slave, char m
                 char mnt[PATH_MAX];
                 if (sscanf(line, "%*d %*d %*s %*s %4095s", mnt) != 1)
                         continue;
+                unescape_octal(mnt);
                 size_t n = strlen(mnt);
                 bool covers = strcmp(mnt, "/") == 0 ||
                               (strncmp(path, mnt, n) == 0 && (path[n] == '/' || path[n] == '\0'));
@@ -159,21 +174,24 @@ static void host_propagation(const char *path, bool *shared, bool *slave, char m
         free(line);
 }
 
-/* Make sure mounts under path on the host reach the container: the mount holding it must
- * be shared (for bidirectional) or at least shared or a slave (host to container). A
- * private one is made shared, as the CRI asks of the runtime, and that is logged. */
-static int ensure_propagation(const char *path, bool need_shared, size_t i, struct rm_error **err)
+/* Mounts under path on the host reach the container only when the mount holding it is
+ * shared (bidirectional) or shared or a slave (host to container). Remora never changes a
+ * host mount's propagation behind the operator's back: it refuses, naming the mount. */
+static int check_propagation(const char *path, const char *host_path, bool need_shared, size_t i,
+                             struct rm_error **err)
 {
         bool shared, slave;
         char mnt[PATH_MAX];
         host_propagation(path, &shared, &slave, mnt);
         if (shared || (slave && !need_shared))
                 return 0;
-        if (mount(NULL, mnt, NULL, MS_SHARED, NULL) < 0)
-                return rm_error_sys(err, "mounts[%zu]: make the host mount %s (holding %s) shared",
-                                    i, mnt, path);
-        rm_log_info("made the host mount %s shared so that mounts under %s propagate", mnt, path);
-        return 0;
+        return rm_error_set(err, RM_FAILED_PRECONDITION,
+                            "mounts[%zu].host_path %s: %s propagation needs its host mount %s to "
+                            "be %s, and it is %s; Remora does not change host mounts (the "
+                            "operator can: mount --make-shared %s)",
+                            i, host_path, need_shared ? "bidirectional" : "host-to-container", mnt,
+                            need_shared ? "shared" : "shared or a slave",
+                            slave ? "a slave" : "private", mnt);
 }
 
 static int add_request_mount(struct json_object *list, const Runtime__V1__Mount *m, size_t i,
@@ -207,7 +225,7 @@ static int add_request_mount(struct json_object *list, const Runtime__V1__Mount 
         case RUNTIME__V1__MOUNT_PROPAGATION__PROPAGATION_PRIVATE:
                 break;
         case RUNTIME__V1__MOUNT_PROPAGATION__PROPAGATION_HOST_TO_CONTAINER:
-                if (ensure_propagation(real, false, i, err) < 0)
+                if (check_propagation(real, m->host_path, false, i, err) < 0)
                         return -1;
                 prop = "rslave";
                 if (*propagation == NULL)
@@ -219,7 +237,7 @@ static int add_request_mount(struct json_object *list, const Runtime__V1__Mount 
                                             "mounts[%zu]: bidirectional propagation needs a "
                                             "privileged container",
                                             i);
-                if (ensure_propagation(real, true, i, err) < 0)
+                if (check_propagation(real, m->host_path, true, i, err) < 0)
                         return -1;
                 prop = "rshared";
                 *propagation = "rshared";

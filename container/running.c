@@ -77,6 +77,8 @@ int rm_containers_update(struct rm_container_manager *mgr,
         if (req->linux == NULL)
                 return rm_error_set(err, RM_INVALID_ARGUMENT,
                                     "linux is missing: there are no resources to update");
+        if (rm__ctr_resources_limits(req->linux, "linux", err) < 0)
+                return -1;
         bool has_oom = false;
         int64_t oom = 0;
         cleanup_json struct json_object *res =

@@ -132,6 +132,9 @@ int rm_shim_spawn(const struct rm_shim_request *req, struct rm_shim_result *res,
         posix_spawn_file_actions_adddup2(&fa, devnull, 1);
         posix_spawn_file_actions_adddup2(&fa, devnull, 2);
         posix_spawn_file_actions_adddup2(&fa, wr, 3);
+        /* Nothing else reaches the shim, even a descriptor a library opened without
+         * O_CLOEXEC. */
+        posix_spawn_file_actions_addclosefrom_np(&fa, 4);
         sigset_t none, pipe_only;
         sigemptyset(&none);
         sigemptyset(&pipe_only);

@@ -60,28 +60,32 @@ static struct json_object *strv_json(char *const *v, size_t n)
         return a;
 }
 
-/* Set key=value in env (a JSON array of "K=V"), replacing an earlier value of key. */
-static void env_set(struct json_object *env, const char *key, size_t key_len, const char *kv)
+/* The environment being built: a JSON array of "K=V" and, beside it, each key's index
+ * in the array (a json-c object is a hash table), so that a request with many variables
+ * costs linear time, not a scan of the array per variable. */
+struct env {
+        struct json_object *list;
+        struct json_object *index;
+};
+
+/* Set key=value, replacing an earlier value of key in place. */
+static void env_set(struct env *e, const char *key, size_t key_len, const char *kv)
 {
-        for (size_t i = 0; i < json_object_array_length(env); i++) {
-                const char *cur = json_object_get_string(json_object_array_get_idx(env, i));
-                if (strncmp(cur, key, key_len) == 0 && cur[key_len] == '=') {
-                        json_object_array_put_idx(env, i, json_object_new_string(kv));
-                        return;
-                }
+        cleanup_free char *k = xasprintf("%.*s", (int)key_len, key);
+        struct json_object *at = NULL;
+        if (json_object_object_get_ex(e->index, k, &at)) {
+                json_object_array_put_idx(e->list, (size_t)json_object_get_int64(at),
+                                          json_object_new_string(kv));
+                return;
         }
-        json_object_array_add(env, json_object_new_string(kv));
+        json_object_object_add(e->index, k,
+                               json_object_new_int64((int64_t)json_object_array_length(e->list)));
+        json_object_array_add(e->list, json_object_new_string(kv));
 }
 
-static bool env_has(struct json_object *env, const char *key)
+static bool env_has(const struct env *e, const char *key)
 {
-        size_t n = strlen(key);
-        for (size_t i = 0; i < json_object_array_length(env); i++) {
-                const char *cur = json_object_get_string(json_object_array_get_idx(env, i));
-                if (strncmp(cur, key, n) == 0 && cur[n] == '=')
-                        return true;
-        }
-        return false;
+        return json_object_object_get_ex(e->index, key, NULL);
 }
 
 /* The image's environment, then the request's (which wins), then what every process
@@ -91,11 +95,13 @@ static struct json_object *build_env(const Runtime__V1__ContainerConfig *cfg,
                                      const struct rm_spec_user *user, const char *hostname,
                                      struct rm_error **err)
 {
-        cleanup_json struct json_object *env = json_object_new_array();
+        cleanup_json struct json_object *list = json_object_new_array();
+        cleanup_json struct json_object *index = json_object_new_object();
+        struct env env = {list, index};
         for (size_t i = 0; i < img->n_env; i++) {
                 const char *eq = strchr(img->env[i], '=');
                 if (eq && eq != img->env[i])
-                        env_set(env, img->env[i], (size_t)(eq - img->env[i]), img->env[i]);
+                        env_set(&env, img->env[i], (size_t)(eq - img->env[i]), img->env[i]);
         }
         for (size_t i = 0; i < cfg->n_envs; i++) {
                 const Runtime__V1__KeyValue *kv = cfg->envs[i];
@@ -112,20 +118,20 @@ static struct json_object *build_env(const Runtime__V1__ContainerConfig *cfg,
                 }
                 cleanup_free char *s = xasprintf("%s=%.*s", kv->key, (int)kv->value.len,
                                                  kv->value.len ? (const char *)kv->value.data : "");
-                env_set(env, kv->key, strlen(kv->key), s);
+                env_set(&env, kv->key, strlen(kv->key), s);
         }
-        if (!env_has(env, "PATH"))
-                json_object_array_add(env, json_object_new_string("PATH=" DEFAULT_PATH));
-        if (!env_has(env, "HOME")) {
+        if (!env_has(&env, "PATH"))
+                env_set(&env, "PATH", 4, "PATH=" DEFAULT_PATH);
+        if (!env_has(&env, "HOME")) {
                 cleanup_free char *home =
                     xasprintf("HOME=%s", user->home && *user->home ? user->home : "/");
-                json_object_array_add(env, json_object_new_string(home));
+                env_set(&env, "HOME", 4, home);
         }
-        if (hostname && *hostname && !env_has(env, "HOSTNAME")) {
+        if (hostname && *hostname && !env_has(&env, "HOSTNAME")) {
                 cleanup_free char *h = xasprintf("HOSTNAME=%s", hostname);
-                json_object_array_add(env, json_object_new_string(h));
+                env_set(&env, "HOSTNAME", 8, h);
         }
-        return steal_pointer(&env);
+        return steal_pointer(&list);
 }
 
 static void add_ns(struct json_object *list, const char *type, const char *path)
@@ -173,11 +179,36 @@ static int build_namespaces(struct json_object *linux, const struct rm_spec_pod 
         return 0;
 }
 
+/* What a non-privileged container gets when the request sends no list of its own: the
+ * lists containerd and CRI-O use. Without them a CRI client other than kubelet (crictl,
+ * critest) got a writable /proc/sys, and kernel.core_pattern there runs a program of the
+ * container's choosing as root on the host. */
+static const char *const default_masked[] = {"/proc/acpi",
+                                             "/proc/asound",
+                                             "/proc/kcore",
+                                             "/proc/keys",
+                                             "/proc/latency_stats",
+                                             "/proc/timer_list",
+                                             "/proc/timer_stats",
+                                             "/proc/sched_debug",
+                                             "/proc/scsi",
+                                             "/sys/firmware",
+                                             "/sys/devices/virtual/powercap",
+                                             NULL};
+static const char *const default_readonly[] = {
+    "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger", NULL};
+
 static int path_list(struct json_object *linux, const char *key, const char *field,
-                     char *const *paths, size_t n, struct rm_error **err)
+                     char *const *paths, size_t n, const char *const *defaults,
+                     struct rm_error **err)
 {
         struct json_object *list = json_object_new_array();
         json_object_object_add(linux, key, list);
+        if (n == 0) {
+                for (; *defaults; defaults++)
+                        json_object_array_add(list, json_object_new_string(*defaults));
+                return 0;
+        }
         for (size_t i = 0; i < n; i++) {
                 if (paths[i] == NULL || paths[i][0] != '/')
                         return rm_error_set(err, RM_INVALID_ARGUMENT,
@@ -395,11 +426,12 @@ struct json_object *rm_spec_build(const char *id, const Runtime__V1__ContainerCo
         if (propagation)
                 json_object_object_add(linux, "rootfsPropagation",
                                        json_object_new_string(propagation));
-        if (!privileged &&
-            (path_list(linux, "maskedPaths", "security_context.masked_paths",
-                       sc ? sc->masked_paths : NULL, sc ? sc->n_masked_paths : 0, err) < 0 ||
-             path_list(linux, "readonlyPaths", "security_context.readonly_paths",
-                       sc ? sc->readonly_paths : NULL, sc ? sc->n_readonly_paths : 0, err) < 0))
+        if (!privileged && (path_list(linux, "maskedPaths", "security_context.masked_paths",
+                                      sc ? sc->masked_paths : NULL, sc ? sc->n_masked_paths : 0,
+                                      default_masked, err) < 0 ||
+                            path_list(linux, "readonlyPaths", "security_context.readonly_paths",
+                                      sc ? sc->readonly_paths : NULL, sc ? sc->n_readonly_paths : 0,
+                                      default_readonly, err) < 0))
                 return NULL;
         if (add_seccomp(linux, sc, privileged, caps, err) < 0)
                 return NULL;

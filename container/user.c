@@ -2,6 +2,7 @@
  * read inside its rootfs: the host's user database means nothing to an image. */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -117,11 +118,25 @@ static int find_passwd(const char *rootfs, const char *name, int64_t uid, struct
         return 0;
 }
 
+/* A growing list of gids (capacity doubles: appends are amortized O(1)). */
+struct gid_list {
+        uint32_t *v;
+        size_t n, cap;
+};
+
+static void gid_list_push(struct gid_list *l, uint32_t gid)
+{
+        if (l->n == l->cap) {
+                l->cap = l->cap ? l->cap * 2 : 16;
+                l->v = xrealloc(l->v, sizeof(*l->v) * l->cap);
+        }
+        l->v[l->n++] = gid;
+}
+
 /* Look a group up by name in the image's /etc/group; -1 when absent. With member set,
  * also collect the gids of every group listing member. */
 static int scan_groups(const char *rootfs, const char *group_name, int64_t *gid_out,
-                       const char *member, uint32_t **groups, size_t *n_groups,
-                       struct rm_error **err)
+                       const char *member, struct gid_list *groups, struct rm_error **err)
 {
         struct rm_error *open_err = NULL;
         cleanup_file FILE *f = open_db(rootfs, "/etc/group", &open_err);
@@ -147,8 +162,7 @@ static int scan_groups(const char *rootfs, const char *group_name, int64_t *gid_
                 char *save = NULL;
                 for (char *m = strtok_r(fld[3], ",", &save); m; m = strtok_r(NULL, ",", &save)) {
                         if (strcmp(m, member) == 0) {
-                                *groups = xrealloc(*groups, sizeof(**groups) * (*n_groups + 1));
-                                (*groups)[(*n_groups)++] = (uint32_t)gid;
+                                gid_list_push(groups, (uint32_t)gid);
                                 break;
                         }
                 }
@@ -156,14 +170,39 @@ static int scan_groups(const char *rootfs, const char *group_name, int64_t *gid_
         return 0;
 }
 
-static void add_group(struct rm_spec_user *u, uint32_t gid)
+struct gid_slot {
+        uint32_t gid;
+        size_t pos;
+};
+
+static int by_gid_then_pos(const void *a, const void *b)
 {
-        for (size_t i = 0; i < u->n_groups; i++) {
-                if (u->groups[i] == gid)
-                        return;
+        const struct gid_slot *x = a, *y = b;
+        if (x->gid != y->gid)
+                return x->gid < y->gid ? -1 : 1;
+        return x->pos < y->pos ? -1 : (x->pos > y->pos);
+}
+
+/* Drop every repeat of a gid, keeping the first of each in place: a sort of (gid,
+ * position) pairs finds them in O(n log n), so a client's long list costs no quadratic
+ * scan. */
+static void gid_list_dedupe(struct gid_list *l)
+{
+        if (l->n < 2)
+                return;
+        cleanup_free struct gid_slot *slots = xmalloc(sizeof(*slots) * l->n);
+        for (size_t i = 0; i < l->n; i++)
+                slots[i] = (struct gid_slot){l->v[i], i};
+        qsort(slots, l->n, sizeof(*slots), by_gid_then_pos);
+        cleanup_free bool *dup = xzalloc(sizeof(*dup) * l->n);
+        for (size_t i = 1; i < l->n; i++)
+                dup[slots[i].pos] = slots[i].gid == slots[i - 1].gid;
+        size_t out = 0;
+        for (size_t i = 0; i < l->n; i++) {
+                if (!dup[i])
+                        l->v[out++] = l->v[i];
         }
-        u->groups = xrealloc(u->groups, sizeof(*u->groups) * (u->n_groups + 1));
-        u->groups[u->n_groups++] = gid;
+        l->n = out;
 }
 
 int rm_spec_resolve_user(const Runtime__V1__LinuxContainerSecurityContext *sc,
@@ -237,7 +276,7 @@ int rm_spec_resolve_user(const Runtime__V1__LinuxContainerSecurityContext *sc,
         if (group_part) {
                 int64_t n = parse_id(group_part);
                 if (n < 0) {
-                        if (scan_groups(rootfs, group_part, &n, NULL, NULL, NULL, err) < 0)
+                        if (scan_groups(rootfs, group_part, &n, NULL, NULL, err) < 0)
                                 goto fail;
                         if (n < 0) {
                                 rm_error_set(err, RM_INVALID_ARGUMENT,
@@ -259,24 +298,44 @@ int rm_spec_resolve_user(const Runtime__V1__LinuxContainerSecurityContext *sc,
         out->uid = (uint32_t)uid;
         out->gid = (uint32_t)gid;
 
-        /* Supplementary groups: the user's memberships in the image, then the request's. */
+        /* Supplementary groups, as containerd and CRI-O set them: the primary gid first
+         * (getgroups() in the container lists it), then the user's memberships in the
+         * image, then the request's, each gid once. */
+        size_t n_req = sc ? sc->n_supplemental_groups : 0;
+        if (n_req > NGROUPS_MAX) {
+                rm_error_set(err, RM_INVALID_ARGUMENT,
+                             "supplemental_groups has %zu groups; the kernel allows at most %d",
+                             n_req, NGROUPS_MAX);
+                goto fail;
+        }
+        struct gid_list groups = {0};
+        gid_list_push(&groups, out->gid);
         if (pw_name) {
                 int64_t unused = -1;
-                uint32_t *member_of = NULL;
-                size_t n_member = 0;
-                if (scan_groups(rootfs, NULL, &unused, pw_name, &member_of, &n_member, err) < 0)
+                if (scan_groups(rootfs, NULL, &unused, pw_name, &groups, err) < 0) {
+                        free(groups.v);
                         goto fail;
-                for (size_t i = 0; i < n_member; i++) {
-                        if (member_of[i] != out->gid)
-                                add_group(out, member_of[i]);
                 }
-                free(member_of);
         }
-        for (size_t i = 0; sc && i < sc->n_supplemental_groups; i++) {
-                if (check_id(sc->supplemental_groups[i], "supplemental_groups", err) < 0)
+        for (size_t i = 0; i < n_req; i++) {
+                if (check_id(sc->supplemental_groups[i], "supplemental_groups", err) < 0) {
+                        free(groups.v);
                         goto fail;
-                add_group(out, (uint32_t)sc->supplemental_groups[i]);
+                }
+                gid_list_push(&groups, (uint32_t)sc->supplemental_groups[i]);
         }
+        gid_list_dedupe(&groups);
+        if (groups.n > NGROUPS_MAX) {
+                rm_error_set(err, RM_INVALID_ARGUMENT,
+                             "supplemental_groups: with the primary group and the image's groups "
+                             "for the user the container would have %zu groups; the kernel "
+                             "allows at most %d",
+                             groups.n, NGROUPS_MAX);
+                free(groups.v);
+                goto fail;
+        }
+        out->groups = groups.v;
+        out->n_groups = groups.n;
         return 0;
 
 fail:

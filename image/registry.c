@@ -163,6 +163,16 @@ static size_t on_body(char *data, size_t size, size_t n, void *arg)
         return len;
 }
 
+/* libcurl before 8.17 opens its sockets without close-on-exec; a socket of a pull in
+ * flight must not reach a shim or runc started meanwhile. */
+static curl_socket_t open_cloexec_socket(void *clientp, curlsocktype purpose,
+                                         struct curl_sockaddr *addr)
+{
+        (void)clientp;
+        (void)purpose;
+        return socket(addr->family, addr->socktype | SOCK_CLOEXEC, addr->protocol);
+}
+
 /* GET url with the registry's current credentials. */
 static int http_get(struct rm_registry *r, const char *url, const char *accept, bool use_auth,
                     struct response *rsp, struct rm_error **err)
@@ -184,6 +194,7 @@ static int http_get(struct rm_registry *r, const char *url, const char *accept, 
         }
         char errbuf[CURL_ERROR_SIZE] = "";
         curl_easy_setopt(c, CURLOPT_URL, url);
+        curl_easy_setopt(c, CURLOPT_OPENSOCKETFUNCTION, open_cloexec_socket);
         curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
         curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
         curl_easy_setopt(c, CURLOPT_MAXREDIRS, 5L);

@@ -187,13 +187,14 @@ def test_limits_mounts_volumes(cri, pod, image_ref, tmp_path):
                "the removed container's cgroup stays")
 
 
-def test_host_to_container_propagation_makes_a_private_mount_shared(cri, pod, image_ref,
-                                                                      tmp_path):
+def test_host_to_container_propagation_from_a_shared_mount(cri, pod, image_ref, tmp_path):
+    # Remora never changes a host mount's propagation (test_safe_defaults has the refusal
+    # of a private one): the operator makes it shared.
     host = tmp_path / "prop"
     host.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "proptest", str(host)], check=True)
     try:
-        subprocess.run(["mount", "--make-private", str(host)], check=True)
+        subprocess.run(["mount", "--make-shared", str(host)], check=True)
         cfg = container_config(cri, image_ref, "prop", ["/bin/sleep", "1000"],
                                mounts=[{"container_path": "/mnt/prop", "host_path": str(host),
                                         "propagation": "PROPAGATION_HOST_TO_CONTAINER"}])

@@ -3,9 +3,14 @@
  * (host IP,) protocol and host port, so removing a pod deletes elements by key and
  * never needs rule handles. */
 #include <arpa/inet.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/netlink.h>
 #include <netinet/in.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <nftables/libnftables.h>
 
 #include "internal.h"
@@ -17,6 +22,35 @@ struct rm__nft {
         struct rm__net_config cfg;
 };
 
+/* libnftables opens its netlink socket at nft_ctx_new (once: it stopped reopening it in
+ * 0.9.9) without close-on-exec and does not hand it out, so it would reach every shim and
+ * runc the daemon starts. Every NETLINK_NETFILTER socket in this process is libnftables',
+ * so each one found without FD_CLOEXEC gets it. */
+static void nft_sockets_cloexec(void)
+{
+        cleanup_dir DIR *d = opendir("/proc/self/fd");
+        if (d == NULL)
+                return;
+        struct dirent *e;
+        while ((e = readdir(d))) {
+                if (e->d_name[0] < '0' || e->d_name[0] > '9')
+                        continue;
+                int fd = atoi(e->d_name);
+                int flags = fcntl(fd, F_GETFD);
+                if (fd == dirfd(d) || flags < 0 || (flags & FD_CLOEXEC))
+                        continue;
+                int domain = 0, proto = 0;
+                socklen_t len = sizeof(domain);
+                if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) < 0 ||
+                    domain != AF_NETLINK)
+                        continue;
+                len = sizeof(proto);
+                if (getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &proto, &len) == 0 &&
+                    proto == NETLINK_NETFILTER)
+                        fcntl(fd, F_SETFD, flags | FD_CLOEXEC);
+        }
+}
+
 struct rm__nft *rm__nft_open(const struct rm__net_config *cfg, struct rm_error **err)
 {
         struct nft_ctx *ctx = nft_ctx_new(NFT_CTX_DEFAULT);
@@ -24,6 +58,7 @@ struct rm__nft *rm__nft_open(const struct rm__net_config *cfg, struct rm_error *
                 rm_error_set(err, RM_INTERNAL, "nftables: cannot create a context");
                 return NULL;
         }
+        nft_sockets_cloexec();
         nft_ctx_buffer_output(ctx);
         nft_ctx_buffer_error(ctx);
         struct rm__nft *nft = xzalloc(sizeof(*nft));

@@ -191,11 +191,84 @@ int rm__sysctl_check(const char *key, const char *value, bool host_net, bool hos
         return 0;
 }
 
+/* Bounds on what a RunPodSandbox request puts into the pod's record and its list entry.
+ *
+ * ListPodSandbox answers in one message, at most 16 MiB (RM_MAX_MESSAGE_BYTES, kubelet's
+ * own limit too), and a node runs up to 110 pods, so a pod's list entry gets 152 KiB. The
+ * entry is its labels and annotations plus about 1 KiB of ID, metadata (name and namespace
+ * at most 253 bytes, uid 128) and times; each map entry costs at most 12 bytes of framing:
+ *   128 KiB + 1,024 x 12 B + 1 KiB = 141 KiB,  x 110 pods = 15.1 MiB < 16 MiB.
+ * (Kubernetes allows 256 KiB of annotations: a pod above 128 KiB of labels and annotations
+ * is refused here, where containerd would take it and then fail to list 110 of them.)
+ *
+ * The record is JSON, where a control character escapes to six bytes; worst case:
+ *   labels + annotations 128 KiB x 6 = 768 KiB, sysctls 64 KiB x 6 = 384 KiB,
+ *   DNS 3 x 64 x 253 B x 6 = 285 KiB, port mappings 1,024 x ~120 B = 120 KiB,
+ *   log_directory (kept twice) and cgroup_parent 3 x 4 KiB x 6 = 72 KiB:
+ * about 1.6 MiB, a tenth of what the store reads back (RECORD_MAX_BYTES, 16 MiB). */
+#define META_MAX_BYTES    (128 * 1024)
+#define META_MAX_ENTRIES  1024
+#define PATH_MAX_BYTES    4096
+#define DNS_MAX_ENTRIES   64
+#define PORTS_MAX         1024
+#define SYSCTLS_MAX       256
+#define SYSCTLS_MAX_BYTES (64 * 1024)
+
+static size_t len0(const char *s)
+{
+        return s ? strlen(s) : 0;
+}
+
+static int check_limits(const Runtime__V1__PodSandboxConfig *c, struct rm_error **err)
+{
+        size_t bytes = 0;
+        for (size_t i = 0; i < c->n_labels; i++)
+                bytes += len0(c->labels[i]->key) + len0(c->labels[i]->value);
+        for (size_t i = 0; i < c->n_annotations; i++)
+                bytes += len0(c->annotations[i]->key) + len0(c->annotations[i]->value);
+        size_t entries = c->n_labels + c->n_annotations;
+        if (bytes > META_MAX_BYTES || entries > META_MAX_ENTRIES)
+                return rm_error_set(err, RM_INVALID_ARGUMENT,
+                                    "config.labels and config.annotations hold %zu entries of %zu "
+                                    "bytes (keys and values); a pod may have at most %d entries "
+                                    "of %d bytes",
+                                    entries, bytes, META_MAX_ENTRIES, META_MAX_BYTES);
+        if (len0(c->log_directory) > PATH_MAX_BYTES)
+                return rm_error_set(err, RM_INVALID_ARGUMENT,
+                                    "config.log_directory is %zu bytes long; at most %d",
+                                    len0(c->log_directory), PATH_MAX_BYTES);
+        if (c->linux && len0(c->linux->cgroup_parent) > PATH_MAX_BYTES)
+                return rm_error_set(err, RM_INVALID_ARGUMENT,
+                                    "config.linux.cgroup_parent is %zu bytes long; at most %d",
+                                    len0(c->linux->cgroup_parent), PATH_MAX_BYTES);
+        const Runtime__V1__DNSConfig *d = c->dns_config;
+        if (d && (d->n_servers > DNS_MAX_ENTRIES || d->n_searches > DNS_MAX_ENTRIES ||
+                  d->n_options > DNS_MAX_ENTRIES))
+                return rm_error_set(err, RM_INVALID_ARGUMENT,
+                                    "config.dns_config has %zu servers, %zu searches and %zu "
+                                    "options; at most %d of each",
+                                    d->n_servers, d->n_searches, d->n_options, DNS_MAX_ENTRIES);
+        if (c->n_port_mappings > PORTS_MAX)
+                return rm_error_set(err, RM_INVALID_ARGUMENT,
+                                    "config.port_mappings has %zu entries; at most %d",
+                                    c->n_port_mappings, PORTS_MAX);
+        bytes = 0;
+        size_t n_sysctls = c->linux ? c->linux->n_sysctls : 0;
+        for (size_t i = 0; i < n_sysctls; i++)
+                bytes += len0(c->linux->sysctls[i]->key) + len0(c->linux->sysctls[i]->value);
+        if (n_sysctls > SYSCTLS_MAX || bytes > SYSCTLS_MAX_BYTES)
+                return rm_error_set(err, RM_INVALID_ARGUMENT,
+                                    "config.linux.sysctls has %zu entries of %zu bytes; at most "
+                                    "%d entries of %d bytes",
+                                    n_sysctls, bytes, SYSCTLS_MAX, SYSCTLS_MAX_BYTES);
+        return 0;
+}
+
 int rm__pod_config_check(const Runtime__V1__PodSandboxConfig *c, struct rm_error **err)
 {
         if (c == NULL)
                 return rm_error_set(err, RM_INVALID_ARGUMENT, "config is missing");
-        if (check_metadata(c->metadata, err) < 0)
+        if (check_metadata(c->metadata, err) < 0 || check_limits(c, err) < 0)
                 return -1;
         if (c->hostname && *c->hostname && !hostname_ok(c->hostname))
                 return rm_error_set(err, RM_INVALID_ARGUMENT,

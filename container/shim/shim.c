@@ -223,6 +223,8 @@ static int run_create(const struct opts *o, int in, int out, int err_fd, const s
                 if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(err_fd, 2) < 0 ||
                     chdir(o->bundle) < 0)
                         _exit(127);
+                /* runc needs its stdio only (the console socket is a path). */
+                close_range(3, ~0U, 0);
                 sigprocmask(SIG_SETMASK, oldmask, NULL);
                 signal(SIGPIPE, SIG_DFL);
                 execv(o->runtime, (char *const *)argv);

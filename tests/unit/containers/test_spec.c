@@ -169,7 +169,8 @@ static void test_user_from_image(void **state)
         assert_int_equal(u.gid, 1000);
         assert_string_equal(u.home, "/home/app");
         assert_true(has_group(&u, 50) && has_group(&u, 44));
-        assert_int_equal(u.n_groups, 2);
+        assert_int_equal(u.n_groups, 3); /* the primary gid first, then the image's */
+        assert_int_equal(u.groups[0], 1000);
         rm_spec_user_release(&u);
 
         resolve(NULL, "app:staff", root, &u);
@@ -217,7 +218,9 @@ static void test_user_from_request(void **state)
         assert_int_equal(u.uid, 1000);
         assert_int_equal(u.gid, 1000);
         assert_true(has_group(&u, 9) && has_group(&u, 50) && has_group(&u, 44));
-        assert_int_equal(u.n_groups, 3); /* 50 only once */
+        assert_int_equal(u.n_groups, 4); /* 1000, 50, 44, 9: 50 only once */
+        assert_int_equal(u.groups[0], 1000);
+        assert_int_equal(u.groups[3], 9);
         rm_spec_user_release(&u);
 
         gid.value = 3000;
@@ -636,7 +639,13 @@ static void test_build_typical(void **state)
         assert_int_equal(json_object_get_int64(get(spec, "linux.resources.memory.limit")),
                          64 << 20);
         assert_non_null(get(spec, "linux.seccomp"));
+        /* The request's list replaces the default one; the list it left out gets the
+         * defaults. */
+        assert_int_equal(json_object_array_length(get(spec, "linux.maskedPaths")), 1);
         assert_true(json_has(get(spec, "linux.maskedPaths"), "/proc/kcore"));
+        assert_true(json_has(get(spec, "linux.readonlyPaths"), "/proc/sys"));
+        assert_true(json_has(get(spec, "linux.readonlyPaths"), "/proc/sysrq-trigger"));
+        assert_int_equal(json_object_array_length(get(spec, "linux.readonlyPaths")), 5);
         assert_non_null(find_mount(spec, "/etc/hosts", NULL));
         assert_null(find_mount(spec, "/etc/resolv.conf", NULL)); /* the pod gave none */
         assert_string_equal(json_object_get_string(get(find_mount(spec, "/dev/shm", NULL), "type")),
@@ -721,7 +730,17 @@ static void test_build_rejects_bad_fields(void **state)
         assert_non_null(priv);
         assert_null(get(priv, "linux.seccomp"));
         assert_null(get(priv, "linux.maskedPaths"));
+        assert_null(get(priv, "linux.readonlyPaths"));
         f.sc.privileged = false;
+        /* A client that sends no lists gets containerd's. */
+        cleanup_json struct json_object *dflt =
+            rm_spec_build("c", &f.cfg, &f.img, &f.pod, &f.host, f.rootfs, &err);
+        assert_non_null(dflt);
+        assert_int_equal(json_object_array_length(get(dflt, "linux.maskedPaths")), 11);
+        assert_true(json_has(get(dflt, "linux.maskedPaths"), "/proc/kcore"));
+        assert_true(json_has(get(dflt, "linux.maskedPaths"), "/sys/firmware"));
+        assert_int_equal(json_object_array_length(get(dflt, "linux.readonlyPaths")), 5);
+        assert_true(json_has(get(dflt, "linux.readonlyPaths"), "/proc/sys"));
 
         f.res.cpu_shares = 1;
         assert_null(rm_spec_build("c", &f.cfg, &f.img, &f.pod, &f.host, f.rootfs, &err));
