@@ -5,7 +5,7 @@ remora-shim, one thread for everything, then blocked in write() on it, so the co
 output stopped reaching its log and ReopenContainerLog (served by the same thread) timed
 out. Now the shim writes stdin without blocking, keeps a bounded buffer per container and
 stops reading from the attached clients when it is full: the client is held back, the log
-never is.
+never is; a client held back for 10 s without the container taking any input is cut off.
 """
 import os
 import threading
@@ -44,6 +44,16 @@ def grows(path, seconds=1.5):
     return lines(path) - before
 
 
+def sockets(pid):
+    n = 0
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            n += os.readlink("/proc/%d/fd/%s" % (pid, fd)).startswith("socket:")
+        except OSError:
+            pass
+    return n
+
+
 def test_stdin_flood_never_stops_the_log(cri, pod, image_ref):
     cid = create(cri, pod, container_config(
         cri, image_ref, "deaf", ["/bin/sh", "-c", "while :; do echo tick; sleep 0.1; done"],
@@ -53,6 +63,7 @@ def test_stdin_flood_never_stops_the_log(cri, pod, image_ref):
     shims = shim_pids(cid)
     assert len(shims) == 1, shims
     assert grows(path, 1.0) >= 5
+    idle_sockets = sockets(shims[0])
 
     ws = connect(cri.call("Attach", container_id=cid, stdin=True, stdout=True).url)
     sent = [0]
@@ -86,8 +97,14 @@ def test_stdin_flood_never_stops_the_log(cri, pod, image_ref):
 
     ws.close()
     t.join(timeout=10)
-    # With the client gone, the container and its log go on.
+    # With the client gone, the container and its log go on, and the shim lets go of the
+    # client it held back (after 10 s without the container taking input), which ends
+    # the daemon's side of the session too.
     assert grows(path) >= 8
+    deadline = time.monotonic() + 20
+    while sockets(shims[0]) > idle_sockets and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert sockets(shims[0]) == idle_sockets, "the shim let go of the attach client"
     cri.call("StopContainer", container_id=cid, timeout=10)
     cri.call("RemoveContainer", container_id=cid)
     assert shim_pids(cid) == []

@@ -12,6 +12,7 @@
 #include <sys/uio.h>
 #include <sys/un.h>
 #include <termios.h>
+#include <time.h>
 #include <unistd.h>
 
 int rm_hub_listen(struct rm_hub *h)
@@ -38,6 +39,13 @@ int rm_hub_listen(struct rm_hub *h)
 /* One read of a client adds at most CLIENT_BUF bytes of input, and a client is read only
  * while less than RM_HUB_STDIN_MAX waits. */
 #define STDIN_CAP (RM_HUB_STDIN_MAX + CLIENT_BUF)
+
+static long long now_ms(void)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 size_t rm_hub_stdin_pending(const struct rm_hub *h)
 {
@@ -103,11 +111,14 @@ static void stdin_put(struct rm_hub *h, const unsigned char *p, size_t len)
                                 close(fd);
                         return;
                 }
+                h->progress_ms = now_ms();
                 p += w;
                 len -= (size_t)w;
         }
         if (len == 0)
                 return;
+        if (rm_hub_stdin_pending(h) == 0)
+                h->progress_ms = now_ms();
         if (h->in_buf == NULL) {
                 h->in_buf = malloc(STDIN_CAP);
                 if (h->in_buf == NULL)
@@ -142,6 +153,7 @@ static void stdin_drain(struct rm_hub *h)
                         return;
                 }
                 h->in_off += (size_t)w;
+                h->progress_ms = now_ms();
         }
         discard_input(h);
         if (h->in_close)
@@ -218,10 +230,39 @@ static bool input(struct rm_hub *h, struct rm_hub_client *c)
         return true;
 }
 
+static long long stall_ms(const struct rm_hub *h)
+{
+        return h->stall_ms ? h->stall_ms : RM_HUB_STDIN_STALL_MS;
+}
+
+int rm_hub_poll_timeout(const struct rm_hub *h)
+{
+        if (!throttled(h))
+                return -1;
+        long long left = h->progress_ms + stall_ms(h) - now_ms();
+        return left < 0 ? 0 : (int)left;
+}
+
+/* The container has taken nothing for a while and clients are held back: cut off those
+ * with input still unread (a partial frame, or bytes in the socket); readers stay. */
+static void cut_off_senders(struct rm_hub *h)
+{
+        for (size_t i = h->n; i-- > 0;) {
+                int unread = 0;
+                if (ioctl(h->clients[i].fd, FIONREAD, &unread) < 0)
+                        unread = 1;
+                if (h->clients[i].len > 0 || unread > 0)
+                        drop(h, i);
+        }
+        h->progress_ms = now_ms(); /* a new client gets a whole period */
+}
+
 void rm_hub_handle(struct rm_hub *h, const struct pollfd *pf, size_t n)
 {
         if (n > 1 && pf[1].fd >= 0 && pf[1].revents)
                 stdin_drain(h);
+        if (throttled(h) && now_ms() - h->progress_ms >= stall_ms(h))
+                cut_off_senders(h);
         /* Clients by fd: output sent since the poll may have dropped (and moved) some. */
         for (size_t i = 2; i < n; i++) {
                 if (pf[i].fd < 0 || pf[i].revents == 0)

@@ -14,6 +14,9 @@
 /* Input for the container's stdin held while it does not read: past this, the clients are
  * not read from (the attached client is held back) until the container takes some. */
 #define RM_HUB_STDIN_MAX (256u << 10)
+/* A client held back this long without the container taking any input is cut off, so that
+ * a client that left (or a daemon session blocked writing to us) is not held forever. */
+#define RM_HUB_STDIN_STALL_MS 10000
 
 struct rm_hub_client {
         int fd;
@@ -33,6 +36,8 @@ struct rm_hub {
         bool in_close;         /* close stdin once in_buf is written */
         unsigned char *in_buf; /* allocated while input waits */
         size_t in_off, in_end; /* the waiting bytes: in_buf[in_off, in_end) */
+        long long progress_ms; /* when stdin last took input, or input began to wait */
+        unsigned stall_ms;     /* 0: RM_HUB_STDIN_STALL_MS */
         struct rm_hub_client clients[RM_HUB_MAX_CLIENTS];
         size_t n;
 };
@@ -42,7 +47,9 @@ int rm_hub_listen(struct rm_hub *h);
 /* Add the hub's fds to pf (listener, stdin while input waits, then the clients that may
  * be read from); returns how many (at most RM_HUB_MAX_POLLFDS). Unused entries are -1. */
 size_t rm_hub_pollfds(const struct rm_hub *h, struct pollfd *pf);
-/* Act on the revents of the fds rm_hub_pollfds put at pf. */
+/* How long poll may wait (ms) before rm_hub_handle must look at a stall; -1: no limit. */
+int rm_hub_poll_timeout(const struct rm_hub *h);
+/* Act on the revents of the fds rm_hub_pollfds put at pf (also after a poll timeout). */
 void rm_hub_handle(struct rm_hub *h, const struct pollfd *pf, size_t n);
 /* Bytes of input waiting for the container to read its stdin. */
 size_t rm_hub_stdin_pending(const struct rm_hub *h);

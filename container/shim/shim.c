@@ -559,7 +559,8 @@ int main(int argc, char **argv)
                                                             {.fd = master, .events = POLLIN},
                                                             {.fd = ctl, .events = POLLIN}};
                 size_t nhub = hub.listen_fd >= 0 ? rm_hub_pollfds(&hub, pf + 5) : 0;
-                if (poll(pf, 5 + nhub, -1) < 0 && errno != EINTR) {
+                int wait_ms = nhub ? rm_hub_poll_timeout(&hub) : -1;
+                if (poll(pf, 5 + nhub, wait_ms) < 0 && errno != EINTR) {
                         diag("poll: %s", strerror(errno));
                         break;
                 }
