@@ -94,8 +94,8 @@ static void close_stdin_now(struct rm_hub *h)
 /* Write what waits (and then p) without blocking; keep the rest. */
 static void stdin_put(struct rm_hub *h, const unsigned char *p, size_t len)
 {
-        if (h->stdin_fd < 0)
-                return;
+        if (h->stdin_fd < 0 || h->in_close)
+                return; /* no stdin, or input has ended */
         while (rm_hub_stdin_pending(h) == 0 && len > 0) {
                 ssize_t w = write(h->stdin_fd, p, len);
                 if (w < 0 && errno == EINTR)
