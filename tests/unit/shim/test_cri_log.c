@@ -11,6 +11,8 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "shim_tests.h"
+
 #include "cri_log.h"
 
 struct rec {
@@ -159,12 +161,12 @@ static void test_longer_lines_are_cut_at_the_limit(void **state)
         free(p);
 }
 
-int main(void)
+int rm_test_cri_log(void)
 {
         const struct CMUnitTest tests[] = {
             cmocka_unit_test(test_final_chunk_without_newline_is_partial),
             cmocka_unit_test(test_line_of_exactly_the_limit_is_one_full_record),
             cmocka_unit_test(test_longer_lines_are_cut_at_the_limit),
         };
-        return cmocka_run_group_tests(tests, NULL, NULL);
+        return cmocka_run_group_tests_name("cri_log", tests, NULL, NULL);
 }

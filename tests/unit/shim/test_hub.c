@@ -17,6 +17,8 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "shim_tests.h"
+
 #include "hub.h"
 
 struct rig {
@@ -249,9 +251,8 @@ static void test_a_sender_held_back_too_long_is_cut_off(void **state)
         close(reader);
 }
 
-int main(void)
+int rm_test_hub(void)
 {
-        signal(SIGPIPE, SIG_IGN);
         const struct CMUnitTest tests[] = {
             cmocka_unit_test_setup_teardown(test_flood_is_bounded_and_delivered_in_order, setup,
                                             teardown),
@@ -262,5 +263,5 @@ int main(void)
             cmocka_unit_test_setup_teardown(test_a_sender_held_back_too_long_is_cut_off, setup,
                                             teardown),
         };
-        return cmocka_run_group_tests(tests, NULL, NULL);
+        return cmocka_run_group_tests_name("hub", tests, NULL, NULL);
 }
