@@ -47,17 +47,29 @@ static void emit(int fd, const struct rm_cri_stream *s, const char *text, size_t
         }
 }
 
+/* A record ends where the container wrote a newline. A line longer than RM_CRI_LINE_MAX
+ * is cut into P records of exactly RM_CRI_LINE_MAX bytes, but only once a byte past the
+ * limit has arrived that is not the newline: a line of exactly the limit is one F record
+ * however the reads were cut (as containerd does). */
 void rm_cri_feed(int fd, struct rm_cri_stream *s, const char *data, size_t n)
 {
         while (n > 0) {
                 const char *nl = memchr(data, '\n', n);
                 size_t seg = nl ? (size_t)(nl - data) : n;
-                size_t room = RM_CRI_LINE_MAX - s->len;
-                if (seg > room || (seg == room && !nl)) {
-                        /* the line does not fit: the buffer plus what fits is a piece */
-                        memcpy(s->buf + s->len, data, room);
+                if (seg > 0 && s->len == RM_CRI_LINE_MAX) {
+                        /* the line goes on past the limit: what is held is a piece */
                         emit(fd, s, s->buf, RM_CRI_LINE_MAX, 'P');
                         s->len = 0;
+                }
+                size_t room = RM_CRI_LINE_MAX - s->len;
+                if (seg > room) {
+                        if (s->len == 0) {
+                                /* more than the limit follows: a piece straight from data */
+                                emit(fd, s, data, RM_CRI_LINE_MAX, 'P');
+                        } else {
+                                memcpy(s->buf + s->len, data, room);
+                                s->len = RM_CRI_LINE_MAX;
+                        }
                         data += room;
                         n -= room;
                         continue;
@@ -79,9 +91,11 @@ void rm_cri_feed(int fd, struct rm_cri_stream *s, const char *data, size_t n)
         }
 }
 
+/* What is left has no newline (the container never wrote one): a P record, so a reader
+ * (kubelet appends a newline to F records) shows no line end the program did not write. */
 void rm_cri_flush(int fd, struct rm_cri_stream *s)
 {
         if (s->len > 0)
-                emit(fd, s, s->buf, s->len, 'F');
+                emit(fd, s, s->buf, s->len, 'P');
         s->len = 0;
 }

@@ -541,6 +541,10 @@ int main(int argc, char **argv)
                                                   : inp[1],
                              .tty_fd = master,
                              .stdin_once = o.stdin_once};
+        /* The shim never waits on the container's stdin (see hub.h). On the terminal this
+         * makes reads of the master non-blocking too; pump copes with EAGAIN. */
+        if (hub.stdin_fd >= 0)
+                fcntl(hub.stdin_fd, F_SETFL, fcntl(hub.stdin_fd, F_GETFL) | O_NONBLOCK);
         if (rm_hub_listen(&hub) < 0)
                 diag("attach socket in %s: %s (attach unavailable)", o.bundle, strerror(errno));
         report(o.sync_fd, "ok %d", cpid);
@@ -551,13 +555,14 @@ int main(int argc, char **argv)
         struct exit_record rec = {.pid = cpid};
         bool exited = false;
         while (!exited) {
-                struct pollfd pf[5 + 1 + RM_HUB_MAX_CLIENTS] = {{.fd = sfd, .events = POLLIN},
-                                                                {.fd = outp[0], .events = POLLIN},
-                                                                {.fd = errp[0], .events = POLLIN},
-                                                                {.fd = master, .events = POLLIN},
-                                                                {.fd = ctl, .events = POLLIN}};
+                struct pollfd pf[5 + RM_HUB_MAX_POLLFDS] = {{.fd = sfd, .events = POLLIN},
+                                                            {.fd = outp[0], .events = POLLIN},
+                                                            {.fd = errp[0], .events = POLLIN},
+                                                            {.fd = master, .events = POLLIN},
+                                                            {.fd = ctl, .events = POLLIN}};
                 size_t nhub = hub.listen_fd >= 0 ? rm_hub_pollfds(&hub, pf + 5) : 0;
-                if (poll(pf, 5 + nhub, -1) < 0 && errno != EINTR) {
+                int wait_ms = nhub ? rm_hub_poll_timeout(&hub) : -1;
+                if (poll(pf, 5 + nhub, wait_ms) < 0 && errno != EINTR) {
                         diag("poll: %s", strerror(errno));
                         break;
                 }
@@ -565,8 +570,14 @@ int main(int argc, char **argv)
                         pump(&outp[0], logfd, &so, &hub, RM_ATTACH_STDOUT);
                 if (pf[2].revents)
                         pump(&errp[0], logfd, &se, &hub, RM_ATTACH_STDERR);
-                if (pf[3].revents && !pump(&master, logfd, &so, &hub, RM_ATTACH_STDOUT))
-                        hub.tty_fd = hub.stdin_fd = -1; /* pump closed it */
+                if (pf[3].revents) {
+                        pump(&master, logfd, &so, &hub, RM_ATTACH_STDOUT);
+                        if (master < 0 && hub.tty_fd >= 0) { /* pump closed it */
+                                if (hub.stdin_fd == hub.tty_fd)
+                                        rm_hub_stdin_lost(&hub);
+                                hub.tty_fd = -1;
+                        }
+                }
                 if (pf[4].revents)
                         ctl_serve(ctl, &o, &logfd);
                 if (nhub)
@@ -606,9 +617,10 @@ int main(int argc, char **argv)
                         close(*fd);
                 }
         }
-        rm_hub_close(&hub, o.bundle);
-        if (inp[1] >= 0)
+        /* The stdin pipe, unless the hub closed it already (end of input). */
+        if (hub.stdin_fd >= 0 && hub.stdin_fd == inp[1])
                 close(inp[1]);
+        rm_hub_close(&hub, o.bundle);
         if (logfd >= 0)
                 close(logfd);
         if (write_exit_file(o.exit_file, &rec) < 0) {

@@ -234,9 +234,9 @@ static void on_upgrade(void *cls, struct MHD_Connection *c, void *con_cls, const
                        size_t extra_in_size, MHD_socket sock, struct MHD_UpgradeResponseHandle *urh)
 {
         (void)cls;
-        (void)c;
         struct pending *pd = con_cls;
         struct rm_streaming *srv = pd->srv;
+        rm__guard_upgraded(srv->guard, c);
         struct rm_session *s = xmalloc(sizeof(*s));
         *s = (struct rm_session){.srv = srv,
                                  .req = pd->req,
@@ -399,6 +399,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return rc;
 }
 
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+        rm__guard_notify(cls, c, socket_context, (int)code);
+}
+
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
         (void)cls;
@@ -449,12 +455,17 @@ struct rm_streaming *rm_streaming_open(struct json_object *section,
                                        const struct rm_stream_backend_ops *ops, void *ctx,
                                        struct rm_error **err)
 {
-        static const char *const keys[] = {"address", "token_ttl_seconds", NULL};
+        static const char *const keys[] = {"address", "token_ttl_seconds", "header_timeout_ms",
+                                           "max_pending_connections", NULL};
         const char *address = "127.0.0.1:0";
-        int64_t ttl = 60;
+        int64_t ttl = 60, header_ms = 5000, max_pending = 128;
         if (rm_confsect_check_keys("streaming", section, keys, err) < 0 ||
             rm_confsect_string("streaming", section, "address", &address, err) < 0 ||
-            rm_confsect_int("streaming", section, "token_ttl_seconds", 1, 86400, &ttl, err) < 0)
+            rm_confsect_int("streaming", section, "token_ttl_seconds", 1, 86400, &ttl, err) < 0 ||
+            rm_confsect_int("streaming", section, "header_timeout_ms", 100, 600000, &header_ms,
+                            err) < 0 ||
+            rm_confsect_int("streaming", section, "max_pending_connections", 1, 900, &max_pending,
+                            err) < 0)
                 return NULL;
         struct sockaddr_storage ss;
         if (parse_address(address, &ss, err) < 0)
@@ -465,6 +476,7 @@ struct rm_streaming *rm_streaming_open(struct json_object *section,
         pthread_mutex_init(&srv->lock, NULL);
         pthread_cond_init(&srv->idle, NULL);
         srv->tokens = rm__tokens_new(ttl);
+        srv->guard = rm__guard_new(header_ms, max_pending);
         unsigned int flags =
             MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_ALLOW_UPGRADE | MHD_USE_ERROR_LOG;
         if (ss.ss_family == AF_INET6)
@@ -472,7 +484,8 @@ struct rm_streaming *rm_streaming_open(struct json_object *section,
         srv->mhd = MHD_start_daemon(
             flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
             MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log,
-            srv, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)30, MHD_OPTION_END);
+            srv, MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv->guard,
+            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)30, MHD_OPTION_END);
         if (srv->mhd == NULL) {
                 rm_error_set(err, RM_UNAVAILABLE,
                              "streaming server cannot listen on %s (in use, or not a local "
@@ -518,6 +531,7 @@ void rm_streaming_close(struct rm_streaming *srv)
         pthread_mutex_unlock(&srv->lock);
         if (srv->mhd)
                 MHD_stop_daemon(srv->mhd);
+        rm__guard_free(srv->guard);
         rm__tokens_free(srv->tokens);
         pthread_cond_destroy(&srv->idle);
         pthread_mutex_destroy(&srv->lock);

@@ -77,6 +77,21 @@ size_t rm__ws_header(uint8_t op, bool fin, size_t len, uint8_t hdr[10]);
 void rm__ws_accept(const char *key, char out[29]);
 #endif
 
+/* ---- connections not yet upgraded (guard.c) ---- */
+
+struct MHD_Connection;
+struct rm_conn_guard;
+/* Drop a connection that has not upgraded timeout_ms after its accept, and the oldest such
+ * connection when more than max_pending wait. Runs a thread of its own. */
+struct rm_conn_guard *rm__guard_new(int64_t timeout_ms, int64_t max_pending);
+/* After MHD_stop_daemon. */
+void rm__guard_free(struct rm_conn_guard *g);
+/* MHD_OPTION_NOTIFY_CONNECTION callback (cls: the guard); the code is an
+ * enum MHD_ConnectionNotificationCode. */
+void rm__guard_notify(void *cls, struct MHD_Connection *c, void **socket_context, int code);
+/* c became a session: it is no longer the guard's. */
+void rm__guard_upgraded(struct rm_conn_guard *g, struct MHD_Connection *c);
+
 /* ---- sessions (session.c), run by the server (server.c) ---- */
 
 struct MHD_UpgradeResponseHandle;
@@ -86,6 +101,7 @@ struct rm_streaming {
         const struct rm_stream_backend_ops *ops;
         void *ctx;
         struct rm_token_store *tokens;
+        struct rm_conn_guard *guard;
         char address[80];
         pthread_mutex_t lock;
         pthread_cond_t idle;

@@ -7,6 +7,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <cmocka.h>
 #include "fake_backend.h"
 #include "streaming_int.h"
@@ -262,6 +266,74 @@ static void test_config(void **state)
         json_object_put(bad);
 }
 
+static void refused(const char *section, const char *key)
+{
+        struct rm_error *err = NULL;
+        struct json_object *bad = json_tokener_parse(section);
+        assert_null(rm_streaming_open(bad, &rm_fake_stream_ops, NULL, &err));
+        assert_non_null(err);
+        if (strstr(err->msg, key) == NULL)
+                fail_msg("%s: \"%s\" does not name %s", section, err->msg, key);
+        rm_error_free(err);
+        json_object_put(bad);
+}
+
+static void test_connection_limits_config(void **state)
+{
+        (void)state;
+        refused("{\"header_timeout_ms\": 0}", "streaming.header_timeout_ms");
+        refused("{\"header_timeout_ms\": \"5\"}", "streaming.header_timeout_ms");
+        refused("{\"header_timeout_ms\": 600001}", "streaming.header_timeout_ms");
+        refused("{\"max_pending_connections\": 0}", "streaming.max_pending_connections");
+        refused("{\"max_pending_connections\": 901}", "streaming.max_pending_connections");
+}
+
+/* Closed by the server (EOF or reset) within ms? */
+static bool closed_within(int fd, int ms)
+{
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, ms) <= 0)
+                return false;
+        char b[256];
+        return recv(fd, b, sizeof(b), MSG_DONTWAIT) <= 0;
+}
+
+static void test_pending_connections_are_bounded(void **state)
+{
+        (void)state;
+        struct rm_error *err = NULL;
+        struct json_object *sect =
+            json_tokener_parse("{\"header_timeout_ms\": 400, \"max_pending_connections\": 4}");
+        struct rm_streaming *srv = rm_streaming_open(sect, &rm_fake_stream_ops, NULL, &err);
+        json_object_put(sect);
+        assert_non_null(srv);
+        const char *addr = rm_streaming_address(srv);
+        struct sockaddr_in sa = {.sin_family = AF_INET};
+        inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+        sa.sin_port = htons((uint16_t)atoi(strrchr(addr, ':') + 1));
+        int fds[10];
+        for (int i = 0; i < 10; i++) {
+                fds[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+                assert_int_equal(connect(fds[i], (struct sockaddr *)&sa, sizeof(sa)), 0);
+                if (i % 2 && write(fds[i], "GET /exec/x HTTP/1.1\r\n", 23) != 23)
+                        fail_msg("write");
+                usleep(20 * 1000); /* accept order = this order */
+        }
+        /* The six oldest made room for the four newest, well before the timeout. */
+        for (int i = 0; i < 6; i++)
+                if (!closed_within(fds[i], 200))
+                        fail_msg("connection %d still open past the cap", i);
+        for (int i = 6; i < 10; i++)
+                assert_false(closed_within(fds[i], 0));
+        /* The four newest go at the timeout. */
+        for (int i = 6; i < 10; i++)
+                if (!closed_within(fds[i], 1000))
+                        fail_msg("connection %d still open past the header timeout", i);
+        for (int i = 0; i < 10; i++)
+                close(fds[i]);
+        rm_streaming_close(srv);
+}
+
 static void test_spdy_frames(void **state)
 {
         (void)state;
@@ -366,6 +438,8 @@ int main(void)
             cmocka_unit_test(test_ws_header_and_accept),
             cmocka_unit_test(test_request_validation),
             cmocka_unit_test(test_config),
+            cmocka_unit_test(test_connection_limits_config),
+            cmocka_unit_test(test_pending_connections_are_bounded),
             cmocka_unit_test(test_spdy_frames),
             cmocka_unit_test(test_spdy_header_blocks),
             cmocka_unit_test(test_spdy_header_block_lies),
