@@ -32,6 +32,8 @@ FAMILIES = {
     "remora_startup_duration_seconds": "gauge",
     "remora_ipam_addresses": "gauge",
     "remora_cni_plugin_failures": "counter",
+    "remora_exec_sessions": "gauge",
+    "remora_streaming_sessions": "gauge",
 }
 
 
@@ -218,3 +220,41 @@ def test_cni_plugin_failures_by_plugin(make_daemon, tmp_path):
     cri.close()
     d.stop()
     assert not os.path.exists(sock)  # removed at stop
+
+
+def test_exec_and_streaming_sessions(mdaemon, image_ref, tmp_path):  # noqa: F811
+    """An ExecSync in flight and an Exec session open show; both are gone once done."""
+    import threading
+    from ctr_helpers import POD
+    from google.protobuf import json_format
+    from test_streaming import CLOSE, STDIN, collect, connect, send
+    cri = mdaemon.client()
+    cri.call("PullImage", image=cri.message("ImageSpec", image=image_ref), timeout=60)
+    cfg = json_format.ParseDict(dict(POD, log_directory=str(tmp_path / "logs")),
+                                cri.api.PodSandboxConfig())
+    pod_id = cri.call("RunPodSandbox", config=cfg).pod_sandbox_id
+    cid = create(cri, (pod_id, cfg), container_config(cri, image_ref, "e", ["sleep", "60"]))
+    cri.call("StartContainer", container_id=cid)
+    t = threading.Thread(target=lambda: cri.call("ExecSync", container_id=cid,
+                                                 cmd=["sleep", "3"], timeout=20))
+    t.start()
+    url = cri.call("Exec", container_id=cid, cmd=["/bin/cat"], stdin=True, stdout=True).url
+    ws = connect(url, proto="v5.channel.k8s.io")
+    send(ws, STDIN, b"x\n")
+    wait_until(lambda: Scrape(mdaemon.metrics_sock).value("remora_exec_sessions",
+                                                          kind="sync") == 1,
+               "the ExecSync in flight is not counted")
+    s = Scrape(mdaemon.metrics_sock)
+    assert s.value("remora_exec_sessions", kind="stream") == 1
+    assert s.value("remora_streaming_sessions", kind="exec") == 1
+    assert s.value("remora_streaming_sessions", kind="attach") == 0
+    send(ws, CLOSE, bytes([STDIN]))
+    collect(ws)
+    t.join()
+    wait_until(lambda: Scrape(mdaemon.metrics_sock).value("remora_streaming_sessions",
+                                                          kind="exec") == 0,
+               "the finished Exec session is still counted")
+    assert Scrape(mdaemon.metrics_sock).value("remora_exec_sessions", kind="sync") == 0
+    cri.call("StopPodSandbox", pod_sandbox_id=pod_id)
+    cri.call("RemovePodSandbox", pod_sandbox_id=pod_id)
+    cri.close()

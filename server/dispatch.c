@@ -19,6 +19,7 @@ struct method {
         const ProtobufCMessageDescriptor *input;
         rm_handler_fn fn;
         atomic_uint_fast64_t calls[N_CODES]; /* answered, by status code */
+        atomic_int in_flight;
         struct rm_histo latency;
 };
 
@@ -150,6 +151,7 @@ int rm_dispatch_call(void *ctx, const char *method, const uint8_t *in, size_t in
                                   "%s is not implemented by this version of remora", method);
         else {
                 atomic_fetch_add(&d->in_flight, 1);
+                atomic_fetch_add(&m->in_flight, 1);
                 uint64_t t0 = rm_metrics_now_ns();
                 rc = call_handler(d, m, in, in_len, out, out_len, err);
                 rm_histo_observe(&m->latency, rm_metrics_now_ns() - t0);
@@ -157,6 +159,7 @@ int rm_dispatch_call(void *ctx, const char *method, const uint8_t *in, size_t in
                 atomic_fetch_add_explicit(
                     &m->calls[code >= 0 && code < N_CODES ? code : RM_UNKNOWN], 1,
                     memory_order_relaxed);
+                atomic_fetch_sub(&m->in_flight, 1);
                 atomic_fetch_sub(&d->in_flight, 1);
         }
         if (rc < 0 && err && *err)
@@ -194,4 +197,10 @@ void rm_dispatch_metrics_write(struct rm_dispatch *d, FILE *out)
                           "CRI calls being handled now.");
         rm_metrics_sample(out, "remora_cri_calls_in_flight", NULL,
                           (double)atomic_load(&d->in_flight));
+}
+
+int rm_dispatch_in_flight(struct rm_dispatch *d, const char *method)
+{
+        struct method *m = find(d, method);
+        return m ? atomic_load(&m->in_flight) : 0;
 }

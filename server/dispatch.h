@@ -53,6 +53,9 @@ size_t rm_dispatch_count(const struct rm_dispatch *d, size_t *implemented);
  * and ..._calls_in_flight. */
 void rm_dispatch_metrics_write(struct rm_dispatch *d, FILE *out);
 
+/* Calls of one method (its full path) being handled now. */
+int rm_dispatch_in_flight(struct rm_dispatch *d, const char *method);
+
 /* rm_dispatch_fn for the gRPC front end (ctx is the struct rm_dispatch). Unknown or
  * unimplemented method: UNIMPLEMENTED naming it; undecodable request: INVALID_ARGUMENT. */
 int rm_dispatch_call(void *ctx, const char *method, const uint8_t *in, size_t in_len, uint8_t **out,

@@ -195,6 +195,26 @@ static void write_network(struct rm_daemon *d, FILE *out)
                          &d->counters.net_teardown);
 }
 
+static void write_sessions(struct rm_daemon *d, FILE *out)
+{
+        size_t exec = 0, attach = 0, pf = 0;
+        if (d->streaming)
+                rm_streaming_sessions(d->streaming, &exec, &attach, &pf);
+        int sync = d->dispatch
+                       ? rm_dispatch_in_flight(d->dispatch, "/runtime.v1.RuntimeService/ExecSync")
+                       : 0;
+        rm_metrics_family(out, "remora_exec_sessions", "gauge",
+                          "Commands being run in containers: ExecSync calls, and Exec sessions "
+                          "on the streaming server.");
+        rm_metrics_sample(out, "remora_exec_sessions", "kind=\"sync\"", sync);
+        rm_metrics_sample(out, "remora_exec_sessions", "kind=\"stream\"", (double)exec);
+        rm_metrics_family(out, "remora_streaming_sessions", "gauge",
+                          "Upgraded streaming sessions, by kind.");
+        rm_metrics_sample(out, "remora_streaming_sessions", "kind=\"exec\"", (double)exec);
+        rm_metrics_sample(out, "remora_streaming_sessions", "kind=\"attach\"", (double)attach);
+        rm_metrics_sample(out, "remora_streaming_sessions", "kind=\"portforward\"", (double)pf);
+}
+
 void rm_metrics_write(struct rm_daemon *d, FILE *out)
 {
         if (d->dispatch)
@@ -202,6 +222,7 @@ void rm_metrics_write(struct rm_daemon *d, FILE *out)
         write_objects(d, out);
         write_images(d, out);
         write_network(d, out);
+        write_sessions(d, out);
         write_process(d, out);
 }
 

@@ -537,3 +537,17 @@ void rm_streaming_close(struct rm_streaming *srv)
         pthread_mutex_destroy(&srv->lock);
         free(srv);
 }
+
+void rm_streaming_sessions(struct rm_streaming *srv, size_t *exec, size_t *attach,
+                           size_t *portforward)
+{
+        size_t n[3] = {0};
+        pthread_mutex_lock(&srv->lock);
+        for (struct rm_session *s = srv->sessions; s; s = s->next)
+                if (s->req && (unsigned)s->req->kind < 3)
+                        n[s->req->kind]++;
+        pthread_mutex_unlock(&srv->lock);
+        *exec = n[RM_STREAM_EXEC];
+        *attach = n[RM_STREAM_ATTACH];
+        *portforward = n[RM_STREAM_PORTFORWARD];
+}

@@ -69,6 +69,10 @@ void rm_streaming_close(struct rm_streaming *srv);
 /* The address actually bound ("127.0.0.1:40123"), valid until close. */
 const char *rm_streaming_address(const struct rm_streaming *srv);
 
+/* Live sessions by kind, for /metrics: exec, attach, port forward. */
+void rm_streaming_sessions(struct rm_streaming *srv, size_t *exec, size_t *attach,
+                           size_t *portforward);
+
 /* Validate a request, store it under a fresh single-use token that expires after the TTL,
  * and return the URL the client connects to (http://<address>/exec/<token>, /attach/,
  * /portforward/) in *url (malloc'd). Whether the container or pod exists and runs is the
