@@ -205,3 +205,60 @@ def test_exec_as_a_non_root_user_runs_under_the_reaper(daemon, cri, pod, image_r
     assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert leftovers(cri, cid) == []
     cri.call("RemoveContainer", container_id=cid)
+
+
+def _pids_of(cmdline):
+    found = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open("/proc/%s/cmdline" % d, "rb") as f:
+                    if f.read() == cmdline:
+                        found.append(int(d))
+            except OSError:
+                pass
+    return found
+
+
+def _reaper(remorad_bin, script, **kw):
+    """remora-shim's exec reaper run on the host as runc would run it: fd 4 the read end
+    of a control pipe; returns the process and the pipe's write end."""
+    import subprocess
+    shim = os.path.join(os.path.dirname(remorad_bin), "remora-shim")
+    r, w = os.pipe()
+    p = subprocess.Popen([shim, "--exec-reaper", "--", "/bin/sh", "-c", script],
+                         preexec_fn=lambda: os.dup2(r, 4), pass_fds=(4,), **kw)
+    os.close(r)
+    return p, w
+
+
+def test_exec_reaper_kills_every_descendant_when_its_pipe_closes(remorad_bin):
+    """Children in another session or orphaned early are found too, and reaped."""
+    p, w = _reaper(remorad_bin, "setsid sleep 997 & sleep 998 & (sleep 996 &); wait")
+    names = [b"sleep\x00997\x00", b"sleep\x00998\x00", b"sleep\x00996\x00"]
+    deadline = time.monotonic() + 10
+    while not all(_pids_of(n) for n in names):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    pids = [q for n in names for q in _pids_of(n)]
+    os.close(w)
+    assert p.wait(timeout=10) == 137
+    assert [q for q in pids if os.path.exists("/proc/%d" % q)] == []
+
+
+def test_exec_reaper_waits_for_output_holders_only(remorad_bin):
+    import subprocess
+    t0 = time.monotonic()
+    p, w = _reaper(remorad_bin, "sleep 1 & echo hi", stdout=subprocess.PIPE)
+    out, _ = p.communicate(timeout=10)
+    assert (p.returncode, out) == (0, b"hi\n")
+    assert time.monotonic() - t0 >= 0.9, "returned while a child still wrote to its stdout"
+    # A child whose output goes elsewhere is left running, as any runtime does.
+    p2, w2 = _reaper(remorad_bin, "sleep 995 >/dev/null 2>&1 & exit 5", stdout=subprocess.PIPE)
+    p2.communicate(timeout=10)
+    assert p2.returncode == 5
+    left = _pids_of(b"sleep\x00995\x00")
+    assert len(left) == 1
+    os.kill(left[0], 9)
+    os.close(w)
+    os.close(w2)
