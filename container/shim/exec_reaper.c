@@ -171,18 +171,24 @@ static int exit_code(int ws)
 static const int ignored[] = {SIGINT, SIGQUIT, SIGTSTP, SIGTTIN, SIGTTOU, SIGPIPE};
 #define N_IGNORED (sizeof(ignored) / sizeof(ignored[0]))
 
-/* The command, as the child: the caller's signal state back, then exec. An exec error
- * goes back over report (close-on-exec, so a successful exec just closes it). */
-static void run_command(char **cmd, const sigset_t *oldmask, const struct sigaction *old,
-                        int report)
+static const char *not_found(int e)
+{
+        return e == ENOENT ? "executable file not found in $PATH" : strerror(e);
+}
+
+/* The command, as the child (or as the reaper itself when it cannot reap): the caller's
+ * signal state back, then exec. An exec error goes back over report (close-on-exec, so
+ * a successful exec just closes it), or to stderr when there is none. */
+__attribute__((noreturn)) static void run_command(char **cmd, const sigset_t *oldmask,
+                                                  const struct sigaction *old, int report)
 {
         for (size_t i = 0; i < N_IGNORED; i++)
                 sigaction(ignored[i], &old[i], NULL);
         sigprocmask(SIG_SETMASK, oldmask, NULL);
         execvp(cmd[0], cmd);
         int e = errno;
-        if (write(report, &e, sizeof(e)) < 0)
-                _exit(RM_EXEC_REAPER_CANNOT);
+        if (report < 0 || write(report, &e, sizeof(e)) < 0)
+                fprintf(stderr, "remora exec: %s: %s\n", cmd[0], not_found(e));
         _exit(e == ENOENT ? RM_EXEC_REAPER_NOT_FOUND : RM_EXEC_REAPER_CANNOT);
 }
 
@@ -217,23 +223,19 @@ int rm_exec_reaper_main(int argc, char **argv)
         for (size_t i = 0; i < N_IGNORED; i++)
                 sigaction(ignored[i], &ign, &old[i]);
 
-        int report[2];
-        if (sfd < 0 || pipe2(report, O_CLOEXEC) < 0) {
-                fprintf(stderr, "remora exec: %s\n", strerror(errno));
-                return RM_EXEC_REAPER_CANNOT;
-        }
-        pid_t child = fork();
-        if (child < 0) {
-                fprintf(stderr, "remora exec: fork: %s\n", strerror(errno));
-                return RM_EXEC_REAPER_CANNOT;
-        }
-        if (child == 0)
+        /* A container's own seccomp profile may refuse what the reaper needs: then it
+         * becomes the command itself (the exec works, without the reaping). */
+        int report[2] = {-1, -1};
+        pid_t child = sfd >= 0 && pipe2(report, O_CLOEXEC) == 0 ? fork() : -1;
+        if (child <= 0) {
+                if (child < 0 && sfd >= 0)
+                        close(sfd);
                 run_command(cmd, &oldmask, old, report[1]);
+        }
         close(report[1]);
         int e = 0;
         if (read(report[0], &e, sizeof(e)) == (ssize_t)sizeof(e))
-                fprintf(stderr, "remora exec: %s: %s\n", cmd[0],
-                        e == ENOENT ? "executable file not found in $PATH" : strerror(e));
+                fprintf(stderr, "remora exec: %s: %s\n", cmd[0], not_found(e));
         close(report[0]);
 
         bool killing = false, done = false;
