@@ -16,6 +16,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "remora/cancel.h"
 #include "remora/cleanup.h"
 #include "remora/containers.h"
 #include "remora/fsutil.h"
@@ -651,6 +652,16 @@ static void test_exec_sync_needs_running(void **state)
         req.n_cmd = 0;
         assert_int_equal(rm_containers_exec_sync(w->mgr, &req, NULL, &res, &err), -1);
         expect_code(&err, RM_INVALID_ARGUMENT, "cmd is empty");
+        /* A call whose client already gave up runs nothing. */
+        req.n_cmd = 1;
+        struct rm_cancel gone;
+        rm_cancel_init(&gone, 0);
+        rm_cancel_set(&gone);
+        memset(&res, 0, sizeof(res));
+        assert_int_equal(rm_containers_exec_sync(w->mgr, &req, &gone, &res, &err), -1);
+        expect_code(&err, RM_CANCELLED, "cancelled");
+        assert_null(res.out);
+        rm_cancel_release(&gone);
 }
 
 static void test_restart_recovers_state(void **state)
