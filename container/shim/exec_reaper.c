@@ -133,12 +133,13 @@ static void kill_all(void)
         }
 }
 
-/* True when a descendant still holds the pipe or terminal behind our stdout or stderr:
- * the exec's output is not finished while it does. */
+/* True when a descendant still holds the pipe behind our stdout or stderr: the exec's
+ * output is not finished while it does. A terminal does not count: an interactive
+ * session ends with its shell, as without the reaper. */
 static bool output_held(void)
 {
         struct stat mine[2];
-        if (fstat(1, &mine[0]) < 0 || fstat(2, &mine[1]) < 0)
+        if (isatty(1) || fstat(1, &mine[0]) < 0 || fstat(2, &mine[1]) < 0)
                 return false;
         pid_t *pids;
         size_t n = descendants(&pids);
