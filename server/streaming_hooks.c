@@ -93,6 +93,14 @@ static bool relay(int from, int to)
         return true;
 }
 
+/* Read and drop what is readable on fd; false on EOF or error. */
+static bool discard(int fd)
+{
+        char buf[4096];
+        ssize_t n = read(fd, buf, sizeof(buf));
+        return n > 0 || (n < 0 && (errno == EINTR || errno == EAGAIN));
+}
+
 struct exec_run {
         pid_t runc;
         int pidfd;  /* of runc */
@@ -145,12 +153,13 @@ static void exec_loop(struct exec_run *r, const struct rm_stream_io *io)
                         close(r->ctl);
                         r->ctl = -1;
                         kill_at = now_ms() + RM_OCI_EXEC_STOP_GRACE_MS;
-                        master = -1; /* nobody reads it any more */
                         in = -1;
                         resize = -1;
                 }
-                /* EIO once the terminal's last user is gone: runc is about to exit. */
-                if (p[2].revents && (io->out < 0 || !relay(master, io->out)))
+                /* EIO once the terminal's last user is gone: runc is about to exit. Once the
+                 * client is gone the terminal is still drained, so runc never blocks on it. */
+                if (p[2].revents &&
+                    (kill_at ? !discard(master) : io->out < 0 || !relay(master, io->out)))
                         master = -1;
                 if (p[3].revents && !relay(in, r->master)) {
                         /* The client closed stdin: end of input for the terminal. */
