@@ -89,7 +89,7 @@ def test_exec_sync_finishes_normally_through_the_reaper(daemon, cri, pod, image_
     r = cri.call("ExecSync", container_id=cid, cmd=["sh", "-c", "kill -9 $$"], timeout=10)
     assert r.exit_code == 137
     r = cri.call("ExecSync", container_id=cid, cmd=["/bin/no-such-binary"], timeout=10)
-    assert r.exit_code != 0
+    assert r.exit_code == 127 and b"not found" in r.stderr, r
     assert leftovers(cri, cid) == []
     assert exec_dirs(daemon) == dirs
     cri.call("RemoveContainer", container_id=cid)
@@ -232,7 +232,8 @@ def _reaper(remorad_bin, script, **kw):
     return p, w
 
 
-def test_exec_reaper_kills_every_descendant_when_its_pipe_closes(remorad_bin):
+@pytest.mark.parametrize("how", ["pipe", "sigterm"])
+def test_exec_reaper_kills_every_descendant_when_its_pipe_closes(remorad_bin, how):
     """Children in another session or orphaned early are found too, and reaped."""
     p, w = _reaper(remorad_bin, "setsid sleep 997 & sleep 998 & (sleep 996 &); wait")
     names = [b"sleep\x00997\x00", b"sleep\x00998\x00", b"sleep\x00996\x00"]
@@ -241,8 +242,13 @@ def test_exec_reaper_kills_every_descendant_when_its_pipe_closes(remorad_bin):
         assert time.monotonic() < deadline
         time.sleep(0.05)
     pids = [q for n in names for q in _pids_of(n)]
-    os.close(w)
+    if how == "pipe":
+        os.close(w)
+    else:
+        p.terminate()
     assert p.wait(timeout=10) == 137
+    if how != "pipe":
+        os.close(w)
     assert [q for q in pids if os.path.exists("/proc/%d" % q)] == []
 
 
