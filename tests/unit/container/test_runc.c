@@ -1,6 +1,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -242,6 +243,57 @@ static void test_exec_cancelled(void **state)
         assert_int_equal(entries(f), 0);
 }
 
+static void *cancel_later(void *arg)
+{
+        struct timespec ts = {0, 200 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        rm_cancel_set(arg);
+        return NULL;
+}
+
+static double exec_until_stopped(struct fixture *f, struct rm_cancel *cancel, int code)
+{
+        cleanup_error struct rm_error *err = NULL;
+        setenv("FAKE_RUNC_MODE", "hang", 1);
+        struct rm_oci_exec_result res;
+        const char *argv[] = {"sleep", "100", NULL};
+        struct rm_oci_exec_opts o = {
+            .argv = argv, .scratch_root = f->dir, .timeout_ms = 20000, .cancel = cancel};
+        struct timespec a, b;
+        clock_gettime(CLOCK_MONOTONIC, &a);
+        assert_int_equal(f->oci->ops->exec(f->oci, "c1", &o, &res, &err), -1);
+        clock_gettime(CLOCK_MONOTONIC, &b);
+        assert_int_equal(err->code, code);
+        assert_int_equal(entries(f), 0);
+        return (b.tv_sec - a.tv_sec) * 1e3 + (b.tv_nsec - a.tv_nsec) / 1e6;
+}
+
+/* Cancelled while it runs: the token's eventfd wakes the wait at once. */
+static void test_exec_cancelled_while_running(void **state)
+{
+        struct rm_cancel cancel;
+        rm_cancel_init(&cancel, 0);
+        pthread_t t;
+        pthread_create(&t, NULL, cancel_later, &cancel);
+        double ms = exec_until_stopped(*state, &cancel, RM_CANCELLED);
+        pthread_join(t, NULL);
+        assert_true(ms >= 150 && ms < 2000);
+        rm_cancel_release(&cancel);
+}
+
+/* The client's deadline alone (a token without an eventfd) stops it too. */
+static void test_exec_client_deadline(void **state)
+{
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        struct rm_cancel cancel = {.deadline_ns = (int64_t)now.tv_sec * 1000000000LL + now.tv_nsec +
+                                                  300000000LL,
+                                   .fd = -1};
+        atomic_init(&cancel.cancelled, false);
+        double ms = exec_until_stopped(*state, &cancel, RM_CANCELLED);
+        assert_true(ms >= 250 && ms < 2000);
+}
+
 /* Past the timeout, the exec is stopped and its scratch directory is gone too. */
 static void test_exec_timeout_cleans_up(void **state)
 {
@@ -293,6 +345,8 @@ int main(void)
             cmocka_unit_test_setup_teardown(test_exec_under_the_reaper, setup, teardown),
             cmocka_unit_test_setup_teardown(test_exec_output_capped, setup, teardown),
             cmocka_unit_test_setup_teardown(test_exec_cancelled, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_exec_cancelled_while_running, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_exec_client_deadline, setup, teardown),
             cmocka_unit_test_setup_teardown(test_exec_timeout_cleans_up, setup, teardown),
             cmocka_unit_test_setup_teardown(test_create_stdio_and_log, setup, teardown),
         };
