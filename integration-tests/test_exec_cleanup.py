@@ -131,6 +131,7 @@ def test_kill_9_mid_exec_leaves_no_scratch_dir_and_no_process(make_daemon, image
     d.proc.wait(timeout=10)
     cri.close()
     assert exec_dirs(d) != [], "the crash point is after the scratch directory is made"
+    os.mkdir(os.path.join(d.state, "exec-OLDVER"))  # where versions before <state>/exec put it
     d2 = make_daemon(base=d.base).start()
     c2 = d2.client()
     assert exec_dirs(d2) == []

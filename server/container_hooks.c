@@ -138,27 +138,36 @@ static char *exec_scratch_root(const struct rm_daemon *d)
         return xasprintf("%s/exec", d->cfg->state);
 }
 
-/* Start-up: the scratch directories of execs a previous run was killed in the middle of
- * (their processes are gone: the reaper kills them when the daemon's end of its pipe
- * closes). Nothing runs an exec yet. */
-static void exec_scratch_reset(const struct rm_daemon *d)
+/* Removes the entries of dir whose names start with prefix ("" for all); the count. */
+static size_t remove_entries(const char *dir, const char *prefix)
 {
-        cleanup_free char *root = exec_scratch_root(d);
-        cleanup_dir DIR *dir = opendir(root);
+        cleanup_dir DIR *d = opendir(dir);
         size_t n = 0;
         struct dirent *e;
-        while (dir && (e = readdir(dir)) != NULL) {
-                if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+        while (d && (e = readdir(d)) != NULL) {
+                if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0 ||
+                    strncmp(e->d_name, prefix, strlen(prefix)) != 0)
                         continue;
-                cleanup_free char *path = xasprintf("%s/%s", root, e->d_name);
+                cleanup_free char *path = xasprintf("%s/%s", dir, e->d_name);
                 cleanup_error struct rm_error *err = NULL;
                 if (rm_remove_tree(path, &err) < 0)
                         rm_log_warn("exec scratch directory %s: %s", path, err->msg);
                 else
                         n++;
         }
+        return n;
+}
+
+/* Start-up: the scratch directories of execs a previous run was killed in the middle of
+ * (their processes are gone: the reaper kills them when the daemon's end of its pipe
+ * closes), and the <state>/exec-* of versions before <state>/exec. Nothing runs an exec
+ * yet. */
+static void exec_scratch_reset(const struct rm_daemon *d)
+{
+        cleanup_free char *root = exec_scratch_root(d);
+        size_t n = remove_entries(root, "") + remove_entries(d->cfg->state, "exec-");
         if (n > 0)
-                rm_log_info("removed %zu exec scratch directories left under %s", n, root);
+                rm_log_info("removed %zu exec scratch directories left by a previous run", n);
         cleanup_error struct rm_error *err = NULL;
         if (rm_mkdir_p(root, 0700, &err) < 0)
                 rm_log_warn("exec scratch directory: %s", err->msg);
