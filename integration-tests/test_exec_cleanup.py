@@ -124,25 +124,31 @@ def test_kill_9_mid_exec_leaves_no_scratch_dir_and_no_process(make_daemon, image
     cri = d.client()
     cri.call("PullImage", image=cri.message("ImageSpec", image=image_ref), timeout=60)
     pod = pod_running(cri, tmp_path, "crash-exec")
-    cid = running(cri, pod, image_ref, "victim")
-    req = cri.message("ExecSyncRequest", container_id=cid, cmd=["sleep", "4321"], timeout=30)
-    with pytest.raises(grpc.RpcError):
-        cri.call("ExecSync", req, timeout=20)
-    d.proc.wait(timeout=10)
-    cri.close()
-    assert exec_dirs(d) != [], "the crash point is after the scratch directory is made"
-    os.mkdir(os.path.join(d.state, "exec-OLDVER"))  # where versions before <state>/exec put it
-    d2 = make_daemon(base=d.base).start()
-    c2 = d2.client()
-    assert exec_dirs(d2) == []
-    # The exec lost its daemon: its processes are gone too.
-    deadline = time.monotonic() + 5
-    while leftovers(c2, cid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert leftovers(c2, cid) == []
-    c2.call("StopPodSandbox", pod_sandbox_id=pod[0])
-    c2.call("RemovePodSandbox", pod_sandbox_id=pod[0])
-    c2.close()
+    d2 = None
+    try:
+        cid = running(cri, pod, image_ref, "victim")
+        req = cri.message("ExecSyncRequest", container_id=cid, cmd=["sleep", "4321"],
+                          timeout=30)
+        with pytest.raises(grpc.RpcError):
+            cri.call("ExecSync", req, timeout=20)
+        d.proc.wait(timeout=10)
+        cri.close()
+        assert exec_dirs(d) != [], "the crash point is after the scratch directory is made"
+        # Where versions before <state>/exec put theirs.
+        os.mkdir(os.path.join(d.state, "exec-OLDVER"))
+        d2 = make_daemon(base=d.base).start()
+        cri = d2.client()
+        assert exec_dirs(d2) == []
+        # The exec lost its daemon: its processes are gone too.
+        deadline = time.monotonic() + 5
+        while leftovers(cri, cid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert leftovers(cri, cid) == []
+    finally:
+        if d.proc.poll() is None or d2 is not None:
+            cri.call("StopPodSandbox", pod_sandbox_id=pod[0])
+            cri.call("RemovePodSandbox", pod_sandbox_id=pod[0])
+        cri.close()
 
 
 def test_stop_races_the_containers_own_exit(daemon, cri, pod, image_ref):
