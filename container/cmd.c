@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "cmd.h"
+#include "remora/cancel.h"
 #include "remora/cleanup.h"
 #include "remora/xalloc.h"
 
@@ -19,14 +20,17 @@ extern char **environ;
 struct sink {
         char *buf;
         size_t len, cap, max;
+        bool dropped; /* more came than max: the rest was read and thrown away */
 };
 
 static void sink_add(struct sink *s, const char *p, size_t n)
 {
-        if (s->len >= s->max)
-                return; /* keep draining the pipe, drop the excess */
-        if (n > s->max - s->len)
+        if (n > s->max - s->len) {
+                s->dropped = true; /* keep draining the pipe, drop the excess */
                 n = s->max - s->len;
+        }
+        if (n == 0)
+                return;
         if (s->len + n + 1 > s->cap) {
                 size_t cap = s->cap ? s->cap : 256;
                 while (cap < s->len + n + 1)
@@ -60,6 +64,70 @@ static void close_fd(int *fd)
         *fd = -1;
 }
 
+static bool reaped(pid_t pid, int *ws)
+{
+        for (;;) {
+                pid_t w = waitpid(pid, ws, WNOHANG);
+                if (w == pid)
+                        return true;
+                if (w < 0 && errno == EINTR)
+                        continue;
+                if (w < 0) {
+                        *ws = 0;
+                        return true; /* not ours to wait for any more */
+                }
+                return false;
+        }
+}
+
+static void pause_ms(long ms)
+{
+        struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+}
+
+/* The deadline or the call's token ran out: ask the program to stop, give it the grace,
+ * then SIGKILL; always reaped. */
+static void stop_program(const struct rm__cmd *c, pid_t pid, int *ws)
+{
+        if (c->on_timeout) {
+                c->on_timeout(pid, c->data);
+                long long until = now_ms() + (c->stop_grace_ms > 0 ? c->stop_grace_ms : 0);
+                while (!reaped(pid, ws)) {
+                        if (now_ms() >= until) {
+                                kill(pid, SIGKILL);
+                                break;
+                        }
+                        pause_ms(1);
+                }
+        } else {
+                kill(pid, SIGKILL);
+        }
+        while (waitpid(pid, ws, 0) < 0 && errno == EINTR)
+                ;
+}
+
+static long long cancel_deadline_ms(const struct rm_cancel *cancel)
+{
+        if (cancel == NULL || cancel->deadline_ns == 0)
+                return 0;
+        return cancel->deadline_ns / 1000000;
+}
+
+/* The extra fds, moved out of the way of 0..(3 + n) first so that no dup2 of the
+ * child's file actions overwrites a source another one still needs. */
+static int add_extra_fds(const struct rm__cmd *c, posix_spawn_file_actions_t *fa, int *high)
+{
+        for (int i = 0; i < c->n_extra; i++) {
+                high[i] = fcntl(c->extra_fds[i], F_DUPFD_CLOEXEC, 3 + c->n_extra + 16);
+                if (high[i] < 0)
+                        return -1;
+        }
+        for (int i = 0; i < c->n_extra; i++)
+                posix_spawn_file_actions_adddup2(fa, high[i], 3 + i);
+        return 0;
+}
+
 int rm__cmd_run(const struct rm__cmd *c, struct rm__cmd_result *r, struct rm_error **err)
 {
         memset(r, 0, sizeof(*r));
@@ -91,9 +159,12 @@ int rm__cmd_run(const struct rm__cmd *c, struct rm__cmd_result *r, struct rm_err
                 else
                         posix_spawn_file_actions_adddup2(&fa, c->stdio[i], i);
         }
-        /* runc gets the three descriptors above and no other: every fd of the daemon is
-         * O_CLOEXEC, and this closes any a library opened without it. */
-        posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+        int high[8] = {-1, -1, -1, -1, -1, -1, -1, -1};
+        int extra_rc = c->n_extra <= 8 ? add_extra_fds(c, &fa, high) : (errno = EINVAL, -1);
+        int extra_errno = errno;
+        /* runc gets the three descriptors above, the extra ones at 3.. and no other: every
+         * fd of the daemon is O_CLOEXEC, and this closes any a library opened without it. */
+        posix_spawn_file_actions_addclosefrom_np(&fa, 3 + (c->n_extra > 0 ? c->n_extra : 0));
         /* A fresh signal mask and default dispositions: the daemon's blocked signals must
          * not leak into runc (or, through it, into the container). */
         posix_spawnattr_t attr;
@@ -105,10 +176,14 @@ int rm__cmd_run(const struct rm__cmd *c, struct rm__cmd_result *r, struct rm_err
         posix_spawnattr_setsigdefault(&attr, &all);
         posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
 
-        pid_t pid;
-        int rc = posix_spawn(&pid, c->argv[0], &fa, &attr, (char *const *)c->argv, environ);
+        pid_t pid = -1;
+        int rc = extra_rc < 0
+                     ? extra_errno
+                     : posix_spawn(&pid, c->argv[0], &fa, &attr, (char *const *)c->argv, environ);
         posix_spawn_file_actions_destroy(&fa);
         posix_spawnattr_destroy(&attr);
+        for (int i = 0; i < 8; i++)
+                close_fd(&high[i]);
         close_fd(&in[0]);
         close_fd(&out[1]);
         close_fd(&errp[1]);
@@ -118,24 +193,31 @@ int rm__cmd_run(const struct rm__cmd *c, struct rm__cmd_result *r, struct rm_err
                 close_fd(&errp[0]);
                 return rm_error_sys_errno(err, rc, "run %s", c->argv[0]);
         }
+        if (c->on_start)
+                c->on_start(pid, c->data);
 
         size_t max = c->out_max ? c->out_max : (1u << 20);
         struct sink so = {.max = max}, se = {.max = max};
         size_t written = 0;
         if (in[1] >= 0)
                 fcntl(in[1], F_SETFL, O_NONBLOCK);
-        long long deadline = now_ms() + (c->timeout_ms > 0 ? c->timeout_ms : 30000);
-        bool timed_out = false;
+        int timeout_ms = c->timeout_ms > 0 ? c->timeout_ms : 30000;
+        long long deadline = now_ms() + timeout_ms;
+        long long cancel_at = cancel_deadline_ms(c->cancel);
+        int cancel_fd = c->cancel ? c->cancel->fd : -1;
+        bool timed_out = false, cancelled = false;
         while (in[1] >= 0 || out[0] >= 0 || errp[0] >= 0) {
-                struct pollfd pf[3] = {{.fd = in[1], .events = POLLOUT},
+                struct pollfd pf[4] = {{.fd = in[1], .events = POLLOUT},
                                        {.fd = out[0], .events = POLLIN},
-                                       {.fd = errp[0], .events = POLLIN}};
-                long long left = deadline - now_ms();
-                if (left <= 0) {
-                        timed_out = true;
+                                       {.fd = errp[0], .events = POLLIN},
+                                       {.fd = cancel_fd, .events = POLLIN}};
+                long long now = now_ms();
+                if ((cancelled = rm_cancelled(c->cancel)) || (timed_out = now >= deadline))
                         break;
-                }
-                int n = poll(pf, 3, (int)left);
+                long long left = deadline - now;
+                if (cancel_at > 0 && cancel_at - now < left)
+                        left = cancel_at - now > 0 ? cancel_at - now : 1;
+                int n = poll(pf, 4, (int)left);
                 if (n < 0 && errno != EINTR)
                         break;
                 if (n <= 0)
@@ -163,40 +245,29 @@ int rm__cmd_run(const struct rm__cmd *c, struct rm__cmd_result *r, struct rm_err
         close_fd(&errp[0]);
 
         int ws = 0;
-        if (!timed_out) {
-                /* The pipes closed; the program may still be running (when stdio was handed
-                 * over, there were no pipes at all), so the deadline still holds. */
-                for (;;) {
-                        pid_t w = waitpid(pid, &ws, WNOHANG);
-                        if (w == pid)
-                                break;
-                        if (w < 0 && errno != EINTR) {
-                                ws = 0;
-                                break;
-                        }
-                        if (now_ms() >= deadline) {
-                                timed_out = true;
-                                break;
-                        }
-                        struct timespec ts = {0, 500000};
-                        nanosleep(&ts, NULL);
-                }
+        /* The pipes closed; the program may still be running (when stdio was handed over,
+         * there were no pipes at all), so the deadline and the token still hold. */
+        while (!timed_out && !cancelled && !reaped(pid, &ws)) {
+                if ((cancelled = rm_cancelled(c->cancel)) || (timed_out = now_ms() >= deadline))
+                        break;
+                pause_ms(1);
         }
-        if (timed_out) {
-                if (c->on_timeout)
-                        c->on_timeout(pid, c->data);
-                kill(pid, SIGKILL);
-                while (waitpid(pid, &ws, 0) < 0 && errno == EINTR)
-                        ;
+        if (timed_out || cancelled) {
+                stop_program(c, pid, &ws);
                 free(so.buf);
                 free(se.buf);
+                if (cancelled)
+                        return rm_error_set(err, RM_CANCELLED, "%s stopped: the call was cancelled",
+                                            c->argv[0]);
                 return rm_error_set(err, RM_DEADLINE_EXCEEDED, "%s did not finish within %d ms",
-                                    c->argv[0], c->timeout_ms > 0 ? c->timeout_ms : 30000);
+                                    c->argv[0], timeout_ms);
         }
         r->out = so.buf ? so.buf : xstrdup("");
         r->out_len = so.len;
+        r->out_truncated = so.dropped;
         r->errout = se.buf ? se.buf : xstrdup("");
         r->err_len = se.len;
+        r->err_truncated = se.dropped;
         r->wstatus = ws;
         return 0;
 }

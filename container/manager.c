@@ -576,6 +576,19 @@ int rm_containers_start(struct rm_container_manager *mgr, const char *id, struct
         return rc;
 }
 
+/* A signal the runtime refused ("container not running") because the container exited
+ * by itself just then: its monitor records the exit within moments, and the stop is done
+ * with the container's own exit code. Then *err is dropped and true returned. */
+static bool exited_meanwhile(struct rm_container_manager *mgr, struct ctr *c, struct rm_error **err)
+{
+        if (!rm__ctr_wait_exit(mgr, c, KILL_WAIT_SECONDS * 1000))
+                return false;
+        rm_log_debug("container %s exited by itself while being stopped (%s)", c->id, (*err)->msg);
+        rm_error_free(*err);
+        *err = NULL;
+        return true;
+}
+
 /* Signal, wait, escalate. Caller holds c->op. */
 static int stop_locked(struct rm_container_manager *mgr, struct ctr *c, int64_t timeout,
                        struct rm_error **err)
@@ -604,14 +617,18 @@ static int stop_locked(struct rm_container_manager *mgr, struct ctr *c, int64_t 
         }
         if (started && timeout > 0) {
                 if (mgr->ops.kill(mgr->ops.ctx, c->id, sig, err) < 0)
-                        return rm_error_wrap(err, "stop container %s", c->id);
+                        return exited_meanwhile(mgr, c, err)
+                                   ? 0
+                                   : rm_error_wrap(err, "stop container %s", c->id);
                 if (rm__ctr_wait_exit(mgr, c, timeout * 1000))
                         return 0;
                 rm_log_info("container %s did not stop within %llds of signal %d; killing it",
                             c->id, (long long)timeout, sig);
         }
         if (mgr->ops.kill(mgr->ops.ctx, c->id, SIGKILL, err) < 0)
-                return rm_error_wrap(err, "kill container %s", c->id);
+                return exited_meanwhile(mgr, c, err)
+                           ? 0
+                           : rm_error_wrap(err, "kill container %s", c->id);
         if (!rm__ctr_wait_exit(mgr, c, KILL_WAIT_SECONDS * 1000))
                 return rm_error_set(err, RM_DEADLINE_EXCEEDED,
                                     "container %s is still running %ds after SIGKILL", c->id,

@@ -1,6 +1,7 @@
 /* The runc driver: each operation is one run of the runc binary with --root and
  * --log-format json, so failures come back as runc's own message. */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,7 +10,10 @@
 #include <unistd.h>
 
 #include "cmd.h"
+#include "remora/cancel.h"
 #include "remora/cleanup.h"
+#include "remora/crashpoint.h"
+#include "remora/exec_reaper.h"
 #include "remora/fsutil.h"
 #include "remora/oci.h"
 #include "remora/xalloc.h"
@@ -210,61 +214,131 @@ static int runc_state(const struct rm_oci *oci, const char *id, struct rm_oci_st
         return 0;
 }
 
-struct exec_kill {
+struct exec_run {
         const char *pid_file;
+        int ctl; /* write end of the reaper's control pipe; -1 without a reaper */
 };
 
-/* On an exec timeout, the process runc started inside the container is killed too, not
- * just the runc client (which would leave it running). */
-static void exec_timeout(pid_t pid, void *data)
+static void exec_started(pid_t pid, void *data)
 {
         (void)pid;
-        struct exec_kill *k = data;
-        cleanup_free char *text = rm_read_file(k->pid_file, 64, NULL, NULL);
-        int p = text ? atoi(text) : 0;
-        if (p > 1)
-                kill(p, SIGKILL);
+        (void)data;
+        rm_crashpoint("execsync.started");
 }
 
-static int runc_exec(const struct rm_oci *oci, const char *id, const char *const *cmd,
-                     int timeout_ms, struct rm_oci_exec_result *res, struct rm_error **err)
+/* Past the timeout or cancelled: with a reaper, closing its control pipe makes it kill
+ * and reap everything the exec started, after which runc exits by itself; without one,
+ * the first process is killed (runc reaps it). runc is SIGKILLed only after the grace. */
+static void exec_stop(pid_t pid, void *data)
 {
-        memset(res, 0, sizeof(*res));
-        char tmpl[] = "/tmp/remora-exec-XXXXXX";
-        if (mkdtemp(tmpl) == NULL)
-                return rm_error_sys(err, "exec in %s: temporary directory", id);
-        cleanup_free char *pid_file = xasprintf("%s/pid", tmpl);
-        const char *argv[256];
+        struct exec_run *k = data;
+        if (k->ctl >= 0) {
+                close(k->ctl);
+                k->ctl = -1;
+                return;
+        }
+        cleanup_free char *text = rm_read_file(k->pid_file, 64, NULL, NULL);
+        int p = text ? atoi(text) : 0;
+        /* No pid yet: runc has not started the command, so runc itself goes. */
+        kill(p > 1 ? p : pid, SIGKILL);
+}
+
+/* runc's arguments for an exec: [--preserve-fds 2 ID reaper-path flag --] or [ID]. */
+static size_t exec_argv(const struct rm_oci *oci, const char *id, const char *pid_file, bool reaper,
+                        const char *const *cmd, const char **argv, size_t max)
+{
         size_t n = 0;
-        const char *pre[] = {oci->binary,  "--root", oci->root, "--log-format", "json", "exec",
-                             "--pid-file", pid_file, id};
+        const char *pre[] = {oci->binary, "--root", oci->root,    "--log-format",
+                             "json",      "exec",   "--pid-file", pid_file};
         for (size_t i = 0; i < sizeof(pre) / sizeof(pre[0]); i++)
                 argv[n++] = pre[i];
+        if (reaper) {
+                argv[n++] = "--preserve-fds";
+                argv[n++] = "2";
+        }
+        argv[n++] = id;
+        if (reaper) {
+                argv[n++] = RM_EXEC_REAPER_PATH;
+                argv[n++] = RM_EXEC_REAPER_FLAG;
+                argv[n++] = "--";
+        }
         for (size_t i = 0; cmd[i]; i++) {
-                if (n >= 255) {
-                        rmdir(tmpl);
-                        return rm_error_set(err, RM_INVALID_ARGUMENT,
-                                            "exec in %s: too many arguments", id);
-                }
+                if (n >= max - 1)
+                        return 0;
                 argv[n++] = cmd[i];
         }
         argv[n] = NULL;
-        struct exec_kill k = {pid_file};
+        return n;
+}
+
+/* The reaper's two fds for runc to hand on: remora-shim itself and the control pipe's
+ * read end (ours is fds[2], the write end). */
+static int reaper_fds(const char *reaper, int fds[3], struct rm_error **err)
+{
+        fds[0] = open(reaper, O_RDONLY | O_CLOEXEC);
+        if (fds[0] < 0)
+                return rm_error_sys(err, "open the exec reaper %s", reaper);
+        int p[2];
+        if (pipe2(p, O_CLOEXEC) < 0) {
+                close(fds[0]);
+                return rm_error_sys(err, "pipe for the exec reaper");
+        }
+        fds[1] = p[0];
+        fds[2] = p[1];
+        return 0;
+}
+
+static void close_fds(int *fds, size_t n)
+{
+        for (size_t i = 0; i < n; i++)
+                if (fds[i] >= 0)
+                        close(fds[i]);
+}
+
+static int runc_exec(const struct rm_oci *oci, const char *id, const struct rm_oci_exec_opts *o,
+                     struct rm_oci_exec_result *res, struct rm_error **err)
+{
+        memset(res, 0, sizeof(*res));
+        const char *argv[256];
+        int fds[3] = {-1, -1, -1};
+        if (o->reaper && reaper_fds(o->reaper, fds, err) < 0)
+                return rm_error_wrap(err, "exec in %s", id);
+        cleanup_free char *dir = xasprintf("%s/sync-XXXXXX", o->scratch_root);
+        if (mkdtemp(dir) == NULL) {
+                close_fds(fds, 3);
+                return rm_error_sys(err, "exec in %s: scratch directory under %s", id,
+                                    o->scratch_root);
+        }
+        cleanup_free char *pid_file = xasprintf("%s/pid", dir);
+        if (exec_argv(oci, id, pid_file, o->reaper != NULL, o->argv, argv, 256) == 0) {
+                close_fds(fds, 3);
+                rm_remove_tree(dir, NULL);
+                return rm_error_set(err, RM_INVALID_ARGUMENT, "exec in %s: too many arguments", id);
+        }
+        struct exec_run k = {.pid_file = pid_file, .ctl = fds[2]};
         struct rm__cmd c = {.argv = argv,
-                            .timeout_ms = timeout_ms > 0 ? timeout_ms : oci->timeout_ms,
-                            .out_max = RM_OCI_EXEC_OUTPUT_MAX,
-                            .on_timeout = exec_timeout,
+                            .extra_fds = fds,
+                            .n_extra = o->reaper ? 2 : 0,
+                            .timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : oci->timeout_ms,
+                            .cancel = o->cancel,
+                            .out_max = o->out_max ? o->out_max : RM_OCI_EXEC_OUTPUT_MAX,
+                            .on_start = exec_started,
+                            .on_timeout = exec_stop,
+                            .stop_grace_ms = RM_OCI_EXEC_STOP_GRACE_MS,
                             .data = &k};
         struct rm__cmd_result r;
         int rc = rm__cmd_run(&c, &r, err);
-        unlink(pid_file);
-        rmdir(tmpl);
+        fds[2] = k.ctl;
+        close_fds(fds, 3);
+        rm_remove_tree(dir, NULL);
         if (rc < 0)
                 return rm_error_wrap(err, "exec in %s", id);
         res->out = r.out;
         res->out_len = r.out_len;
+        res->out_truncated = r.out_truncated;
         res->errout = r.errout;
         res->err_len = r.err_len;
+        res->err_truncated = r.err_truncated;
         res->exit_code =
             WIFSIGNALED(r.wstatus) ? 128 + WTERMSIG(r.wstatus) : WEXITSTATUS(r.wstatus);
         return 0;

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include "manager_internal.h"
+#include "remora/cancel.h"
 #include "remora/cleanup.h"
 #include "remora/log.h"
 #include "remora/xalloc.h"
@@ -17,6 +18,8 @@ int rm_containers_exec_sync(struct rm_container_manager *mgr,
                 return rm_error_set(err, RM_INVALID_ARGUMENT, "cmd is empty");
         if (req->timeout < 0)
                 return rm_error_set(err, RM_INVALID_ARGUMENT, "timeout must not be negative");
+        if (rm_cancelled(cancel))
+                return rm_error_set(err, RM_CANCELLED, "the call was cancelled before the exec");
         struct ctr *c = rm__ctr_get(mgr, req->container_id ? req->container_id : "", err);
         if (c == NULL)
                 return -1;

@@ -1,5 +1,6 @@
 /* The container manager's reach into images and the OCI runtime: its ops, backed by the
  * image service, runc (rm_runc_ops) and remora-shim. */
+#include <dirent.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -10,6 +11,7 @@
 #include "hooks.h"
 #include "remora/cleanup.h"
 #include "remora/fsutil.h"
+#include "remora/log.h"
 #include "remora/xalloc.h"
 
 static int image_lookup(void *ctx, const char *ref, struct rm_arena *a, struct rm_ctr_image *out,
@@ -130,20 +132,69 @@ static int exit_status(void *ctx, const char *id, int *code, int64_t *finished_n
         return rc;
 }
 
+/* <state>/exec: ExecSync's sync-* and the streaming server's stream-* scratch directories. */
+static char *exec_scratch_root(const struct rm_daemon *d)
+{
+        return xasprintf("%s/exec", d->cfg->state);
+}
+
+/* Removes the entries of dir whose names start with prefix ("" for all); the count. */
+static size_t remove_entries(const char *dir, const char *prefix)
+{
+        cleanup_dir DIR *d = opendir(dir);
+        size_t n = 0;
+        struct dirent *e;
+        while (d && (e = readdir(d)) != NULL) {
+                if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0 ||
+                    strncmp(e->d_name, prefix, strlen(prefix)) != 0)
+                        continue;
+                cleanup_free char *path = xasprintf("%s/%s", dir, e->d_name);
+                cleanup_error struct rm_error *err = NULL;
+                if (rm_remove_tree(path, &err) < 0)
+                        rm_log_warn("exec scratch directory %s: %s", path, err->msg);
+                else
+                        n++;
+        }
+        return n;
+}
+
+/* Start-up: the scratch directories of execs a previous run was killed in the middle of
+ * (their processes are gone: the reaper kills them when the daemon's end of its pipe
+ * closes), and the <state>/exec-* of versions before <state>/exec. Nothing runs an exec
+ * yet. */
+static void exec_scratch_reset(const struct rm_daemon *d)
+{
+        cleanup_free char *root = exec_scratch_root(d);
+        size_t n = remove_entries(root, "") + remove_entries(d->cfg->state, "exec-");
+        if (n > 0)
+                rm_log_info("removed %zu exec scratch directories left by a previous run", n);
+        cleanup_error struct rm_error *err = NULL;
+        if (rm_mkdir_p(root, 0700, &err) < 0)
+                rm_log_warn("exec scratch directory: %s", err->msg);
+}
+
 static int exec_sync(void *ctx, const char *id, char *const *argv, int64_t timeout_s,
                      const struct rm_cancel *cancel, struct rm_ctr_exec_result *res,
                      struct rm_error **err)
 {
-        (void)cancel; /* not honoured yet: the exec runs to its own timeout */
         struct rm_daemon *d = ctx;
         struct rm_oci_exec_result r = {0};
+        cleanup_free char *scratch = exec_scratch_root(d);
         /* The CRI's 0 means no timeout; a day stands in for that. */
         int ms = timeout_s > 0 ? (int)(timeout_s > 86400 ? 86400000 : timeout_s * 1000) : 86400000;
-        if (d->oci->ops->exec(d->oci, id, (const char *const *)argv, ms, &r, err) < 0) {
+        struct rm_oci_exec_opts o = {.argv = (const char *const *)argv,
+                                     .timeout_ms = ms,
+                                     .cancel = cancel,
+                                     .scratch_root = scratch,
+                                     .reaper = d->helpers.shim};
+        if (d->oci->ops->exec(d->oci, id, &o, &r, err) < 0) {
                 if ((*err)->code == RM_DEADLINE_EXCEEDED)
                         rm_error_wrap(err, "command timed out after %llds", (long long)timeout_s);
                 return -1;
         }
+        if (r.out_truncated || r.err_truncated)
+                rm_log_info("exec in %s: output past %u bytes per stream was dropped", id,
+                            RM_OCI_EXEC_OUTPUT_MAX);
         res->exit_code = r.exit_code;
         res->out = (uint8_t *)r.out;
         res->out_len = r.out_len;
@@ -177,6 +228,7 @@ static int reopen_log(void *ctx, const char *id, const char *bundle, struct rm_e
 void rm__container_ops(struct rm_daemon *d, struct rm_container_ops *ops)
 {
         memset(ops, 0, sizeof(*ops));
+        exec_scratch_reset(d);
         rm__container_ops_common(d, ops);
         ops->image_lookup = image_lookup;
         ops->rootfs_mount = rootfs_mount;

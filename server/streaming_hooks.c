@@ -1,6 +1,8 @@
 /* The streaming server's backend: how Exec and PortForward sessions reach containers and
  * pods. Exec runs `runc exec` in the foreground with the session's pipes as its stdio (or,
- * for a tty, a pseudo-terminal whose master this thread relays); port forward connects to
+ * for a tty, a pseudo-terminal whose master this thread relays), the command under
+ * remora-shim's exec reaper so that a session that ends early leaves no process or
+ * zombie in the container; port forward connects to
  * the port from inside the pod's network namespace and copies both ways; attach joins the
  * container's own stdio through its monitor's attach socket. */
 #include <errno.h>
@@ -19,11 +21,13 @@
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <termios.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "daemon.h"
 #include "hooks.h"
 #include "remora/cleanup.h"
+#include "remora/exec_reaper.h"
 #include "remora/fsutil.h"
 #include "remora/log.h"
 #include "remora/shim_attach.h"
@@ -89,40 +93,73 @@ static bool relay(int from, int to)
         return true;
 }
 
+/* Read and drop what is readable on fd; false on EOF or error. */
+static bool discard(int fd)
+{
+        char buf[4096];
+        ssize_t n = read(fd, buf, sizeof(buf));
+        return n > 0 || (n < 0 && (errno == EINTR || errno == EAGAIN));
+}
+
 struct exec_run {
         pid_t runc;
         int pidfd;  /* of runc */
         int master; /* tty only, else -1 */
+        int ctl;    /* our end of the exec reaper's control pipe */
         const char *pid_file;
 };
 
-/* Relay until runc exits. On cancel the exec'd process is killed (runc then exits). */
+static long long now_ms(void)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Relay until runc exits. When the client goes away, closing the reaper's control pipe
+ * makes it kill and reap everything the exec started, and runc then exits; runc is
+ * SIGKILLed only if that takes longer than the grace. */
 static void exec_loop(struct exec_run *r, const struct rm_stream_io *io)
 {
         int in = io->tty ? io->in : -1; /* without a tty the process reads io->in itself */
         int resize = io->tty ? io->resize : -1;
         int master = r->master;
-        bool killed = false;
+        long long kill_at = 0;
         for (;;) {
                 struct pollfd p[5] = {{.fd = r->pidfd, .events = POLLIN},
-                                      {.fd = killed ? -1 : io->cancel, .events = POLLIN},
+                                      {.fd = kill_at ? -1 : io->cancel, .events = POLLIN},
                                       {.fd = master, .events = POLLIN},
                                       {.fd = in, .events = POLLIN},
                                       {.fd = resize, .events = POLLIN}};
-                if (poll(p, 5, -1) < 0) {
+                int wait_ms = -1;
+                if (kill_at) {
+                        long long left = kill_at - now_ms();
+                        if (left <= 0) {
+                                int pid = read_pid_file(r->pid_file);
+                                if (pid > 1)
+                                        kill(pid, SIGKILL);
+                                kill(r->runc, SIGKILL);
+                                left = 1000;
+                                kill_at = now_ms() + 1000;
+                        }
+                        wait_ms = (int)left;
+                }
+                if (poll(p, 5, wait_ms) < 0) {
                         if (errno == EINTR)
                                 continue;
                         break;
                 }
                 if (p[1].revents) {
-                        int pid = read_pid_file(r->pid_file);
-                        if (pid > 1)
-                                kill(pid, SIGKILL);
-                        kill(r->runc, SIGKILL);
-                        killed = true;
+                        close(r->ctl);
+                        r->ctl = -1;
+                        kill_at = now_ms() + RM_OCI_EXEC_STOP_GRACE_MS;
+                        in = -1;
+                        resize = -1;
                 }
-                /* EIO once the terminal's last user is gone: runc is about to exit. */
-                if (p[2].revents && (io->out < 0 || !relay(master, io->out)))
+                /* EIO once the terminal's last user is gone: runc is about to exit. Once the
+                 * client is gone the terminal is still drained, so runc never blocks on it. */
+                if (p[2].revents &&
+                    (kill_at ? !discard(master) : io->out < 0 || !relay(master, io->out)))
                         master = -1;
                 if (p[3].revents && !relay(in, r->master)) {
                         /* The client closed stdin: end of input for the terminal. */
@@ -146,26 +183,53 @@ static void exec_loop(struct exec_run *r, const struct rm_stream_io *io)
         }
 }
 
+/* remora-shim for the exec reaper (remora/exec_reaper.h): [0] the binary and [1] the
+ * control pipe's read end, for runc to hand on as fds 3 and 4; [2] our write end. */
+static int reaper_fds(const char *shim, int fds[3], struct rm_error **err)
+{
+        int p[2];
+        fds[0] = open(shim, O_RDONLY | O_CLOEXEC);
+        if (fds[0] < 0)
+                return rm_error_sys(err, "exec: open the exec reaper %s", shim);
+        if (pipe2(p, O_CLOEXEC) < 0) {
+                close(fds[0]);
+                return rm_error_sys(err, "exec: pipe for the exec reaper");
+        }
+        fds[1] = p[0];
+        fds[2] = p[1];
+        return 0;
+}
+
+static void close_reaper_fds(int fds[3])
+{
+        for (int i = 0; i < 3; i++)
+                close(fds[i]);
+}
+
 static int stream_exec(void *ctx, const char *container_id, char *const *argv,
                        const struct rm_stream_io *io, int *exit_code, struct rm_error **err)
 {
         struct rm_daemon *d = ctx;
         if (!container_running(d, container_id, err))
                 return -1;
-        cleanup_free char *dir = xasprintf("%s/exec-XXXXXX", d->cfg->state);
+        cleanup_free char *dir = xasprintf("%s/exec/stream-XXXXXX", d->cfg->state);
         if (mkdtemp(dir) == NULL)
-                return rm_error_sys(err, "exec: temporary directory under %s", d->cfg->state);
+                return rm_error_sys(err, "exec: scratch directory under %s/exec", d->cfg->state);
         cleanup_free char *pid_file = xasprintf("%s/pid", dir);
         cleanup_free char *log = xasprintf("%s/runc.log", dir);
-        const char *args[MAX_EXEC_ARGS + 16];
+        const char *args[MAX_EXEC_ARGS + 24];
         size_t n = 0;
-        const char *pre[] = {d->oci->binary, "--root", d->oci->root, "--log",      log,
-                             "--log-format", "json",   "exec",       "--pid-file", pid_file};
+        const char *pre[] = {d->oci->binary,   "--root", d->oci->root, "--log",      log,
+                             "--log-format",   "json",   "exec",       "--pid-file", pid_file,
+                             "--preserve-fds", "2"};
         for (size_t i = 0; i < sizeof(pre) / sizeof(pre[0]); i++)
                 args[n++] = pre[i];
         if (io->tty)
                 args[n++] = "--tty";
         args[n++] = container_id;
+        args[n++] = RM_EXEC_REAPER_PATH;
+        args[n++] = RM_EXEC_REAPER_FLAG;
+        args[n++] = "--";
         for (size_t i = 0; argv[i]; i++) {
                 if (i >= MAX_EXEC_ARGS) {
                         rm_remove_tree(dir, NULL);
@@ -178,7 +242,13 @@ static int stream_exec(void *ctx, const char *container_id, char *const *argv,
 
         int master = -1, slave = -1;
         cleanup_close int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+        int reaper[3];
+        if (reaper_fds(d->helpers.shim, reaper, err) < 0) {
+                rm_remove_tree(dir, NULL);
+                return -1;
+        }
         if (io->tty && open_pty(&master, &slave, err) < 0) {
+                close_reaper_fds(reaper);
                 rm_remove_tree(dir, NULL);
                 return -1;
         }
@@ -187,12 +257,16 @@ static int stream_exec(void *ctx, const char *container_id, char *const *argv,
         int fd2 = io->tty ? slave : io->err >= 0 ? io->err : devnull;
         pid_t pid = fork();
         if (pid == 0) {
-                /* Only system calls from here on: the daemon has threads. */
-                int in = dup(fd0), out = dup(fd1), errfd = dup(fd2);
-                if (in < 0 || out < 0 || errfd < 0 || dup2(in, 0) < 0 || dup2(out, 1) < 0 ||
-                    dup2(errfd, 2) < 0)
-                        _exit(127);
-                close_range(3, ~0U, 0);
+                /* Only system calls from here on: the daemon has threads. Every source is
+                 * first moved above the targets 0..4, so no dup2 clobbers another. */
+                int src[5] = {fd0, fd1, fd2, reaper[0], reaper[1]};
+                for (int i = 0; i < 5; i++)
+                        if ((src[i] = fcntl(src[i], F_DUPFD, 16)) < 0)
+                                _exit(127);
+                for (int i = 0; i < 5; i++)
+                        if (dup2(src[i], i) < 0)
+                                _exit(127);
+                close_range(5, ~0U, 0);
                 if (io->tty) {
                         setsid();
                         ioctl(0, TIOCSCTTY, 0);
@@ -206,15 +280,19 @@ static int stream_exec(void *ctx, const char *container_id, char *const *argv,
         int saved = errno;
         if (slave >= 0)
                 close(slave);
+        close(reaper[0]);
+        close(reaper[1]);
         if (pid < 0) {
                 if (master >= 0)
                         close(master);
+                close(reaper[2]);
                 rm_remove_tree(dir, NULL);
                 return rm_error_sys_errno(err, saved, "exec: fork");
         }
         struct exec_run r = {.runc = pid,
                              .pidfd = (int)syscall(SYS_pidfd_open, pid, 0),
                              .master = master,
+                             .ctl = reaper[2],
                              .pid_file = pid_file};
         if (r.pidfd >= 0)
                 exec_loop(&r, io); /* else (a kernel before 5.3): no relay, just the wait */
@@ -231,6 +309,8 @@ static int stream_exec(void *ctx, const char *container_id, char *const *argv,
                 close(master);
         if (r.pidfd >= 0)
                 close(r.pidfd);
+        if (r.ctl >= 0)
+                close(r.ctl);
         rm_remove_tree(dir, NULL);
         *exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
         return 0;

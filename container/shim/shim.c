@@ -14,6 +14,9 @@
  * container's output and takes its input; with a tty, runc hands the terminal's master
  * over <bundle>/console.sock during create and the shim relays it.
  *
+ * Run as `remora-shim --exec-reaper -- CMD...` it is instead the first process of an
+ * exec inside a container (exec_reaper.c).
+ *
  * Only libc: it runs once per container, so it must stay small. */
 #include <errno.h>
 #include <fcntl.h>
@@ -38,7 +41,9 @@
 #include <unistd.h>
 
 #include "cri_log.h"
+#include "exec_reaper.h"
 #include "hub.h"
+#include "remora/exec_reaper.h"
 
 #define CTL_NAME     "ctl.sock"
 #define CONSOLE_NAME "console.sock"
@@ -415,6 +420,8 @@ static void ctl_serve(int lfd, const struct opts *o, int *logfd)
 
 int main(int argc, char **argv)
 {
+        if (argc > 1 && strcmp(argv[1], RM_EXEC_REAPER_FLAG) == 0)
+                return rm_exec_reaper_main(argc, argv);
         struct opts o;
         if (parse_args(argc, argv, &o) < 0) {
                 fprintf(stderr, "usage: remora-shim --runtime PATH --root DIR --id ID --bundle DIR "

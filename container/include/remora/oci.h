@@ -10,6 +10,7 @@
 #include "remora/error.h"
 
 struct rm_runtime_ops;
+struct rm_cancel;
 
 /* One runtime as the driver sees it: the binary, its state root (--root) and how long a
  * single call may take before it is killed and reported as DEADLINE_EXCEEDED. */
@@ -54,12 +55,31 @@ struct rm_oci_exec_result {
         size_t out_len;
         char *errout;
         size_t err_len;
+        bool out_truncated, err_truncated; /* the stream went past the cap */
         int exit_code; /* 128+signal when killed by a signal, as shells report it */
 };
 void rm_oci_exec_result_clear(struct rm_oci_exec_result *res);
 
-/* Output of one exec stream is cut at this many bytes (the rest is read and dropped). */
-#define RM_OCI_EXEC_OUTPUT_MAX (16u << 20)
+/* Output of one exec stream is cut at this many bytes, counted as it is read (the rest
+ * is read and dropped). Both streams at the cap still fit one 16 MiB gRPC message. */
+#define RM_OCI_EXEC_OUTPUT_MAX (4u << 20)
+
+/* One exec. The scratch directory (the pid file) is made under scratch_root and removed
+ * before exec returns, on every path. With a reaper (remora-shim), the command runs under
+ * its exec reaper (remora/exec_reaper.h): on the timeout or the token's cancellation
+ * every process the exec started is killed and reaped before exec returns. */
+struct rm_oci_exec_opts {
+        const char *const *argv;        /* run inside the container */
+        int timeout_ms;                 /* <= 0: the handle's */
+        const struct rm_cancel *cancel; /* NULL: never cancelled */
+        const char *scratch_root;       /* an existing directory, e.g. <state>/exec */
+        const char *reaper;             /* remora-shim; NULL: the command is runc's child */
+        size_t out_max;                 /* per stream; 0: RM_OCI_EXEC_OUTPUT_MAX */
+};
+
+/* How long an exec's processes get to be killed and reaped after the timeout or the
+ * cancellation before runc itself is SIGKILLed. */
+#define RM_OCI_EXEC_STOP_GRACE_MS 5000
 
 /* Every function returns 0 or -1 with *err set. A runtime failure carries the runtime's
  * own message (stderr or its log); an unknown container is NOT_FOUND; a call that outlives
@@ -75,10 +95,10 @@ struct rm_runtime_ops {
         int (*delete)(const struct rm_oci *oci, const char *id, bool force, struct rm_error **err);
         int (*state)(const struct rm_oci *oci, const char *id, struct rm_oci_state *st,
                      struct rm_error **err);
-        /* argv run inside the container; timeout_ms <= 0 uses the handle's. A non-zero exit
-         * of the command is not an error: it is in res->exit_code. */
-        int (*exec)(const struct rm_oci *oci, const char *id, const char *const *argv,
-                    int timeout_ms, struct rm_oci_exec_result *res, struct rm_error **err);
+        /* A non-zero exit of the command is not an error: it is in res->exit_code. The
+         * timeout is DEADLINE_EXCEEDED, the token's cancellation CANCELLED. */
+        int (*exec)(const struct rm_oci *oci, const char *id, const struct rm_oci_exec_opts *o,
+                    struct rm_oci_exec_result *res, struct rm_error **err);
         /* resources_json: an OCI LinuxResources object */
         int (*update)(const struct rm_oci *oci, const char *id, const char *resources_json,
                       struct rm_error **err);

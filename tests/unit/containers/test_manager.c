@@ -16,6 +16,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "remora/cancel.h"
 #include "remora/cleanup.h"
 #include "remora/containers.h"
 #include "remora/fsutil.h"
@@ -33,6 +34,7 @@ struct fake {
         int last_signal;
         bool fail_create;
         bool ignore_term; /* a process that ignores SIGTERM */
+        bool exits_first; /* the container exits just before any signal reaches it */
         bool pod_ready;
         char events[64]; /* one letter per event: C, S, X (stopped), D */
         size_t n_events;
@@ -157,6 +159,11 @@ static int fake_kill(void *ctx, const char *id, int sig, struct rm_error **err)
         (void)err;
         F.kills++;
         F.last_signal = sig;
+        if (F.exits_first) {
+                /* The container exited by itself just before the signal, as runc sees it. */
+                fake_exit(id, 3);
+                return rm_error_set(err, RM_UNKNOWN, "runc kill %s: container not running", id);
+        }
         if (sig == SIGKILL || !F.ignore_term)
                 fake_exit(id, 128 + sig);
         return 0;
@@ -421,6 +428,26 @@ static void test_stop_escalates_to_sigkill(void **state)
         rm_arena_free(a);
 }
 
+/* A stop racing the container's own exit: runc refuses the signal, the stop is still OK
+ * and the container's own exit code is recorded. */
+static void test_stop_races_own_exit(void **state)
+{
+        struct world *w = *state;
+        struct request r;
+        request_init(&r, "quick", "back");
+        cleanup_free char *id = create(w, &r);
+        struct rm_error *err = NULL;
+        assert_int_equal(rm_containers_start(w->mgr, id, &err), 0);
+        F.exits_first = true;
+        assert_int_equal(rm_containers_stop(w->mgr, id, 10, NULL, &err), 0);
+        assert_null(err);
+        struct rm_arena *a = rm_arena_new();
+        Runtime__V1__ContainerStatus *s = status(w, id, a);
+        assert_int_equal(s->state, RUNTIME__V1__CONTAINER_STATE__CONTAINER_EXITED);
+        assert_int_equal(s->exit_code, 3);
+        rm_arena_free(a);
+}
+
 static void test_exit_noticed_without_a_call(void **state)
 {
         struct world *w = *state;
@@ -625,6 +652,16 @@ static void test_exec_sync_needs_running(void **state)
         req.n_cmd = 0;
         assert_int_equal(rm_containers_exec_sync(w->mgr, &req, NULL, &res, &err), -1);
         expect_code(&err, RM_INVALID_ARGUMENT, "cmd is empty");
+        /* A call whose client already gave up runs nothing. */
+        req.n_cmd = 1;
+        struct rm_cancel gone;
+        rm_cancel_init(&gone, 0);
+        rm_cancel_set(&gone);
+        memset(&res, 0, sizeof(res));
+        assert_int_equal(rm_containers_exec_sync(w->mgr, &req, &gone, &res, &err), -1);
+        expect_code(&err, RM_CANCELLED, "cancelled");
+        assert_null(res.out);
+        rm_cancel_release(&gone);
 }
 
 static void test_restart_recovers_state(void **state)
@@ -683,6 +720,7 @@ int main(void)
             cmocka_unit_test_setup_teardown(test_failed_start_leaves_nothing, setup, teardown),
             cmocka_unit_test_setup_teardown(test_list_filters_and_prefixes, setup, teardown),
             cmocka_unit_test_setup_teardown(test_exec_sync_needs_running, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_stop_races_own_exit, setup, teardown),
             cmocka_unit_test_setup_teardown(test_restart_recovers_state, setup, teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
