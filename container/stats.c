@@ -209,6 +209,46 @@ Runtime__V1__ContainerStats **rm_containers_stats(struct rm_container_manager *m
         return out;
 }
 
+struct rm_ctr_sample *rm_containers_samples(struct rm_container_manager *mgr,
+                                            const struct rm_cgroup_host *cg, struct rm_arena *a,
+                                            size_t *n)
+{
+        /* Copied under the lock, read from cgroupfs and the layer without it. */
+        pthread_mutex_lock(&mgr->lock);
+        size_t cap = mgr->n ? mgr->n : 1;
+        struct rm_ctr_sample *out = rm_arena_alloc(a, sizeof(*out) * cap);
+        const char **paths = rm_arena_alloc(a, sizeof(char *) * cap);
+        size_t k = 0;
+        for (size_t i = 0; i < mgr->n; i++) {
+                const struct ctr *c = mgr->ctrs[i];
+                bool live = c->state == RUNTIME__V1__CONTAINER_STATE__CONTAINER_RUNNING ||
+                            c->state == RUNTIME__V1__CONTAINER_STATE__CONTAINER_CREATED;
+                if (!live || c->creating)
+                        continue;
+                struct rm_ctr_sample *s = &out[k];
+                memset(s, 0, sizeof(*s));
+                s->id = rm_arena_strdup(a, c->id);
+                s->pod_id = rm_arena_strdup(a, c->pod_id);
+                s->name = rm_arena_strdup(a, c->name);
+                s->image = rm_arena_strdup(a, c->image);
+                s->attempt = c->attempt;
+                s->started_at = c->started_at;
+                paths[k++] = *c->cgroup_path ? rm_arena_strdup(a, c->cgroup_path) : NULL;
+        }
+        pthread_mutex_unlock(&mgr->lock);
+        for (size_t i = 0; i < k; i++) {
+                struct rm_ctr_sample *s = &out[i];
+                cleanup_error struct rm_error *ignored = NULL;
+                s->have_cgroup = paths[i] && rm_cgroup_stats(cg, paths[i], &s->cs, &ignored) == 0;
+                if (s->have_cgroup)
+                        s->oom_kills = rm_cgroup_oom_kills(cg, paths[i]);
+                cleanup_free char *upper = xasprintf("%s/%s/upper", mgr->dir, s->id);
+                s->have_layer = rm_tree_usage(upper, &s->layer_bytes, &s->layer_inodes) == 0;
+        }
+        *n = k;
+        return out;
+}
+
 Runtime__V1__CpuUsage *rm_cpu_usage(struct rm_container_manager *mgr, const char *key,
                                     const struct rm_cgroup_stats *cs, int64_t at,
                                     struct rm_arena *a)
