@@ -132,6 +132,15 @@ def test_metric_descriptors_and_values(daemon, cri, pod, image_ref):
     start = cm["container_start_time_seconds"][0][1].value.value
     assert abs(start - time.time()) < 60
 
+    # The writable layer is walked at most every 10 s: a second call reuses the walk and
+    # says when it ran; everything else is read again, live.
+    again = [c for c in cri.call("ListPodSandboxMetrics").pod_metrics[0].container_metrics
+             if c.container_id == a][0]
+    fs = [m for m in again.metrics if m.name == "container_fs_usage_bytes"][0]
+    assert fs.value.value == cm["container_fs_usage_bytes"][0][1].value.value
+    assert 0 < time.time() * 1e9 - fs.timestamp < 10e9
+    assert all(m.timestamp == 0 for m in again.metrics if m.name != "container_fs_usage_bytes")
+
     # Stopped containers drop out; the pod stays while it is ready.
     for cid in (a, b):
         cri.call("StopContainer", cri.message("StopContainerRequest", container_id=cid,

@@ -14,8 +14,9 @@
  *    ListPodSandboxStats, not from these metrics: the two are kept consistent by reading
  *    the same cgroup files.
  * The base label keys ("id", "name", "image"), "cpu"="total", "interface", and
- * "failure_type"/"scope" follow cAdvisor's own exposition, as CRI-O sends them. Every
- * value is read live, so Metric.timestamp is 0 as the CRI asks. */
+ * "failure_type"/"scope" follow cAdvisor's own exposition, as CRI-O sends them. Values
+ * are read live (Metric.timestamp 0, as the CRI asks), but for the writable layer's size,
+ * which is walked at most every RM_LAYER_REUSE_NS and then carries the walk's time. */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -196,6 +197,12 @@ static void sink_init(struct sink *s, struct rm_arena *a, size_t cap, const char
         s->cap = cap;
 }
 
+/* The last metric emitted, to give it a timestamp when its figure was not read live. */
+static Runtime__V1__Metric *last(struct sink *s)
+{
+        return s->n ? s->v[s->n - 1] : NULL;
+}
+
 static void emit(struct sink *s, enum family f, uint64_t value, const char *x0, const char *x1)
 {
         if (s->n == s->cap)
@@ -309,8 +316,11 @@ static Runtime__V1__ContainerMetrics *container_metrics(struct rm_arena *a,
         sink_init(&s, a, N_FAMILIES + 2, c->id, container_label(a, c, p), c->image);
         if (c->have_cgroup)
                 emit_cgroup(&s, &c->cs, c->oom_kills, have_pids);
-        if (c->have_layer)
+        if (c->have_layer) {
                 emit(&s, FS_USAGE, c->layer_bytes, NULL, NULL);
+                if (last(&s) && c->layer_at)
+                        last(&s)->timestamp = c->layer_at; /* a reused walk says when */
+        }
         if (c->started_at > 0)
                 emit(&s, START_TIME, (uint64_t)c->started_at / 1000000000ULL, NULL, NULL);
         cm->metrics = s.v;

@@ -175,7 +175,12 @@ struct rm_ctr_sample {
         uint64_t oom_kills;
         bool have_layer; /* the writable layer's size was read */
         uint64_t layer_bytes, layer_inodes;
+        int64_t layer_at; /* ns: when the layer was walked, 0 when walked by this call */
 };
+/* The writable layer is walked at most once per RM_LAYER_REUSE_NS per container: a walk
+ * per scrape would cost as much as every other figure together (cAdvisor, too, sizes
+ * layers on its own schedule, not per request). */
+#define RM_LAYER_REUSE_NS (10LL * 1000000000LL)
 /* Every created or running container, in no particular order. */
 struct rm_ctr_sample *rm_containers_samples(struct rm_container_manager *mgr,
                                             const struct rm_cgroup_host *cg, struct rm_arena *a,
