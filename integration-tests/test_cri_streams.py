@@ -2,6 +2,10 @@
 same filters, and a listing past the 16 MiB message limit that the List call cannot send
 but the stream delivers whole. Also the method count the daemon logs and the reason
 CheckpointContainer gives."""
+import os
+import re
+import time
+
 import grpc
 import pytest
 from google.protobuf import json_format
@@ -169,3 +173,33 @@ def test_a_listing_past_16_mib_arrives_through_the_stream(daemon, cri):
             cri.call("RemovePodSandbox", pod_sandbox_id=pod_id, timeout=30)
         big.close()
     assert list(cri.call("ListPodSandbox").items) == []
+
+
+def test_stream_calls_leave_no_thread_or_fd(daemon, cri, pod):
+    """Each call runs on a thread of its own that ends with it, also when the client
+    cancels at once."""
+    pid = daemon.proc.pid
+
+    def fds():
+        return len(os.listdir("/proc/%d/fd" % pid))
+
+    def threads():
+        with open("/proc/%d/status" % pid) as f:
+            return int(re.search(r"^Threads:\s+(\d+)", f.read(), re.M).group(1))
+
+    def calls(n):
+        for i in range(n):
+            for method in ("StreamPodSandboxes", "StreamContainers", "StreamImages",
+                           "StreamPodSandboxStats", "StreamContainerStats",
+                           "StreamPodSandboxMetrics"):
+                stream(cri, method)
+            fn = cri.channel.unary_stream(cri.path("StreamPodSandboxes"))
+            it = fn(cri.message("StreamPodSandboxesRequest").SerializeToString(), timeout=10)
+            it.cancel()
+    calls(5)
+    before_fds, before_threads = fds(), threads()
+    calls(60)
+    time.sleep(1.0)
+    assert fds() == before_fds
+    assert threads() <= before_threads + 3
+    assert cri.call("Version").runtime_name == "remora"
