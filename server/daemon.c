@@ -243,6 +243,8 @@ void rm_daemon_stop(struct rm_daemon *d)
 {
         if (d == NULL)
                 return;
+        /* Stream* calls end their streams through the gRPC server's stream pump. */
+        rm_list_streams_close(d->lists);
         rm_grpc_server_stop(d->grpc);
         release(d);
 }

@@ -2,6 +2,7 @@
  * a thread of its own (the stream pump serves every stream and must not wait on stats
  * reads), which the daemon waits for before it frees the managers it reads. */
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -41,6 +42,7 @@ struct rm_list_streams {
         pthread_mutex_t lock;
         pthread_cond_t idle;
         size_t active; /* calls still producing */
+        bool closing;  /* no new calls: the daemon is stopping */
 };
 
 struct job {
@@ -160,8 +162,15 @@ static int open_stream(void *ctx, const uint8_t *in, size_t in_len, struct rm_gr
         pthread_attr_init(&attr);
         pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
         pthread_mutex_lock(&ls->lock);
-        ls->active++;
+        bool closing = ls->closing;
+        ls->active += !closing;
         pthread_mutex_unlock(&ls->lock);
+        if (closing) {
+                pthread_attr_destroy(&attr);
+                free(j->in);
+                free(j);
+                return rm_error_set(err, RM_UNAVAILABLE, "%s: remorad is shutting down", lm->path);
+        }
         pthread_t t;
         int rc = pthread_create(&t, &attr, job_main, j);
         pthread_attr_destroy(&attr);
@@ -208,14 +217,22 @@ struct rm_list_streams *rm_list_streams_new(struct rm_dispatch *d, struct rm_dae
         return ls;
 }
 
-void rm_list_streams_free(struct rm_list_streams *ls)
+void rm_list_streams_close(struct rm_list_streams *ls)
 {
         if (ls == NULL)
                 return;
         pthread_mutex_lock(&ls->lock);
+        ls->closing = true;
         while (ls->active > 0)
                 pthread_cond_wait(&ls->idle, &ls->lock);
         pthread_mutex_unlock(&ls->lock);
+}
+
+void rm_list_streams_free(struct rm_list_streams *ls)
+{
+        if (ls == NULL)
+                return;
+        rm_list_streams_close(ls);
         pthread_cond_destroy(&ls->idle);
         pthread_mutex_destroy(&ls->lock);
         free(ls);

@@ -21,7 +21,10 @@ struct rm_list_streams;
  * responses do not have the same shape (the Stream request is decoded as the List one). */
 struct rm_list_streams *rm_list_streams_new(struct rm_dispatch *d, struct rm_daemon *daemon,
                                             struct rm_error **err);
-/* Wait for the calls still producing, then free. After the gRPC server has stopped. */
+/* Refuse new calls (UNAVAILABLE) and wait for those still producing, which end on their
+ * own: before the gRPC server stops, as each ends its stream through the stream pump. */
+void rm_list_streams_close(struct rm_list_streams *ls);
+/* Close (if not yet) and free. */
 void rm_list_streams_free(struct rm_list_streams *ls);
 
 /* The stream methods to register with the gRPC server (and mark in the dispatch table). */
