@@ -132,6 +132,14 @@ def test_metric_descriptors_and_values(daemon, cri, pod, image_ref):
     start = cm["container_start_time_seconds"][0][1].value.value
     assert abs(start - time.time()) < 60
 
+    # The same figures ListContainerStats gives for the container.
+    st = cri.call("ContainerStats", container_id=a).stats
+    ws = cm["container_memory_working_set_bytes"][0][1].value.value
+    assert abs(ws - st.memory.working_set_bytes.value) < 4 << 20
+    assert cpu.value.value == st.cpu.usage_core_nano_seconds.value // 10**9 or \
+        cpu.value.value + 1 == st.cpu.usage_core_nano_seconds.value // 10**9
+    assert cm["container_fs_usage_bytes"][0][1].value.value == st.writable_layer.used_bytes.value
+
     # The writable layer is walked at most every 10 s: a second call reuses the walk and
     # says when it ran; everything else is read again, live.
     again = [c for c in cri.call("ListPodSandboxMetrics").pod_metrics[0].container_metrics
