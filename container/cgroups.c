@@ -179,15 +179,20 @@ int rm_cgroup_stats(const struct rm_cgroup_host *host, const char *path,
 
 bool rm_cgroup_oom_killed(const struct rm_cgroup_host *host, const char *path)
 {
+        return rm_cgroup_oom_kills(host, path) > 0;
+}
+
+uint64_t rm_cgroup_oom_kills(const struct rm_cgroup_host *host, const char *path)
+{
         if (path == NULL || !path_ok(path))
-                return false;
+                return 0;
         static const char *const keys[] = {"oom_kill"};
         uint64_t kills = 0;
         if (host->mode == RM_CGROUP_V2)
                 read_keyed(host->root, path, "memory.events", keys, &kills, 1);
         else if (host->memory[0])
                 read_keyed(host->memory, path, "memory.oom_control", keys, &kills, 1);
-        return kills > 0;
+        return kills;
 }
 
 void rm_spec_host_detect(const struct rm_cgroup_host *cg, struct rm_spec_host *out)

@@ -883,6 +883,7 @@ void rm_containers_close(struct rm_container_manager *mgr)
         pthread_mutex_destroy(&mgr->rates_lock);
         pthread_mutex_destroy(&mgr->exit_lock);
         free(mgr->rates);
+        free(mgr->layers);
         free(mgr->dir);
         free(mgr->bundles);
         free(mgr);

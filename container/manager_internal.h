@@ -46,6 +46,13 @@ struct ctr {
         pthread_mutex_t op; /* serializes lifecycle operations on this container */
 };
 
+/* A writable layer's size as last walked, reused for a while by the metrics call. */
+struct layer_sample {
+        char key[RM_ID_LEN + 1];
+        int64_t at_ns;
+        uint64_t bytes, inodes;
+};
+
 struct cpu_sample {
         char key[RM_ID_LEN + 1];
         int64_t at_ns;
@@ -72,6 +79,9 @@ struct rm_container_manager {
         pthread_mutex_t rates_lock;
         struct cpu_sample *rates;
         size_t n_rates;
+        /* Under rates_lock too: the layer sizes rm_containers_samples walked last. */
+        struct layer_sample *layers;
+        size_t n_layers;
 
         pthread_t watcher;
         bool watching;

@@ -218,3 +218,12 @@ struct json_object *rm__spec_resources(const Runtime__V1__LinuxContainerResource
                 *oom = host->oom_score_adj_min;
         return steal_pointer(&out);
 }
+
+int rm_spec_resources_check(const Runtime__V1__LinuxContainerResources *res,
+                            const struct rm_spec_host *host, struct rm_error **err)
+{
+        bool has_oom;
+        int64_t oom;
+        cleanup_json struct json_object *out = rm__spec_resources(res, host, &has_oom, &oom, err);
+        return out ? 0 : -1;
+}

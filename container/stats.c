@@ -209,6 +209,96 @@ Runtime__V1__ContainerStats **rm_containers_stats(struct rm_container_manager *m
         return out;
 }
 
+/* The layer's size from a walk at most RM_LAYER_REUSE_NS old, walking it when there is
+ * none; samples of containers gone for RATE_MAX_AGE_NS are dropped on the way. */
+static bool layer_reused(struct rm_container_manager *mgr, struct rm_ctr_sample *s, int64_t now)
+{
+        bool found = false;
+        pthread_mutex_lock(&mgr->rates_lock);
+        size_t keep = 0;
+        for (size_t i = 0; i < mgr->n_layers; i++) {
+                struct layer_sample *l = &mgr->layers[i];
+                if (strcmp(l->key, s->id) == 0 && now - l->at_ns <= RM_LAYER_REUSE_NS &&
+                    now >= l->at_ns) {
+                        s->layer_bytes = l->bytes;
+                        s->layer_inodes = l->inodes;
+                        s->layer_at = l->at_ns;
+                        found = true;
+                }
+                if (now - l->at_ns <= RATE_MAX_AGE_NS)
+                        mgr->layers[keep++] = *l;
+        }
+        mgr->n_layers = keep;
+        pthread_mutex_unlock(&mgr->rates_lock);
+        return found;
+}
+
+static void layer_walked(struct rm_container_manager *mgr, const struct rm_ctr_sample *s,
+                         int64_t now)
+{
+        pthread_mutex_lock(&mgr->rates_lock);
+        struct layer_sample *slot = NULL;
+        for (size_t i = 0; i < mgr->n_layers && slot == NULL; i++)
+                if (strcmp(mgr->layers[i].key, s->id) == 0)
+                        slot = &mgr->layers[i];
+        if (slot == NULL) {
+                mgr->layers = xrealloc(mgr->layers, (mgr->n_layers + 1) * sizeof(*mgr->layers));
+                slot = &mgr->layers[mgr->n_layers++];
+                snprintf(slot->key, sizeof(slot->key), "%s", s->id);
+        }
+        slot->at_ns = now;
+        slot->bytes = s->layer_bytes;
+        slot->inodes = s->layer_inodes;
+        pthread_mutex_unlock(&mgr->rates_lock);
+}
+
+struct rm_ctr_sample *rm_containers_samples(struct rm_container_manager *mgr,
+                                            const struct rm_cgroup_host *cg, struct rm_arena *a,
+                                            size_t *n)
+{
+        /* Copied under the lock, read from cgroupfs and the layer without it. */
+        pthread_mutex_lock(&mgr->lock);
+        size_t cap = mgr->n ? mgr->n : 1;
+        struct rm_ctr_sample *out = rm_arena_alloc(a, sizeof(*out) * cap);
+        const char **paths = rm_arena_alloc(a, sizeof(char *) * cap);
+        size_t k = 0;
+        for (size_t i = 0; i < mgr->n; i++) {
+                const struct ctr *c = mgr->ctrs[i];
+                bool live = c->state == RUNTIME__V1__CONTAINER_STATE__CONTAINER_RUNNING ||
+                            c->state == RUNTIME__V1__CONTAINER_STATE__CONTAINER_CREATED;
+                if (!live || c->creating)
+                        continue;
+                struct rm_ctr_sample *s = &out[k];
+                memset(s, 0, sizeof(*s));
+                s->id = rm_arena_strdup(a, c->id);
+                s->pod_id = rm_arena_strdup(a, c->pod_id);
+                s->name = rm_arena_strdup(a, c->name);
+                s->image = rm_arena_strdup(a, c->image);
+                s->attempt = c->attempt;
+                s->started_at = c->started_at;
+                paths[k++] = *c->cgroup_path ? rm_arena_strdup(a, c->cgroup_path) : NULL;
+        }
+        pthread_mutex_unlock(&mgr->lock);
+        for (size_t i = 0; i < k; i++) {
+                struct rm_ctr_sample *s = &out[i];
+                cleanup_error struct rm_error *ignored = NULL;
+                s->have_cgroup = paths[i] && rm_cgroup_stats(cg, paths[i], &s->cs, &ignored) == 0;
+                if (s->have_cgroup)
+                        s->oom_kills = rm_cgroup_oom_kills(cg, paths[i]);
+                int64_t now = now_ns();
+                s->have_layer = layer_reused(mgr, s, now);
+                if (!s->have_layer) {
+                        cleanup_free char *upper = xasprintf("%s/%s/upper", mgr->dir, s->id);
+                        s->have_layer =
+                            rm_tree_usage(upper, &s->layer_bytes, &s->layer_inodes) == 0;
+                        if (s->have_layer)
+                                layer_walked(mgr, s, now);
+                }
+        }
+        *n = k;
+        return out;
+}
+
 Runtime__V1__CpuUsage *rm_cpu_usage(struct rm_container_manager *mgr, const char *key,
                                     const struct rm_cgroup_stats *cs, int64_t at,
                                     struct rm_arena *a)

@@ -22,7 +22,11 @@ RUNTIME_METHODS_WITH_HANDLERS = {"Version", "Status", "UpdateRuntimeConfig", "Ru
                                  "ContainerStatus", "ExecSync", "ContainerStats",
                                  "ListContainerStats", "PodSandboxStats", "ListPodSandboxStats",
                                  "UpdateContainerResources", "ReopenContainerLog", "Exec",
-                                 "PortForward", "Attach"}
+                                 "PortForward", "Attach", "StreamPodSandboxes",
+                                 "StreamContainers", "StreamContainerStats",
+                                 "StreamPodSandboxStats", "StreamImages",
+                                 "ListMetricDescriptors", "ListPodSandboxMetrics",
+                                 "StreamPodSandboxMetrics", "UpdatePodSandboxResources"}
 
 
 def remorad_version(remorad_bin):

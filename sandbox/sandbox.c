@@ -25,31 +25,7 @@
 #include "remora/pbcanon.h"
 #include "remora/sandbox.h"
 #include "remora/xalloc.h"
-
-#define POD_KIND "sandboxes"
-/* The per-pod /dev/shm, as Docker and containerd size it. */
-#define SHM_OPTIONS "mode=1777,size=65536k"
-
-struct pod {
-        char id[RM_ID_LEN + 1];
-        struct json_object *doc; /* the record: everything that must survive a restart */
-        Runtime__V1__PodSandboxState state;
-        bool creating;
-        bool removed;
-        int refs;
-        pthread_mutex_t op; /* serializes lifecycle operations on this pod */
-};
-
-struct rm_sandbox_manager {
-        char *dir;     /* <root>/sandboxes: pod files */
-        char *state;   /* <state>/sandboxes: shm mounts */
-        char *pins[3]; /* <state>/netns, ipcns, utsns */
-        struct rm_store *store;
-        struct rm_sandbox_hooks hooks;
-        pthread_mutex_t lock; /* the index and every pod's doc and state */
-        struct pod **pods;
-        size_t n;
-};
+#include "sandbox_internal.h"
 
 enum { PIN_NET, PIN_IPC, PIN_UTS };
 static const char *const pin_kinds[] = {"netns", "ipcns", "utsns"};
@@ -162,6 +138,21 @@ static int save(struct rm_sandbox_manager *mgr, struct pod *p, struct rm_error *
         json_object_deep_copy(p->doc, &copy, NULL);
         pthread_mutex_unlock(&mgr->lock);
         return rm_store_put(mgr->store, POD_KIND, p->id, copy, err);
+}
+
+struct pod *rm__pod_get(struct rm_sandbox_manager *mgr, const char *id, struct rm_error **err)
+{
+        return get(mgr, id, err);
+}
+
+void rm__pod_put(struct rm_sandbox_manager *mgr, struct pod *p)
+{
+        put(mgr, p);
+}
+
+int rm__pod_save(struct rm_sandbox_manager *mgr, struct pod *p, struct rm_error **err)
+{
+        return save(mgr, p, err);
 }
 
 /* ---- directories and mounts ---- */
@@ -344,6 +335,8 @@ static int make_pod(struct rm_sandbox_manager *mgr, struct pod *p,
                 u->cgroup = created;
                 pthread_mutex_lock(&mgr->lock);
                 json_object_object_add(p->doc, "cgroup_created", json_object_new_boolean(created));
+                json_object_object_add(p->doc, "pod_resources",
+                                       rm__pod_resources_json(lc->overhead, lc->resources));
                 pthread_mutex_unlock(&mgr->lock);
         }
         if (want[PIN_NET] || want[PIN_IPC] || n_sys) {
@@ -707,6 +700,9 @@ static Runtime__V1__PodSandboxStatusResponse__InfoEntry *verbose_info(const stru
         json_object_object_add(o, "cgroupParent",
                                json_object_new_string(s_get(p, "cgroup_parent")));
         json_object_object_add(o, "config", json_object_get(o_get(p, "config")));
+        if (o_get(p, "pod_resources"))
+                json_object_object_add(o, "podResources",
+                                       json_object_get(o_get(p, "pod_resources")));
         /* microseconds the pod's network setup and teardown took, once they have run */
         static const char *const timings[][2] = {{"net_setup_us", "networkSetupMicros"},
                                                  {"net_teardown_us", "networkTeardownMicros"}};

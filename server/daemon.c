@@ -15,6 +15,7 @@
 #include "events.h"
 #include "grpc_server.h"
 #include "hooks.h"
+#include "list_stream.h"
 #include "remora/cleanup.h"
 #include "remora/confsect.h"
 #include "remora/fsutil.h"
@@ -161,14 +162,18 @@ static int open_managers(struct rm_daemon *d, struct rm_error **err)
         if (open_containers(d, err) < 0)
                 return -1;
         d->dispatch = rm_dispatch_new(rm_handlers, d, err);
-        return d->dispatch ? 0 : -1;
+        if (d->dispatch == NULL || rm_dispatch_explain(d->dispatch, rm_unimplemented, err) < 0)
+                return -1;
+        d->lists = rm_list_streams_new(d->dispatch, d, err);
+        return d->lists ? 0 : -1;
 }
 
 static void release(struct rm_daemon *d)
 {
         rm_metrics_server_close(d->metrics); /* scrapes read everything below */
-        /* First: live sessions call into the managers below. */
+        /* First: live sessions and Stream* calls still producing use the managers below. */
         rm_streaming_close(d->streaming);
+        rm_list_streams_free(d->lists);
         rm_dispatch_free(d->dispatch);
         rm_events_free(d->events);
         rm_containers_close(d->containers);
@@ -211,12 +216,20 @@ struct rm_daemon *rm_daemon_start(struct rm_config *cfg, struct rm_error **err)
         }
 
         d->events = rm_events_new();
-        const struct rm_stream_method streams[] = {
-            {"/runtime.v1.RuntimeService/GetContainerEvents", rm_events_open, d->events},
-        };
+        size_t n_lists = 0;
+        const struct rm_stream_method *lists = rm_list_streams_methods(d->lists, &n_lists);
+        struct rm_stream_method streams[1 + n_lists];
+        streams[0] = (struct rm_stream_method){"/runtime.v1.RuntimeService/GetContainerEvents",
+                                               rm_events_open, d->events};
+        memcpy(&streams[1], lists, n_lists * sizeof(*lists));
+        for (size_t i = 0; i < 1 + n_lists; i++) {
+                if (rm_dispatch_mark_streamed(d->dispatch, streams[i].path, err) < 0) {
+                        release(d);
+                        return NULL;
+                }
+        }
         d->grpc = rm_grpc_server_start(d->socket_path, cfg->workers, RM_MAX_MESSAGE_BYTES,
-                                       rm_dispatch_call, d->dispatch, streams,
-                                       sizeof(streams) / sizeof(streams[0]), err);
+                                       rm_dispatch_call, d->dispatch, streams, 1 + n_lists, err);
         if (d->grpc == NULL) {
                 release(d);
                 return NULL;
@@ -224,6 +237,7 @@ struct rm_daemon *rm_daemon_start(struct rm_config *cfg, struct rm_error **err)
         d->counters.startup_ns = rm_metrics_now_ns() - t0;
         d->metrics = rm_metrics_server_open(cfg->sections[RM_SECTION_METRICS], d, err);
         if (d->metrics == NULL && *err) {
+                rm_list_streams_close(d->lists);
                 rm_grpc_server_stop(d->grpc);
                 release(d);
                 return NULL;
@@ -239,6 +253,8 @@ void rm_daemon_stop(struct rm_daemon *d)
 {
         if (d == NULL)
                 return;
+        /* Stream* calls end their streams through the gRPC server's stream pump. */
+        rm_list_streams_close(d->lists);
         rm_grpc_server_stop(d->grpc);
         release(d);
 }

@@ -21,6 +21,7 @@
 struct rm_dispatch;
 struct rm_events;
 struct rm_grpc_server;
+struct rm_list_streams;
 
 struct rm_daemon {
         const struct rm_config *cfg;
@@ -44,6 +45,7 @@ struct rm_daemon {
         struct rm_spec_host host; /* detected once at start (and logged once) */
         struct rm_dispatch *dispatch;
         struct rm_events *events;
+        struct rm_list_streams *lists; /* the Stream* calls */
         struct rm_grpc_server *grpc;
         struct rm_streaming *streaming;    /* Exec/Attach/PortForward URLs point here */
         struct rm_metrics_server *metrics; /* NULL unless metrics.address is set */

@@ -1,4 +1,5 @@
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,10 +18,14 @@ struct method {
         char *path;       /* "/runtime.v1.RuntimeService/Version" */
         const char *name; /* "Version", inside path */
         const ProtobufCMessageDescriptor *input;
+        const ProtobufCMessageDescriptor *output;
         rm_handler_fn fn;
         atomic_uint_fast64_t calls[N_CODES]; /* answered, by status code */
         atomic_int in_flight;
         struct rm_histo latency;
+
+        const char *why; /* why it is not implemented, when it deliberately is not */
+        bool streamed;   /* served by the stream front end */
 };
 
 struct rm_dispatch {
@@ -71,6 +76,7 @@ struct rm_dispatch *rm_dispatch_new(const struct rm_handler_entry *handlers,
                         d->methods[d->n].path = xasprintf("/%s/%s", services[s]->name, md->name);
                         d->methods[d->n].name = strrchr(d->methods[d->n].path, '/') + 1;
                         d->methods[d->n].input = md->input;
+                        d->methods[d->n].output = md->output;
                         d->n++;
                 }
         }
@@ -90,11 +96,57 @@ struct rm_dispatch *rm_dispatch_new(const struct rm_handler_entry *handlers,
         return d;
 }
 
+int rm_dispatch_explain(struct rm_dispatch *d, const struct rm_unimplemented_entry *list,
+                        struct rm_error **err)
+{
+        for (const struct rm_unimplemented_entry *u = list; u->method; u++) {
+                cleanup_free char *path = xasprintf("/%s/%s", u->service, u->method);
+                struct method *m = find(d, path);
+                if (m == NULL)
+                        return rm_error_set(err, RM_INTERNAL,
+                                            "reason for %s, which CRI v1 does not have", path);
+                m->why = u->why;
+        }
+        return 0;
+}
+
+int rm_dispatch_mark_streamed(struct rm_dispatch *d, const char *path, struct rm_error **err)
+{
+        struct method *m = find(d, path);
+        if (m == NULL)
+                return rm_error_set(err, RM_INTERNAL,
+                                    "stream method %s, which CRI v1 does not have", path);
+        m->streamed = true;
+        return 0;
+}
+
+rm_handler_fn rm_dispatch_handler(const struct rm_dispatch *d, const char *path,
+                                  const ProtobufCMessageDescriptor **input,
+                                  const ProtobufCMessageDescriptor **output)
+{
+        struct method *m = find(d, path);
+        if (m == NULL || m->fn == NULL)
+                return NULL;
+        *input = m->input;
+        *output = m->output;
+        return m->fn;
+}
+
+const ProtobufCMessageDescriptor *rm_dispatch_output(const struct rm_dispatch *d, const char *path,
+                                                     const ProtobufCMessageDescriptor **input)
+{
+        struct method *m = find(d, path);
+        if (m == NULL)
+                return NULL;
+        *input = m->input;
+        return m->output;
+}
+
 size_t rm_dispatch_count(const struct rm_dispatch *d, size_t *implemented)
 {
         size_t n = 0;
         for (size_t i = 0; i < d->n; i++)
-                n += d->methods[i].fn != NULL;
+                n += d->methods[i].fn != NULL || d->methods[i].streamed;
         if (implemented)
                 *implemented = n;
         return d->n;
@@ -146,6 +198,9 @@ int rm_dispatch_call(void *ctx, const char *method, const uint8_t *in, size_t in
         int rc;
         if (m == NULL)
                 rc = rm_error_set(err, RM_UNIMPLEMENTED, "unknown method %s", method);
+        else if (m->fn == NULL && m->why)
+                rc = rm_error_set(err, RM_UNIMPLEMENTED, "%s is not implemented: %s", method,
+                                  m->why);
         else if (m->fn == NULL)
                 rc = rm_error_set(err, RM_UNIMPLEMENTED,
                                   "%s is not implemented by this version of remora", method);

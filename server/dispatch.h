@@ -38,6 +38,15 @@ struct rm_handler_entry {
 /* The handlers remorad serves; ends with an entry whose fn is NULL. */
 extern const struct rm_handler_entry rm_handlers[];
 
+/* Methods remorad deliberately does not implement, with the reason UNIMPLEMENTED gives;
+ * ends with an entry whose method is NULL. */
+struct rm_unimplemented_entry {
+        const char *service;
+        const char *method;
+        const char *why;
+};
+extern const struct rm_unimplemented_entry rm_unimplemented[];
+
 struct rm_dispatch;
 
 /* Build the table for both CRI services. A handler naming a method the proto does not
@@ -46,7 +55,8 @@ struct rm_dispatch *rm_dispatch_new(const struct rm_handler_entry *handlers,
                                     struct rm_daemon *daemon, struct rm_error **err);
 void rm_dispatch_free(struct rm_dispatch *d);
 
-/* Number of RPCs in the table, and how many of them have a handler. */
+/* Number of RPCs in the table, and how many of them are served (a unary handler, or
+ * marked as served by the stream front end). */
 size_t rm_dispatch_count(const struct rm_dispatch *d, size_t *implemented);
 
 /* The call-path families of /metrics: remora_cri_calls_total, ..._call_duration_seconds
@@ -55,6 +65,25 @@ void rm_dispatch_metrics_write(struct rm_dispatch *d, FILE *out);
 
 /* Calls of one method (its full path) being handled now. */
 int rm_dispatch_in_flight(struct rm_dispatch *d, const char *method);
+
+/* Give each listed method's UNIMPLEMENTED answer its reason. INTERNAL for a method CRI v1
+ * does not have. */
+int rm_dispatch_explain(struct rm_dispatch *d, const struct rm_unimplemented_entry *list,
+                        struct rm_error **err);
+
+/* Note that the server-streaming method at path ("/runtime.v1.RuntimeService/X") is
+ * served by the stream front end. INTERNAL when CRI v1 has no such method. */
+int rm_dispatch_mark_streamed(struct rm_dispatch *d, const char *path, struct rm_error **err);
+
+/* The unary handler of path with its request and response types, for the stream calls
+ * that share a List call's implementation; NULL when path has none. */
+rm_handler_fn rm_dispatch_handler(const struct rm_dispatch *d, const char *path,
+                                  const ProtobufCMessageDescriptor **input,
+                                  const ProtobufCMessageDescriptor **output);
+
+/* The response type of path (any method of the two services), NULL when unknown. */
+const ProtobufCMessageDescriptor *rm_dispatch_output(const struct rm_dispatch *d, const char *path,
+                                                     const ProtobufCMessageDescriptor **input);
 
 /* rm_dispatch_fn for the gRPC front end (ctx is the struct rm_dispatch). Unknown or
  * unimplemented method: UNIMPLEMENTED naming it; undecodable request: INVALID_ARGUMENT. */

@@ -174,7 +174,9 @@ static void pump_locked(struct rm_grpc_stream *s)
 {
         if (s->sending || s->status_started || s->gone)
                 return;
-        if (s->head && !s->status_wanted)
+        /* The status goes after every queued message: a stream that ends right after
+         * queueing its last messages (the Stream* calls) must not lose them. */
+        if (s->head)
                 send_next_locked(s);
         else if (s->status_wanted)
                 send_status_locked(s);

@@ -1,4 +1,5 @@
-/* The table of implemented CRI methods. Methods missing here answer UNIMPLEMENTED. */
+/* The table of unary CRI methods. Methods missing here answer UNIMPLEMENTED; the server
+ * streaming ones are registered by the daemon (events.c, list_stream.c). */
 #include "handlers.h"
 
 #define RUNTIME "runtime.v1.RuntimeService"
@@ -30,10 +31,23 @@ const struct rm_handler_entry rm_handlers[] = {
     {RUNTIME, "ListPodSandboxStats", rm__handle_list_pod_sandbox_stats},
     {RUNTIME, "UpdateContainerResources", rm__handle_update_container_resources},
     {RUNTIME, "ReopenContainerLog", rm__handle_reopen_container_log},
+    {RUNTIME, "UpdatePodSandboxResources", rm__handle_update_pod_sandbox_resources},
+    {RUNTIME, "ListMetricDescriptors", rm__handle_list_metric_descriptors},
+    {RUNTIME, "ListPodSandboxMetrics", rm__handle_list_pod_sandbox_metrics},
     {IMAGE, "PullImage", rm__handle_pull_image},
     {IMAGE, "ListImages", rm__handle_list_images},
     {IMAGE, "ImageStatus", rm__handle_image_status},
     {IMAGE, "RemoveImage", rm__handle_remove_image},
     {IMAGE, "ImageFsInfo", rm__handle_image_fs_info},
+    {NULL, NULL, NULL},
+};
+
+const struct rm_unimplemented_entry rm_unimplemented[] = {
+    /* CRIU (3.17 here) cannot dump a process on this kernel, so a checkpoint could never
+     * be made, let alone restored: say so rather than fail half-way. */
+    {RUNTIME, "CheckpointContainer",
+     "checkpointing needs CRIU, and the CRIU of this distribution (3.17) cannot dump "
+     "processes on this kernel (\"vdso: Unexpected rt vDSO area bounds\"); remora does not "
+     "checkpoint containers"},
     {NULL, NULL, NULL},
 };

@@ -33,6 +33,10 @@ RM_HANDLER(list_pod_sandbox_stats);
 RM_HANDLER(update_container_resources);
 RM_HANDLER(reopen_container_log);
 
+/* metrics_handlers.c */
+RM_HANDLER(list_metric_descriptors);
+RM_HANDLER(list_pod_sandbox_metrics);
+
 /* streaming_hooks.c */
 RM_HANDLER(exec);
 RM_HANDLER(attach);
@@ -51,5 +55,6 @@ RM_HANDLER(stop_pod_sandbox);
 RM_HANDLER(remove_pod_sandbox);
 RM_HANDLER(pod_sandbox_status);
 RM_HANDLER(list_pod_sandbox);
+RM_HANDLER(update_pod_sandbox_resources);
 
 #endif

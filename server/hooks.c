@@ -178,6 +178,30 @@ static int pod_cgroup(void *ctx, const char *parent,
         return rc;
 }
 
+/* A resize, never a creation: the pod's cgroup must still be there in every hierarchy. */
+static int pod_cgroup_update(void *ctx, const char *parent,
+                             const Runtime__V1__LinuxContainerResources *res,
+                             const Runtime__V1__LinuxContainerResources *over,
+                             struct rm_error **err)
+{
+        struct rm_daemon *d = ctx;
+        char *dirs[2] = {NULL, NULL};
+        size_t n = pod_cgroup_dirs(&d->cgroups, parent, dirs);
+        int rc = 0;
+        for (size_t i = 0; i < n; i++) {
+                struct stat st;
+                if (rc == 0 && stat(dirs[i], &st) < 0)
+                        rc = rm_error_set(err, RM_FAILED_PRECONDITION, "its cgroup %s is gone (%s)",
+                                          dirs[i], strerror(errno));
+                free(dirs[i]);
+        }
+        if (rc == 0 && n == 0)
+                rc = rm_error_set(err, RM_FAILED_PRECONDITION,
+                                  "this host has no cgroup hierarchy remora writes limits to");
+        bool created = false;
+        return rc < 0 ? rc : pod_cgroup(ctx, parent, res, over, &created, err);
+}
+
 static void pod_cgroup_remove(void *ctx, const char *parent)
 {
         struct rm_daemon *d = ctx;
@@ -197,6 +221,7 @@ void rm__sandbox_hooks(struct rm_daemon *d, struct rm_sandbox_hooks *h)
             .net_setup = net_setup,
             .net_teardown = net_teardown,
             .pod_cgroup = pod_cgroup,
+            .pod_cgroup_update = pod_cgroup_update,
             .pod_cgroup_remove = pod_cgroup_remove,
         };
 }

@@ -107,3 +107,32 @@ RM_HANDLER(list_pod_sandbox)
         *resp = &rm_sandbox_list(call->daemon->sandboxes, in->filter, call->arena)->base;
         return 0;
 }
+
+/* Both parts are checked as a container's resources are, before anything is written. */
+RM_HANDLER(update_pod_sandbox_resources)
+{
+        const Runtime__V1__UpdatePodSandboxResourcesRequest *in =
+            (const Runtime__V1__UpdatePodSandboxResourcesRequest *)req;
+        struct rm_daemon *d = call->daemon;
+        if (in->overhead == NULL && in->resources == NULL)
+                return rm_error_set(err, RM_INVALID_ARGUMENT,
+                                    "overhead and resources are both missing: there is nothing "
+                                    "to update");
+        if (in->overhead && rm_spec_resources_check(in->overhead, &d->host, err) < 0)
+                return rm_error_wrap(err, "overhead");
+        if (in->resources && rm_spec_resources_check(in->resources, &d->host, err) < 0)
+                return rm_error_wrap(err, "resources");
+        char *pod_id =
+            rm_sandbox_resolve(d->sandboxes, in->pod_sandbox_id ? in->pod_sandbox_id : "", err);
+        if (pod_id == NULL)
+                return -1;
+        int rc =
+            rm_sandbox_update_resources(d->sandboxes, pod_id, in->overhead, in->resources, err);
+        free(pod_id);
+        if (rc < 0)
+                return -1;
+        Runtime__V1__UpdatePodSandboxResourcesResponse *r = rm_arena_alloc(call->arena, sizeof(*r));
+        runtime__v1__update_pod_sandbox_resources_response__init(r);
+        *resp = &r->base;
+        return 0;
+}

@@ -50,6 +50,8 @@ int rm_cgroup_stats(const struct rm_cgroup_host *host, const char *path,
 /* Whether the kernel's OOM killer has killed a process of the cgroup at path
  * (memory.oom_control on v1, memory.events on v2, key oom_kill). */
 bool rm_cgroup_oom_killed(const struct rm_cgroup_host *host, const char *path);
+/* How many times it has (0 when the figure cannot be read). */
+uint64_t rm_cgroup_oom_kills(const struct rm_cgroup_host *host, const char *path);
 
 /* Facts the spec builder needs: cgroup v2 or not, and the lowest oom_score_adj this
  * process may give its children (its own, where the host refuses lowering it, which is

@@ -164,6 +164,28 @@ Runtime__V1__ContainerStats **rm_containers_stats(struct rm_container_manager *m
                                                   const Runtime__V1__ContainerStatsFilter *f,
                                                   struct rm_arena *a, size_t *n);
 
+/* One created or running container's figures, for ListPodSandboxMetrics: read once per
+ * container, as ListContainerStats reads them. Strings live in the arena. */
+struct rm_ctr_sample {
+        const char *id, *pod_id, *name, *image; /* image: the reference CreateContainer named */
+        uint32_t attempt;
+        int64_t started_at; /* ns, 0 until started */
+        bool have_cgroup;
+        struct rm_cgroup_stats cs;
+        uint64_t oom_kills;
+        bool have_layer; /* the writable layer's size was read */
+        uint64_t layer_bytes, layer_inodes;
+        int64_t layer_at; /* ns: when the layer was walked, 0 when walked by this call */
+};
+/* The writable layer is walked at most once per RM_LAYER_REUSE_NS per container: a walk
+ * per scrape would cost as much as every other figure together (cAdvisor, too, sizes
+ * layers on its own schedule, not per request). */
+#define RM_LAYER_REUSE_NS (10LL * 1000000000LL)
+/* Every created or running container, in no particular order. */
+struct rm_ctr_sample *rm_containers_samples(struct rm_container_manager *mgr,
+                                            const struct rm_cgroup_host *cg, struct rm_arena *a,
+                                            size_t *n);
+
 /* MemoryUsage from a cgroup's figures; available_bytes only when a limit is set. */
 Runtime__V1__MemoryUsage *rm_memory_usage(const struct rm_cgroup_stats *cs, int64_t at,
                                           struct rm_arena *a);

@@ -62,6 +62,11 @@ struct json_object *rm_spec_build(const char *id, const Runtime__V1__ContainerCo
                                   const struct rm_spec_host *host, const char *rootfs,
                                   struct rm_error **err);
 
+/* Check LinuxContainerResources as CreateContainer and UpdateContainerResources do
+ * (INVALID_ARGUMENT naming the field), for callers that apply them elsewhere. */
+int rm_spec_resources_check(const Runtime__V1__LinuxContainerResources *res,
+                            const struct rm_spec_host *host, struct rm_error **err);
+
 /* The process's arguments by Kubernetes' rules: a command replaces the image's
  * Entrypoint and drops its Cmd; args alone replace Cmd. Returns a NULL-terminated array
  * (free with rm_strv_free) or NULL and *err when nothing is left to run. */

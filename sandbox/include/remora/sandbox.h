@@ -41,6 +41,12 @@ struct rm_sandbox_hooks {
                           const Runtime__V1__LinuxContainerResources *resources,
                           const Runtime__V1__LinuxContainerResources *overhead, bool *created,
                           struct rm_error **err);
+        /* Resize the pod's existing cgroup as pod_cgroup does; FAILED_PRECONDITION when
+         * it is gone. NULL: UpdatePodSandboxResources is refused. */
+        int (*pod_cgroup_update)(void *ctx, const char *cgroup_parent,
+                                 const Runtime__V1__LinuxContainerResources *resources,
+                                 const Runtime__V1__LinuxContainerResources *overhead,
+                                 struct rm_error **err);
         /* Remove a pod cgroup pod_cgroup made; missing is fine. */
         void (*pod_cgroup_remove)(void *ctx, const char *cgroup_parent);
         /* Start the pod's infra process (its PID 1); NULL when this build has none. */
@@ -74,6 +80,15 @@ int rm_sandbox_run(struct rm_sandbox_manager *mgr, const Runtime__V1__RunPodSand
 int rm_sandbox_stop(struct rm_sandbox_manager *mgr, const char *id, struct rm_error **err);
 /* RemovePodSandbox: stops it if needed and removes everything. Unknown IDs succeed. */
 int rm_sandbox_remove(struct rm_sandbox_manager *mgr, const char *id, struct rm_error **err);
+
+/* UpdatePodSandboxResources (the caller has validated both): the pod's cgroup is resized
+ * for resources plus overhead and both are recorded, so PodSandboxStatus(verbose) shows
+ * them ("podResources") across restarts. FAILED_PRECONDITION for a pod that is not ready
+ * or has no cgroup of Remora's (RunPodSandbox gave no linux.cgroup_parent). */
+int rm_sandbox_update_resources(struct rm_sandbox_manager *mgr, const char *id,
+                                const Runtime__V1__LinuxContainerResources *overhead,
+                                const Runtime__V1__LinuxContainerResources *resources,
+                                struct rm_error **err);
 
 Runtime__V1__PodSandboxStatusResponse *rm_sandbox_status(struct rm_sandbox_manager *mgr,
                                                          const char *id, bool verbose,

@@ -4,6 +4,7 @@
 
 #include "api.pb-c.h"
 #include "dispatch.h"
+#include "list_stream.h"
 #include "remora/cleanup.h"
 #include "tests.h"
 
@@ -147,6 +148,102 @@ static void test_round_trip(void **state)
         rm_dispatch_free(d);
 }
 
+/* A deliberately missing method says why; stream methods count as served, so the
+ * daemon's table with its stream methods serves all but CheckpointContainer. */
+static void test_why_and_stream_count(void **state)
+{
+        (void)state;
+        struct rm_dispatch *d = rm_dispatch_new(test_handlers, NULL, NULL);
+        static const struct rm_unimplemented_entry why[] = {
+            {"runtime.v1.RuntimeService", "CheckpointContainer", "no CRIU here"},
+            {NULL, NULL, NULL},
+        };
+        assert_int_equal(rm_dispatch_explain(d, why, NULL), 0);
+        call(d, "/runtime.v1.RuntimeService/CheckpointContainer", NULL, 0, RM_UNIMPLEMENTED,
+             "CheckpointContainer is not implemented: no CRIU here");
+        cleanup_error struct rm_error *err = NULL;
+        assert_int_equal(rm_dispatch_mark_streamed(d, "/runtime.v1.RuntimeService/Nope", &err), -1);
+        assert_int_equal(err->code, RM_INTERNAL);
+        rm_dispatch_free(d);
+
+        d = rm_dispatch_new(rm_handlers, NULL, NULL);
+        assert_non_null(d);
+        assert_int_equal(rm_dispatch_explain(d, rm_unimplemented, NULL), 0);
+        call(d, "/runtime.v1.RuntimeService/CheckpointContainer", NULL, 0, RM_UNIMPLEMENTED,
+             "vdso: Unexpected rt vDSO area bounds");
+        struct rm_list_streams *ls = rm_list_streams_new(d, NULL, NULL);
+        assert_non_null(ls);
+        size_t n = 0;
+        const struct rm_stream_method *m = rm_list_streams_methods(ls, &n);
+        assert_int_equal(n, 6);
+        for (size_t i = 0; i < n; i++)
+                assert_int_equal(rm_dispatch_mark_streamed(d, m[i].path, NULL), 0);
+        assert_int_equal(
+            rm_dispatch_mark_streamed(d, "/runtime.v1.RuntimeService/GetContainerEvents", NULL), 0);
+        size_t implemented = 0, total = rm_dispatch_count(d, &implemented);
+        assert_int_equal(total, 41);
+        assert_int_equal(implemented, 40);
+        rm_list_streams_free(ls);
+        rm_dispatch_free(d);
+}
+
+struct collected {
+        Runtime__V1__StreamContainersResponse *msgs[64];
+        size_t n, max_len;
+};
+
+static int collect(void *ctx, const uint8_t *msg, size_t len)
+{
+        struct collected *c = ctx;
+        assert_true(c->n < 64);
+        c->msgs[c->n] = runtime__v1__stream_containers_response__unpack(NULL, len, msg);
+        assert_non_null(c->msgs[c->n]);
+        c->n++;
+        if (len > c->max_len)
+                c->max_len = len;
+        return 0;
+}
+
+/* 1,000 containers in batches of at most 8 KiB: every one arrives, once, in order. */
+static void test_batches(void **state)
+{
+        (void)state;
+        enum { N = 1000 };
+        Runtime__V1__Container ctrs[N], *ptrs[N];
+        char ids[N][16];
+        for (size_t i = 0; i < N; i++) {
+                runtime__v1__container__init(&ctrs[i]);
+                snprintf(ids[i], sizeof(ids[i]), "c%05zu", i);
+                ctrs[i].id = ids[i];
+                ctrs[i].pod_sandbox_id = "pod-with-a-longish-identifier";
+                ptrs[i] = &ctrs[i];
+        }
+        Runtime__V1__ListContainersResponse l = RUNTIME__V1__LIST_CONTAINERS_RESPONSE__INIT;
+        l.containers = ptrs;
+        l.n_containers = N;
+        struct collected c = {0};
+        assert_int_equal(
+            rm_list_stream_batches(&l.base, &runtime__v1__stream_containers_response__descriptor,
+                                   8192, collect, &c),
+            0);
+        assert_true(c.n > 1);
+        assert_true(c.max_len <= 8192);
+        size_t seen = 0;
+        for (size_t k = 0; k < c.n; k++) {
+                for (size_t i = 0; i < c.msgs[k]->n_containers; i++)
+                        assert_string_equal(c.msgs[k]->containers[i]->id, ids[seen++]);
+                runtime__v1__stream_containers_response__free_unpacked(c.msgs[k], NULL);
+        }
+        assert_int_equal(seen, N);
+
+        /* An empty list sends nothing. */
+        l.n_containers = 0;
+        struct collected none = {0};
+        rm_list_stream_batches(&l.base, &runtime__v1__stream_containers_response__descriptor, 8192,
+                               collect, &none);
+        assert_int_equal(none.n, 0);
+}
+
 int run_dispatch_tests(void)
 {
         const struct CMUnitTest tests[] = {
@@ -155,6 +252,8 @@ int run_dispatch_tests(void)
             cmocka_unit_test(test_handler_for_unknown_method_is_refused),
             cmocka_unit_test(test_errors),
             cmocka_unit_test(test_round_trip),
+            cmocka_unit_test(test_why_and_stream_count),
+            cmocka_unit_test(test_batches),
         };
         return cmocka_run_group_tests_name("dispatch", tests, NULL, NULL);
 }
