@@ -5,6 +5,7 @@
 #include "remora/cleanup.h"
 #include "remora/log.h"
 #include "remora/xalloc.h"
+#include "manager_internal.h"
 #include "spec_internal.h"
 
 /* The kernel's limits for cpu.shares (v1), which runc converts for v2. */
@@ -224,6 +225,9 @@ int rm_spec_resources_check(const Runtime__V1__LinuxContainerResources *res,
 {
         bool has_oom;
         int64_t oom;
+        /* Bounded as a container's are, before anything is built from them. */
+        if (rm__ctr_resources_limits(res, "resources", err) < 0)
+                return -1;
         cleanup_json struct json_object *out = rm__spec_resources(res, host, &has_oom, &oom, err);
         return out ? 0 : -1;
 }

@@ -133,6 +133,13 @@ def test_counters_move_with_a_lifecycle(mdaemon, image_ref, tmp_path):  # noqa: 
     assert during.value("remora_image_pull_duration_seconds_count") == 1
     assert during.value("remora_pod_network_setup_duration_seconds_count") == \
         before.value("remora_pod_network_setup_duration_seconds_count") + 1
+    # Stream* calls count under their own name
+    list(cri.channel.unary_stream(
+        cri.path("StreamPodSandboxes"), request_serializer=lambda r: r.SerializeToString(),
+        response_deserializer=cri.api.StreamPodSandboxesResponse.FromString)(
+            cri.message("StreamPodSandboxesRequest"), timeout=10))
+    wait_until(lambda: Scrape(mdaemon.metrics_sock).value(
+        calls, method="StreamPodSandboxes", code="OK") == 1, "StreamPodSandboxes not counted")
     # a scrape is not a CRI call: nothing is in flight between calls
     assert during.value("remora_cri_calls_in_flight") == 0
     ipam = "remora_ipam_addresses"

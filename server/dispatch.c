@@ -190,6 +190,20 @@ static int call_handler(struct rm_dispatch *d, struct method *m, const uint8_t *
         return rc;
 }
 
+static void record(struct method *m, int code, uint64_t ns)
+{
+        rm_histo_observe(&m->latency, ns);
+        atomic_fetch_add_explicit(&m->calls[code >= 0 && code < N_CODES ? code : RM_UNKNOWN], 1,
+                                  memory_order_relaxed);
+}
+
+void rm_dispatch_record(struct rm_dispatch *d, const char *path, int code, uint64_t ns)
+{
+        struct method *m = find(d, path);
+        if (m)
+                record(m, code, ns);
+}
+
 int rm_dispatch_call(void *ctx, const char *method, const uint8_t *in, size_t in_len, uint8_t **out,
                      size_t *out_len, struct rm_error **err)
 {
@@ -209,11 +223,8 @@ int rm_dispatch_call(void *ctx, const char *method, const uint8_t *in, size_t in
                 atomic_fetch_add(&m->in_flight, 1);
                 uint64_t t0 = rm_metrics_now_ns();
                 rc = call_handler(d, m, in, in_len, out, out_len, err);
-                rm_histo_observe(&m->latency, rm_metrics_now_ns() - t0);
-                int code = rc == 0 ? 0 : (err && *err ? (int)(*err)->code : RM_UNKNOWN);
-                atomic_fetch_add_explicit(
-                    &m->calls[code >= 0 && code < N_CODES ? code : RM_UNKNOWN], 1,
-                    memory_order_relaxed);
+                record(m, rc == 0 ? 0 : (err && *err ? (int)(*err)->code : RM_UNKNOWN),
+                       rm_metrics_now_ns() - t0);
                 atomic_fetch_sub(&m->in_flight, 1);
                 atomic_fetch_sub(&d->in_flight, 1);
         }

@@ -63,6 +63,10 @@ size_t rm_dispatch_count(const struct rm_dispatch *d, size_t *implemented);
  * and ..._calls_in_flight. */
 void rm_dispatch_metrics_write(struct rm_dispatch *d, FILE *out);
 
+/* Count a call of path that was served outside rm_dispatch_call (the Stream* calls):
+ * its gRPC status code and how long it took. */
+void rm_dispatch_record(struct rm_dispatch *d, const char *path, int code, uint64_t ns);
+
 /* Calls of one method (its full path) being handled now. */
 int rm_dispatch_in_flight(struct rm_dispatch *d, const char *method);
 

@@ -6,9 +6,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "daemon.h"
+#include "dispatch.h"
 #include "list_stream.h"
 #include "remora/cleanup.h"
 #include "remora/log.h"
+#include "remora/metrics.h"
 #include "remora/xalloc.h"
 
 #define RUNTIME "/runtime.v1.RuntimeService/"
@@ -117,6 +120,7 @@ static void *job_main(void *arg)
         struct job *j = arg;
         struct list_method *lm = j->lm;
         struct rm_error *err = NULL;
+        uint64_t t0 = rm_metrics_now_ns();
         ProtobufCMessage *req = protobuf_c_message_unpack(lm->list_in, NULL, j->in_len, j->in);
         if (req == NULL) {
                 rm_error_set(&err, RM_INVALID_ARGUMENT,
@@ -136,6 +140,9 @@ static void *job_main(void *arg)
                        "%s failed: %s: %s", lm->path, rm_code_name(err->code), err->msg);
         /* Sends what is queued, then the status; a client already gone is fine. */
         rm_grpc_stream_finish(j->stream, err);
+        if (lm->ls->daemon->dispatch)
+                rm_dispatch_record(lm->ls->daemon->dispatch, lm->path, err ? (int)err->code : 0,
+                                   rm_metrics_now_ns() - t0);
         rm_error_free(err);
         struct rm_list_streams *ls = lm->ls;
         free(j->in);
