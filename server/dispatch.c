@@ -101,8 +101,9 @@ static void log_failure(const char *method, const struct rm_error *e)
         rm_log(lvl, "%s failed: %s: %s", method, rm_code_name(e->code), e->msg);
 }
 
-static int call_handler(struct rm_dispatch *d, struct method *m, const uint8_t *in, size_t in_len,
-                        uint8_t **out, size_t *out_len, struct rm_error **err)
+static int call_handler(struct rm_dispatch *d, struct rm_call *call, struct method *m,
+                        const uint8_t *in, size_t in_len, uint8_t **out, size_t *out_len,
+                        struct rm_error **err)
 {
         ProtobufCMessage *req = protobuf_c_message_unpack(m->input, NULL, in_len, in);
         if (req == NULL)
@@ -110,9 +111,11 @@ static int call_handler(struct rm_dispatch *d, struct method *m, const uint8_t *
                                     "%s: the request (%zu bytes) does not decode as %s", m->path,
                                     in_len, m->input->name);
 
-        struct rm_call call = {.daemon = d->daemon, .arena = rm_arena_new(), .method = m->path};
+        call->daemon = d->daemon;
+        call->arena = rm_arena_new();
+        call->method = m->path;
         ProtobufCMessage *resp = NULL;
-        int rc = m->fn(&call, req, &resp, err);
+        int rc = m->fn(call, req, &resp, err);
         protobuf_c_message_free_unpacked(req, NULL);
         if (rc == 0 && resp == NULL)
                 rc =
@@ -122,12 +125,13 @@ static int call_handler(struct rm_dispatch *d, struct method *m, const uint8_t *
                 *out = xmalloc(*out_len);
                 protobuf_c_message_pack(resp, *out);
         }
-        rm_arena_free(call.arena);
+        rm_arena_free(call->arena);
+        call->arena = NULL;
         return rc;
 }
 
-int rm_dispatch_call(void *ctx, const char *method, const uint8_t *in, size_t in_len, uint8_t **out,
-                     size_t *out_len, struct rm_error **err)
+int rm_dispatch_call(void *ctx, struct rm_call *call, const char *method, const uint8_t *in,
+                     size_t in_len, uint8_t **out, size_t *out_len, struct rm_error **err)
 {
         struct rm_dispatch *d = ctx;
         struct method *m = find(d, method);
@@ -138,7 +142,7 @@ int rm_dispatch_call(void *ctx, const char *method, const uint8_t *in, size_t in
                 rc = rm_error_set(err, RM_UNIMPLEMENTED,
                                   "%s is not implemented by this version of remora", method);
         else
-                rc = call_handler(d, m, in, in_len, out, out_len, err);
+                rc = call_handler(d, call, m, in, in_len, out, out_len, err);
         if (rc < 0 && err && *err)
                 log_failure(method, *err);
         return rc;
