@@ -1,0 +1,195 @@
+"""What CRI clients written for containerd and CRI-O rely on: duplicate RunPodSandbox and
+CreateContainer requests (the first result again only for a retry whose first answer was
+lost)."""
+import os
+import shutil
+import stat
+import time
+
+import grpc
+import pytest
+from google.protobuf import json_format
+
+import registry as R
+from ctr_helpers import POD, container_config, status, wait_until
+
+IMG_NAME = "test/rules"
+
+
+def expect_error(fn, code, *needles):
+    with pytest.raises(grpc.RpcError) as e:
+        fn()
+    assert e.value.code() == code, e.value.details()
+    for n in needles:
+        assert n in e.value.details(), e.value.details()
+    return e.value.details()
+
+
+def pod_cfg(cri, tmp_path, uid, **linux):
+    doc = dict(POD, log_directory=str(tmp_path / ("logs-" + uid)))
+    doc["metadata"] = dict(POD["metadata"], name="rules-" + uid, uid=uid)
+    if linux:
+        doc["linux"] = linux
+    return json_format.ParseDict(doc, cri.api.PodSandboxConfig())
+
+
+def run_pod(cri, cfg, timeout=30):
+    return cri.call("RunPodSandbox", config=cfg, timeout=timeout).pod_sandbox_id
+
+
+def remove_pod(cri, pod_id):
+    cri.call("StopPodSandbox", pod_sandbox_id=pod_id, timeout=60)
+    cri.call("RemovePodSandbox", pod_sandbox_id=pod_id, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def images():
+    """A small busybox image and one with an extra 4 MiB layer of random bytes."""
+    reg = R.DockerRegistry()
+    small = reg.push(IMG_NAME, "small", R.Image([R.busybox_layer()]))
+    big_layer = R.tar_layer([("data", "dir", None), ("data/big", "file", os.urandom(4 << 20))])
+    big = reg.push(IMG_NAME, "big", R.Image([R.busybox_layer(), big_layer]))
+    yield {"small": small, "big": big}
+    reg.stop()
+
+
+def pull(cri, ref):
+    return cri.call("PullImage", image=cri.message("ImageSpec", image=ref), timeout=60).image_ref
+
+
+# ---- duplicate requests ----
+
+SLOW_RUNC = """#!/bin/sh
+# runc, slowed down while %(flag)s exists: "runc start" of a pod's infra process is
+# the last step of RunPodSandbox for a pod sharing one PID namespace.
+if [ -e %(flag)s ]; then
+    for a in "$@"; do
+        if [ "$a" = start ]; then sleep %(delay)s; break; fi
+    done
+fi
+exec %(runc)s "$@"
+"""
+
+
+def slow_daemon(make_daemon, delay=3):
+    d = make_daemon()
+    flag = os.path.join(d.base, "slow")
+    wrapper = os.path.join(d.base, "slow-runc")
+    with open(wrapper, "w") as f:
+        f.write(SLOW_RUNC % {"flag": flag, "delay": delay, "runc": shutil.which("runc")})
+    os.chmod(wrapper, stat.S_IRWXU)
+    d2 = make_daemon(base=d.base, config='{"runtime_path": "%s"}' % wrapper)
+    return d2.start(), flag
+
+
+def test_run_pod_sandbox_retried_after_the_client_gave_up(make_daemon, tmp_path):
+    d, flag = slow_daemon(make_daemon)
+    cri = d.client()
+    shared_pid = {"security_context": {"namespace_options": {"pid": "POD"}}}
+    cfg = pod_cfg(cri, tmp_path, "slow-1", **shared_pid)
+    open(flag, "w").close()
+    t0 = time.monotonic()
+    expect_error(lambda: run_pod(cri, cfg, timeout=1), grpc.StatusCode.DEADLINE_EXCEEDED)
+    # The retry comes while the first call is still at work: it waits for it and, the
+    # first answer having been lost, gets that pod.
+    pod_id = run_pod(cri, cfg)
+    assert time.monotonic() - t0 >= 3, "the retry waited for the first call's pod"
+    os.unlink(flag)
+    pods = cri.call("ListPodSandbox").items
+    assert [p.id for p in pods] == [pod_id], "one pod, made once"
+    assert pods[0].state == cri.api.SANDBOX_READY
+    # This answer was delivered: the same request again is a client's mistake.
+    expect_error(lambda: run_pod(cri, cfg), grpc.StatusCode.ALREADY_EXISTS, pod_id)
+
+    # A retry after the first call finished, its answer lost, also gets the pod.
+    cfg2 = pod_cfg(cri, tmp_path, "slow-2", **shared_pid)
+    open(flag, "w").close()
+    expect_error(lambda: run_pod(cri, cfg2, timeout=1), grpc.StatusCode.DEADLINE_EXCEEDED)
+    wait_until(lambda: len(cri.call("ListPodSandbox").items) == 2, "the first call finished",
+               timeout=20)
+    os.unlink(flag)
+    second = [p.id for p in cri.call("ListPodSandbox").items if p.id != pod_id][0]
+    assert run_pod(cri, cfg2) == second
+    expect_error(lambda: run_pod(cri, cfg2), grpc.StatusCode.ALREADY_EXISTS, second)
+    for p in (pod_id, second):
+        remove_pod(cri, p)
+    cri.close()
+
+
+def test_run_pod_sandbox_twice_is_already_exists(make_daemon, tmp_path):
+    d = make_daemon().start()
+    cri = d.client()
+    cfg = pod_cfg(cri, tmp_path, "twice")
+    pod_id = run_pod(cri, cfg)
+    expect_error(lambda: run_pod(cri, cfg), grpc.StatusCode.ALREADY_EXISTS, pod_id,
+                 "rules-twice")
+    assert [p.id for p in cri.call("ListPodSandbox").items] == [pod_id]
+    # After a restart too (what remorad knows of answers is not kept across one).
+    assert d.stop() == 0
+    d2 = make_daemon(base=d.base).start()
+    c2 = d2.client()
+    expect_error(lambda: run_pod(c2, cfg), grpc.StatusCode.ALREADY_EXISTS, pod_id)
+    remove_pod(c2, pod_id)
+    # Once removed, the same request makes a new pod.
+    again = run_pod(c2, cfg)
+    assert again != pod_id
+    remove_pod(c2, again)
+    c2.close()
+    cri.close()
+
+
+def slow_image(n_volumes):
+    """An image whose CreateContainer takes a while: every VOLUME is made as a directory
+    inside the new root filesystem when the container is created."""
+    vols = {"/vol/%05d" % i: {} for i in range(n_volumes)}
+    return R.Image([R.busybox_layer()], config={"Cmd": ["/bin/sh"], "Env": ["PATH=/bin"],
+                                                 "Volumes": vols})
+
+
+def test_create_container_retried_after_the_client_gave_up(make_daemon, tmp_path):
+    reg = R.DockerRegistry()
+    try:
+        ref = reg.push(IMG_NAME, "volumes", slow_image(10000))
+        d = make_daemon().start()
+        cri = d.client()
+        pull(cri, ref)
+        pcfg = pod_cfg(cri, tmp_path, "ctr-retry")
+        pod_id = run_pod(cri, pcfg)
+        cfg = container_config(cri, ref, "slow", ["/bin/sleep", "1000"])
+
+        def create(timeout):
+            return cri.call("CreateContainer", pod_sandbox_id=pod_id, config=cfg,
+                            sandbox_config=pcfg, timeout=timeout).container_id
+
+        t0 = time.monotonic()
+        fast = create(60)
+        took = time.monotonic() - t0
+        assert took > 0.2, "CreateContainer of this image is slow enough (%.2fs)" % took
+        cri.call("RemoveContainer", container_id=fast, timeout=60)
+
+        expect_error(lambda: create(took / 3), grpc.StatusCode.DEADLINE_EXCEEDED)
+        cid = create(60)  # while the first call still works: it waits, then gets that one
+        ctrs = cri.call("ListContainers").containers
+        assert [c.id for c in ctrs] == [cid], "one container, made once"
+        expect_error(lambda: create(60), grpc.StatusCode.ALREADY_EXISTS, cid, "slow")
+        cri.call("StartContainer", container_id=cid)
+        assert status(cri, cid).state == cri.api.CONTAINER_RUNNING
+        remove_pod(cri, pod_id)
+        assert len(cri.call("ListContainers").containers) == 0
+        cri.close()
+    finally:
+        reg.stop()
+
+
+def test_create_container_twice_is_already_exists(daemon, cri, images, tmp_path):
+    pull(cri, images["small"])
+    pcfg = pod_cfg(cri, tmp_path, "ctr-twice")
+    pod_id = run_pod(cri, pcfg)
+    cfg = container_config(cri, images["small"], "twice", ["/bin/sleep", "1000"])
+    cid = cri.call("CreateContainer", pod_sandbox_id=pod_id, config=cfg,
+                   sandbox_config=pcfg).container_id
+    expect_error(lambda: cri.call("CreateContainer", pod_sandbox_id=pod_id, config=cfg,
+                                  sandbox_config=pcfg),
+                 grpc.StatusCode.ALREADY_EXISTS, cid, "twice")
+    assert [c.id for c in cri.call("ListContainers").containers] == [cid]
+    remove_pod(cri, pod_id)
