@@ -1,6 +1,6 @@
 """What CRI clients written for containerd and CRI-O rely on: duplicate RunPodSandbox and
 CreateContainer requests (the first result again only for a retry whose first answer was
-lost)."""
+lost), and host-network pods without a hostname of their own."""
 import os
 import shutil
 import stat
@@ -192,4 +192,20 @@ def test_create_container_twice_is_already_exists(daemon, cri, images, tmp_path)
                                   sandbox_config=pcfg),
                  grpc.StatusCode.ALREADY_EXISTS, cid, "twice")
     assert [c.id for c in cri.call("ListContainers").containers] == [cid]
+    remove_pod(cri, pod_id)
+
+
+# ---- host network ----
+
+def test_host_network_pod_with_a_hostname_is_refused(daemon, cri, tmp_path):
+    host_net = {"security_context": {"namespace_options": {"network": "NODE",
+                                                           "pid": "CONTAINER"}}}
+    cfg = pod_cfg(cri, tmp_path, "hostnet", **host_net)
+    assert cfg.hostname
+    expect_error(lambda: run_pod(cri, cfg), grpc.StatusCode.INVALID_ARGUMENT,
+                 "hostname", '"%s"' % cfg.hostname, "host network")
+    assert len(cri.call("ListPodSandbox").items) == 0
+    assert os.listdir(os.path.join(daemon.root, "sandboxes")) == []
+    cfg.hostname = ""  # as kubelet sends it: the pod has the node's
+    pod_id = run_pod(cri, cfg)
     remove_pod(cri, pod_id)

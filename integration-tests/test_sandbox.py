@@ -144,7 +144,7 @@ def test_remove_of_ready_pod_stops_it(daemon, cri):
 
 
 def test_host_network_pod(daemon, cri):
-    cfg = pod_config(cri.api, linux={"security_context": {"namespace_options": {
+    cfg = pod_config(cri.api, hostname="", linux={"security_context": {"namespace_options": {
         "network": "NODE", "pid": "CONTAINER", "ipc": "NODE"}}})
     before = mounts_under(daemon.base)
     pod_id = run_pod(cri, cfg)
@@ -246,7 +246,7 @@ def test_bad_input_names_the_field_and_leaves_nothing(daemon, cri, field, value,
 
 
 def test_sysctls_refused_with_host_namespaces(cri):
-    cfg = pod_config(cri.api, linux={"security_context": {"namespace_options": {
+    cfg = pod_config(cri.api, hostname="", linux={"security_context": {"namespace_options": {
         "network": "NODE", "pid": "CONTAINER", "ipc": "NODE"}}})
     cfg.linux.sysctls["net.ipv4.ip_forward"] = "1"
     expect_error(lambda: run_pod(cri, cfg), grpc.StatusCode.INVALID_ARGUMENT,

@@ -203,6 +203,18 @@ int rm__pod_config_check(const Runtime__V1__PodSandboxConfig *c, struct rm_error
                                     "config.hostname \"%s\" must be 1-64 letters, digits, '-' "
                                     "and '.'",
                                     c->hostname);
+        /* A host-network pod shares the node's UTS namespace: its containers' hostname
+         * would be the node's while /etc/hostname and $HOSTNAME said otherwise. kubelet
+         * never sends one; containerd refuses it too. */
+        const Runtime__V1__LinuxSandboxSecurityContext *sc =
+            c->linux ? c->linux->security_context : NULL;
+        if (c->hostname && *c->hostname && sc && sc->namespace_options &&
+            sc->namespace_options->network == RUNTIME__V1__NAMESPACE_MODE__NODE)
+                return rm_error_set(err, RM_INVALID_ARGUMENT,
+                                    "config.hostname \"%s\" cannot be set for a pod on the host "
+                                    "network (namespace_options.network NODE): the pod has the "
+                                    "node's hostname",
+                                    c->hostname);
         if (c->log_directory && *c->log_directory &&
             (c->log_directory[0] != '/' || strstr(c->log_directory, "/../")))
                 return rm_error_set(err, RM_INVALID_ARGUMENT,
