@@ -1,6 +1,7 @@
 """What CRI clients written for containerd and CRI-O rely on: duplicate RunPodSandbox and
 CreateContainer requests (the first result again only for a retry whose first answer was
-lost), and host-network pods without a hostname of their own."""
+lost), host-network pods without a hostname of their own, and RemoveImage of an image a
+container still uses (the name goes, the layers stay until the last container goes)."""
 import os
 import shutil
 import stat
@@ -209,3 +210,150 @@ def test_host_network_pod_with_a_hostname_is_refused(daemon, cri, tmp_path):
     cfg.hostname = ""  # as kubelet sends it: the pod has the node's
     pod_id = run_pod(cri, cfg)
     remove_pod(cri, pod_id)
+
+
+# ---- removing an image in use ----
+
+def image_fs_bytes(cri):
+    return cri.call("ImageFsInfo").image_filesystems[0].used_bytes.value
+
+
+def layer_dirs(daemon, cri, ref):
+    import json
+    info = json.loads(cri.call("ImageStatus", image=cri.message("ImageSpec", image=ref),
+                               verbose=True).info["info"])
+    return [os.path.join(daemon.root, "images", "layers", c.split(":")[1])
+            for c in info["chainIDs"]]
+
+
+def listed(cri, image_id):
+    return image_id in [i.id for i in cri.call("ListImages").images]
+
+
+def image_status(cri, ref):
+    r = cri.call("ImageStatus", image=cri.message("ImageSpec", image=ref))
+    return r.image.id if r.HasField("image") else None
+
+
+def stop_now(cri, cid):
+    cri.call("StopContainer", cri.message("StopContainerRequest", container_id=cid, timeout=0),
+             timeout=30)
+
+
+def start_sleeper(cri, pod_id, pcfg, ref, name):
+    cfg = container_config(cri, ref, name, ["/bin/sleep", "1000"])
+    cid = cri.call("CreateContainer", pod_sandbox_id=pod_id, config=cfg,
+                   sandbox_config=pcfg).container_id
+    cri.call("StartContainer", container_id=cid)
+    return cid
+
+
+def test_remove_image_in_use(make_daemon, images, tmp_path):
+    d = make_daemon().start()
+    cri = d.client()
+    pull(cri, images["small"])  # shares the busybox layer with the big one
+    image_id = pull(cri, images["big"])
+    layers = layer_dirs(d, cri, images["big"])
+    assert len(layers) == 2 and all(os.path.isdir(p) for p in layers)
+    pcfg = pod_cfg(cri, tmp_path, "rmi")
+    pod_id = run_pod(cri, pcfg)
+    cid = start_sleeper(cri, pod_id, pcfg, images["big"], "user")
+    before = image_fs_bytes(cri)
+
+    cri.call("RemoveImage", image=cri.message("ImageSpec", image=images["big"]))
+    # The name and the record are gone, as in containerd ...
+    assert not listed(cri, image_id)
+    assert image_status(cri, images["big"]) is None
+    assert image_status(cri, image_id) is None
+    cfg = container_config(cri, images["big"], "late", ["/bin/true"])
+    expect_error(lambda: cri.call("CreateContainer", pod_sandbox_id=pod_id, config=cfg,
+                                  sandbox_config=pcfg),
+                 grpc.StatusCode.NOT_FOUND, images["big"])
+    # ... removing it again (by ID too) finds nothing to do ...
+    cri.call("RemoveImage", image=cri.message("ImageSpec", image=image_id))
+    # ... the running container is unaffected, and its layers stay, counted.
+    assert status(cri, cid).state == cri.api.CONTAINER_RUNNING
+    r = cri.call("ExecSync", container_id=cid, cmd=["/bin/wc", "-c", "/data/big"], timeout=10)
+    assert r.exit_code == 0 and r.stdout.split()[0] == str(4 << 20).encode()
+    assert all(os.path.isdir(p) for p in layers)
+    assert image_fs_bytes(cri) >= before - 64 * 1024
+
+    # A restart keeps all of that.
+    assert d.stop() == 0
+    d = make_daemon(base=d.base).start()
+    cri = d.client()
+    assert not listed(cri, image_id) and image_status(cri, image_id) is None
+    assert status(cri, cid).state == cri.api.CONTAINER_RUNNING
+    r = cri.call("ExecSync", container_id=cid, cmd=["/bin/cat", "/etc/passwd"], timeout=10)
+    assert r.exit_code == 0 and r.stdout.startswith(b"root:")
+    assert all(os.path.isdir(p) for p in layers)
+    assert image_fs_bytes(cri) >= before - 64 * 1024
+
+    # The last user goes: so do the layers no other image has, and ImageFsInfo drops.
+    stop_now(cri, cid)
+    cri.call("RemoveContainer", container_id=cid)
+    assert not os.path.exists(layers[1])
+    assert os.path.isdir(layers[0]), "the busybox layer, which the small image has too"
+    assert image_fs_bytes(cri) <= before - (4 << 20)
+    assert listed(cri, pull(cri, images["small"]))
+    remove_pod(cri, pod_id)
+    cri.close()
+
+
+def test_pull_again_after_remove_image_in_use(make_daemon, images, tmp_path):
+    d = make_daemon().start()
+    cri = d.client()
+    image_id = pull(cri, images["big"])
+    layers = layer_dirs(d, cri, images["big"])
+    pcfg = pod_cfg(cri, tmp_path, "repull")
+    pod_id = run_pod(cri, pcfg)
+    cid = start_sleeper(cri, pod_id, pcfg, images["big"], "user")
+    cri.call("RemoveImage", image=cri.message("ImageSpec", image=images["big"]))
+    assert not listed(cri, image_id)
+
+    assert pull(cri, images["big"]) == image_id
+    assert listed(cri, image_id) and image_status(cri, images["big"]) == image_id
+    # A second container from it, then both go: the image stays, it was pulled again.
+    cid2 = start_sleeper(cri, pod_id, pcfg, images["big"], "user2")
+    for c in (cid, cid2):
+        stop_now(cri, c)
+        cri.call("RemoveContainer", container_id=c)
+    assert listed(cri, image_id) and all(os.path.isdir(p) for p in layers)
+    cri.call("RemoveImage", image=cri.message("ImageSpec", image=image_id))
+    assert not listed(cri, image_id) and not any(os.path.exists(p) for p in layers)
+    remove_pod(cri, pod_id)
+    cri.close()
+
+
+def test_removed_image_whose_last_container_went_in_a_crash(make_daemon, images, tmp_path,
+                                                            monkeypatch):
+    """kill -9 between RemoveContainer's record going and the image's layers going: the
+    next start drops them."""
+    d = make_daemon().start()
+    cri = d.client()
+    image_id = pull(cri, images["big"])
+    layers = layer_dirs(d, cri, images["big"])
+    pcfg = pod_cfg(cri, tmp_path, "crash")
+    pod_id = run_pod(cri, pcfg)
+    cid = start_sleeper(cri, pod_id, pcfg, images["big"], "user")
+    cri.call("RemoveImage", image=cri.message("ImageSpec", image=image_id))
+    stop_now(cri, cid)
+    cri.close()
+    assert d.stop() == 0
+    monkeypatch.setenv("REMORA_CRASH_AT", "removecontainer.image_prune")
+    d = make_daemon(base=d.base).start()
+    monkeypatch.delenv("REMORA_CRASH_AT")
+    cri = d.client()
+    expect_error(lambda: cri.call("RemoveContainer", container_id=cid),
+                 grpc.StatusCode.UNAVAILABLE)
+    d.proc.wait(timeout=10)
+    cri.close()
+    assert all(os.path.isdir(p) for p in layers), "the crash came before the layers went"
+    d = make_daemon(base=d.base).start()
+    cri = d.client()
+    assert len(cri.call("ListContainers").containers) == 0
+    assert not any(os.path.exists(p) for p in layers)
+    assert os.listdir(os.path.join(d.root, "images", "layers")) == ["empty"]
+    assert len(cri.call("ListImages").images) == 0
+    remove_pod(cri, pod_id)
+    cri.close()
