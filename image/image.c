@@ -354,15 +354,23 @@ int rm_image_remove(struct rm_image_service *svc, const char *ref, struct rm_err
         int rc;
         if (in_use_locked(svc, m)) {
                 /* Names go now; the record stays, hidden, so that the layers the container's
-                 * root filesystem stands on (and everything a record names) are kept. */
-                json_object_object_add(m->doc, "removed", json_object_new_boolean(true));
-                json_object_object_add(m->doc, "repo_tags", json_object_new_array());
-                json_object_object_add(m->doc, "repo_digests", json_object_new_array());
-                rc = save_locked(svc, m, err);
-                if (rc == 0)
+                 * root filesystem stands on (and everything a record names) are kept. The
+                 * index changes only once the record is written. */
+                struct json_object *doc = NULL;
+                json_object_deep_copy(m->doc, &doc, NULL);
+                json_object_object_add(doc, "removed", json_object_new_boolean(true));
+                json_object_object_add(doc, "repo_tags", json_object_new_array());
+                json_object_object_add(doc, "repo_digests", json_object_new_array());
+                rc = rm_store_put(svc->store, IMAGE_KIND, m->id + 7, doc, err);
+                if (rc == 0) {
+                        json_object_put(m->doc);
+                        m->doc = doc;
                         rm_log_info("removed image %s; its layers stay until the last container "
                                     "using it is removed",
                                     id);
+                } else {
+                        json_object_put(doc);
+                }
         } else {
                 rc = drop_locked(svc, m, err);
                 if (rc == 0)

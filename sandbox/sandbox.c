@@ -15,8 +15,8 @@
 #include <unistd.h>
 
 #include "pinns.h"
-#include "remora/answers.h"
 #include "podconfig.h"
+#include "remora/answers.h"
 #include "remora/cleanup.h"
 #include "remora/pbmap.h"
 #include "remora/confsect.h"
