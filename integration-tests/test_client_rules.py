@@ -54,6 +54,16 @@ def images():
     reg.stop()
 
 
+def mounts_under(path):
+    with open("/proc/self/mountinfo") as f:
+        return sorted(line.split()[4] for line in f if line.split()[4].startswith(path + "/"))
+
+
+def runc_states(daemon):
+    d = os.path.join(daemon.state, "runc")
+    return sorted(os.listdir(d)) if os.path.isdir(d) else []
+
+
 def pull(cri, ref):
     return cri.call("PullImage", image=cri.message("ImageSpec", image=ref), timeout=60).image_ref
 
@@ -86,6 +96,7 @@ def slow_daemon(make_daemon, delay=3):
 def test_run_pod_sandbox_retried_after_the_client_gave_up(make_daemon, tmp_path):
     d, flag = slow_daemon(make_daemon)
     cri = d.client()
+    before = mounts_under(d.base)
     shared_pid = {"security_context": {"namespace_options": {"pid": "POD"}}}
     cfg = pod_cfg(cri, tmp_path, "slow-1", **shared_pid)
     open(flag, "w").close()
@@ -114,6 +125,8 @@ def test_run_pod_sandbox_retried_after_the_client_gave_up(make_daemon, tmp_path)
     expect_error(lambda: run_pod(cri, cfg2), grpc.StatusCode.ALREADY_EXISTS, second)
     for p in (pod_id, second):
         remove_pod(cri, p)
+    assert mounts_under(d.base) == before, "no pins, shm or rootfs left"
+    wait_until(lambda: runc_states(d) == [], "no infra left in runc")
     cri.close()
 
 
@@ -154,6 +167,7 @@ def test_create_container_retried_after_the_client_gave_up(make_daemon, tmp_path
         d = make_daemon().start()
         cri = d.client()
         pull(cri, ref)
+        before = mounts_under(d.base)
         pcfg = pod_cfg(cri, tmp_path, "ctr-retry")
         pod_id = run_pod(cri, pcfg)
         cfg = container_config(cri, ref, "slow", ["/bin/sleep", "1000"])
@@ -177,6 +191,9 @@ def test_create_container_retried_after_the_client_gave_up(make_daemon, tmp_path
         assert status(cri, cid).state == cri.api.CONTAINER_RUNNING
         remove_pod(cri, pod_id)
         assert len(cri.call("ListContainers").containers) == 0
+        assert mounts_under(d.base) == before, "no root filesystem or pin left"
+        assert os.listdir(os.path.join(d.root, "containers")) == []
+        wait_until(lambda: runc_states(d) == [], "no container left in runc")
         cri.close()
     finally:
         reg.stop()
@@ -251,6 +268,7 @@ def start_sleeper(cri, pod_id, pcfg, ref, name):
 def test_remove_image_in_use(make_daemon, images, tmp_path):
     d = make_daemon().start()
     cri = d.client()
+    base_mounts = mounts_under(d.base)
     pull(cri, images["small"])  # shares the busybox layer with the big one
     image_id = pull(cri, images["big"])
     layers = layer_dirs(d, cri, images["big"])
@@ -297,6 +315,7 @@ def test_remove_image_in_use(make_daemon, images, tmp_path):
     assert image_fs_bytes(cri) <= before - (4 << 20)
     assert listed(cri, pull(cri, images["small"]))
     remove_pod(cri, pod_id)
+    assert mounts_under(d.base) == base_mounts
     cri.close()
 
 
