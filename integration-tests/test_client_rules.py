@@ -72,12 +72,15 @@ def pull(cri, ref):
 
 SLOW_RUNC = """#!/bin/sh
 # runc, slowed down while %(flag)s exists: "runc start" of a pod's infra process is
-# the last step of RunPodSandbox for a pod sharing one PID namespace.
-if [ -e %(flag)s ]; then
-    for a in "$@"; do
-        if [ "$a" = start ]; then sleep %(delay)s; break; fi
-    done
-fi
+# the last step of RunPodSandbox for a pod sharing one PID namespace. With %(flag)s.fail
+# it fails that start once, after the same delay.
+for a in "$@"; do
+    if [ "$a" = start ] && [ -e %(flag)s ]; then
+        sleep %(delay)s
+        if [ -e %(flag)s.fail ]; then rm -f %(flag)s.fail; echo made to fail >&2; exit 1; fi
+        break
+    fi
+done
 exec %(runc)s "$@"
 """
 
@@ -126,6 +129,28 @@ def test_run_pod_sandbox_retried_after_the_client_gave_up(make_daemon, tmp_path)
     for p in (pod_id, second):
         remove_pod(cri, p)
     assert mounts_under(d.base) == before, "no pins, shm or rootfs left"
+    wait_until(lambda: runc_states(d) == [], "no infra left in runc")
+    cri.close()
+
+
+def test_retry_while_the_first_call_fails_makes_a_new_pod(make_daemon, tmp_path):
+    d, flag = slow_daemon(make_daemon)
+    cri = d.client()
+    before = mounts_under(d.base)
+    cfg = pod_cfg(cri, tmp_path, "fails", security_context={"namespace_options": {"pid": "POD"}})
+    open(flag, "w").close()
+    open(flag + ".fail", "w").close()
+    t0 = time.monotonic()
+    expect_error(lambda: run_pod(cri, cfg, timeout=1), grpc.StatusCode.DEADLINE_EXCEEDED)
+    pod_id = run_pod(cri, cfg)  # waits for the first call, which fails; then makes its own
+    assert time.monotonic() - t0 >= 6, "the first call's start and then the retry's own"
+    assert not os.path.exists(flag + ".fail"), "the first call's infra start did fail"
+    os.unlink(flag)
+    pods = cri.call("ListPodSandbox").items
+    assert [p.id for p in pods] == [pod_id] and pods[0].state == cri.api.SANDBOX_READY
+    expect_error(lambda: run_pod(cri, cfg), grpc.StatusCode.ALREADY_EXISTS, pod_id)
+    remove_pod(cri, pod_id)
+    assert mounts_under(d.base) == before
     wait_until(lambda: runc_states(d) == [], "no infra left in runc")
     cri.close()
 
