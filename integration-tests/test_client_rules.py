@@ -131,6 +131,7 @@ def test_run_pod_sandbox_retried_after_the_client_gave_up(make_daemon, tmp_path)
     assert mounts_under(d.base) == before, "no pins, shm or rootfs left"
     wait_until(lambda: runc_states(d) == [], "no infra left in runc")
     cri.close()
+    assert d.stop() == 0, "clean exit (sanitizers report leaks at exit)"
 
 
 def test_retry_while_the_first_call_fails_makes_a_new_pod(make_daemon, tmp_path):
@@ -153,6 +154,7 @@ def test_retry_while_the_first_call_fails_makes_a_new_pod(make_daemon, tmp_path)
     assert mounts_under(d.base) == before
     wait_until(lambda: runc_states(d) == [], "no infra left in runc")
     cri.close()
+    assert d.stop() == 0, "clean exit (sanitizers report leaks at exit)"
 
 
 def test_run_pod_sandbox_twice_is_already_exists(make_daemon, tmp_path):
@@ -175,6 +177,7 @@ def test_run_pod_sandbox_twice_is_already_exists(make_daemon, tmp_path):
     remove_pod(c2, again)
     c2.close()
     cri.close()
+    assert d2.stop() == 0, "clean exit (sanitizers report leaks at exit)"
 
 
 def slow_image(n_volumes):
@@ -220,6 +223,7 @@ def test_create_container_retried_after_the_client_gave_up(make_daemon, tmp_path
         assert os.listdir(os.path.join(d.root, "containers")) == []
         wait_until(lambda: runc_states(d) == [], "no container left in runc")
         cri.close()
+        assert d.stop() == 0, "clean exit (sanitizers report leaks at exit)"
     finally:
         reg.stop()
 
@@ -342,6 +346,7 @@ def test_remove_image_in_use(make_daemon, images, tmp_path):
     remove_pod(cri, pod_id)
     assert mounts_under(d.base) == base_mounts
     cri.close()
+    assert d.stop() == 0, "clean exit (sanitizers report leaks at exit)"
 
 
 def test_pull_again_after_remove_image_in_use(make_daemon, images, tmp_path):
@@ -367,6 +372,7 @@ def test_pull_again_after_remove_image_in_use(make_daemon, images, tmp_path):
     assert not listed(cri, image_id) and not any(os.path.exists(p) for p in layers)
     remove_pod(cri, pod_id)
     cri.close()
+    assert d.stop() == 0, "clean exit (sanitizers report leaks at exit)"
 
 
 def test_removed_image_whose_last_container_went_in_a_crash(make_daemon, images, tmp_path,
@@ -401,3 +407,4 @@ def test_removed_image_whose_last_container_went_in_a_crash(make_daemon, images,
     assert len(cri.call("ListImages").images) == 0
     remove_pod(cri, pod_id)
     cri.close()
+    assert d.stop() == 0, "clean exit (sanitizers report leaks at exit)"
