@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "manager_internal.h"
+#include "remora/answers.h"
 #include "remora/cleanup.h"
 #include "remora/fsutil.h"
 #include "remora/log.h"
@@ -23,6 +24,9 @@
 /* After SIGKILL a process is gone within milliseconds unless stuck in the kernel; how
  * long to wait for that before giving up on the stop. */
 #define KILL_WAIT_SECONDS 10
+/* How long an identical CreateContainer waits for the first call to finish and answer,
+ * unless its own client gives up first: kubelet's default request timeout. */
+#define ANSWER_WAIT_MS 120000
 
 int64_t rm__now_ns(void)
 {
@@ -362,7 +366,17 @@ static int build_and_create(struct rm_container_manager *mgr, struct ctr *c,
         return 0;
 }
 
-/* Reserve (pod, name, attempt), or find the container an identical request made. */
+static int exists_error(const Runtime__V1__ContainerMetadata *m, const char *pod_id, const char *id,
+                        const char *why, struct rm_error **err)
+{
+        return rm_error_set(err, RM_ALREADY_EXISTS,
+                            "container name %s (attempt %u) is already used in pod %s by "
+                            "container %s%s; remove it first",
+                            m->name, m->attempt, pod_id, id, why);
+}
+
+/* Reserve (pod, name, attempt), or find the container an identical request made
+ * (*existing): whether the retry gets it depends on what became of the first answer. */
 static struct ctr *reserve(struct rm_container_manager *mgr,
                            const Runtime__V1__CreateContainerRequest *req, const char *pod_id,
                            uint64_t hash, char **existing, struct rm_error **err)
@@ -374,14 +388,10 @@ static struct ctr *reserve(struct rm_container_manager *mgr,
                 if (strcmp(o->pod_id, pod_id) != 0 || strcmp(o->name, cfg->metadata->name) != 0 ||
                     o->attempt != cfg->metadata->attempt)
                         continue;
-                if (o->request_hash == hash && !o->creating) {
+                if (o->request_hash == hash)
                         *existing = xstrdup(o->id);
-                } else {
-                        rm_error_set(err, RM_ALREADY_EXISTS,
-                                     "container name %s (attempt %u) is already used in pod %s "
-                                     "by container %s; remove it first",
-                                     cfg->metadata->name, cfg->metadata->attempt, pod_id, o->id);
-                }
+                else
+                        exists_error(cfg->metadata, pod_id, o->id, "", err);
                 pthread_mutex_unlock(&mgr->lock);
                 return NULL;
         }
@@ -408,13 +418,51 @@ static struct ctr *reserve(struct rm_container_manager *mgr,
         c->resources = rm__resources_to_json(cfg->linux ? cfg->linux->resources : NULL);
         c->state = RUNTIME__V1__CONTAINER_STATE__CONTAINER_CREATED;
         index_add(mgr, c);
+        rm_answers_begin(mgr->answers, c->id); /* ended by rm_containers_answered */
         pthread_mutex_unlock(&mgr->lock);
         return c;
 }
 
+/* An identical CreateContainer found container id: 0 with *id when the first answer
+ * never reached its client, 1 when the container went meanwhile (reserve again), -1
+ * ALREADY_EXISTS. */
+static int retried(struct rm_container_manager *mgr, const Runtime__V1__ContainerMetadata *m,
+                   const char *pod_id, char *existing, const struct rm_cancel *cancel, char **id,
+                   struct rm_error **err)
+{
+        enum rm_answer a = rm_answers_claim(mgr->answers, existing, cancel, ANSWER_WAIT_MS);
+        pthread_mutex_lock(&mgr->lock);
+        struct ctr *o = NULL;
+        for (size_t i = 0; i < mgr->n && o == NULL; i++)
+                o = strcmp(mgr->ctrs[i]->id, existing) == 0 ? mgr->ctrs[i] : NULL;
+        bool made = o && !o->creating;
+        pthread_mutex_unlock(&mgr->lock);
+        if (o == NULL) {
+                rm_answers_forget(mgr->answers, existing);
+                free(existing);
+                return 1; /* its create failed */
+        }
+        if (a == RM_ANSWER_LOST && made) {
+                rm_log_info("CreateContainer retried for %s in pod %s after its answer was lost: "
+                            "returning %s",
+                            m->name, pod_id, existing);
+                *id = existing;
+                return 0;
+        }
+        if (a == RM_ANSWER_LOST)
+                rm_answers_end(mgr->answers, existing, false);
+        exists_error(m, pod_id, existing,
+                     a == RM_ANSWER_PENDING
+                         ? " (an identical earlier call is still making or answering it)"
+                         : " (an identical earlier call already returned it)",
+                     err);
+        free(existing);
+        return -1;
+}
+
 int rm_containers_create(struct rm_container_manager *mgr,
-                         const Runtime__V1__CreateContainerRequest *req, char **id,
-                         struct rm_error **err)
+                         const Runtime__V1__CreateContainerRequest *req,
+                         const struct rm_cancel *cancel, char **id, struct rm_error **err)
 {
         const Runtime__V1__ContainerConfig *cfg = req->config;
         if (cfg == NULL)
@@ -439,16 +487,19 @@ int rm_containers_create(struct rm_container_manager *mgr,
         }
         cleanup_free char *pod_id =
             xstrdup(pod.spec.pod_id ? pod.spec.pod_id : req->pod_sandbox_id);
-        char *existing = NULL;
-        struct ctr *c = reserve(mgr, req, pod_id, request_hash(req), &existing, err);
-        if (c == NULL) {
-                rm_arena_free(a);
-                if (existing == NULL)
-                        return -1;
-                rm_log_info("CreateContainer retried for %s in pod %s: returning %s",
-                            cfg->metadata->name, pod_id, existing);
-                *id = existing;
-                return 0;
+        uint64_t hash = request_hash(req);
+        struct ctr *c = NULL;
+        while (c == NULL) {
+                char *existing = NULL;
+                c = reserve(mgr, req, pod_id, hash, &existing, err);
+                if (c)
+                        break;
+                int rc =
+                    existing ? retried(mgr, cfg->metadata, pod_id, existing, cancel, id, err) : -1;
+                if (rc <= 0) {
+                        rm_arena_free(a);
+                        return rc;
+                }
         }
 
         struct paths p;
@@ -469,6 +520,7 @@ int rm_containers_create(struct rm_container_manager *mgr,
         c->creating = false;
         if (rc < 0) {
                 c->refs--;
+                rm_answers_forget(mgr->answers, c->id);
                 index_drop(mgr, c);
                 pthread_mutex_unlock(&mgr->lock);
                 return rc;
@@ -480,6 +532,11 @@ int rm_containers_create(struct rm_container_manager *mgr,
                      RUNTIME__V1__CONTAINER_EVENT_TYPE__CONTAINER_CREATED_EVENT);
         rm__ctr_put(mgr, c);
         return 0;
+}
+
+void rm_containers_answered(struct rm_container_manager *mgr, const char *id, bool delivered)
+{
+        rm_answers_end(mgr->answers, id, delivered);
 }
 
 /* ---- start, stop, remove ---- */
@@ -681,6 +738,7 @@ int rm_containers_remove(struct rm_container_manager *mgr, const char *id, struc
         if (rc == 0) {
                 pthread_mutex_lock(&mgr->lock);
                 rm_log_info("removed container %s", c->id);
+                rm_answers_forget(mgr->answers, c->id);
                 index_drop(mgr, c);
                 /* The process is gone (stopped above); runc's delete, a Go binary's start
                  * and a cgroup removal, happens on the watcher. A crash before it runs
@@ -814,6 +872,7 @@ struct rm_container_manager *rm_containers_open(const char *root, const char *st
         mgr->ops = *ops;
         mgr->host = *host;
         mgr->wake[0] = mgr->wake[1] = -1;
+        mgr->answers = rm_answers_new();
         pthread_mutex_init(&mgr->lock, NULL);
         pthread_mutex_init(&mgr->rates_lock, NULL);
         pthread_mutex_init(&mgr->exit_lock, NULL);
@@ -878,6 +937,7 @@ void rm_containers_close(struct rm_container_manager *mgr)
                 free(mgr->gone[i].pod_id);
         }
         free(mgr->gone);
+        rm_answers_free(mgr->answers);
         pthread_cond_destroy(&mgr->changed);
         pthread_mutex_destroy(&mgr->lock);
         pthread_mutex_destroy(&mgr->rates_lock);

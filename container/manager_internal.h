@@ -95,6 +95,8 @@ struct rm_container_manager {
         } * gone;
         size_t n_gone;
         const char *deleting_pod; /* pod of the container being deleted, or NULL */
+
+        struct rm_answers *answers; /* which CreateContainer answers reached their client */
 };
 
 #define CTR_KIND "containers"

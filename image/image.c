@@ -80,6 +80,13 @@ static void img_free(struct rm_img *m)
         free(m);
 }
 
+/* Removed by RemoveImage while a container used it: kept for the container's layers only. */
+static bool hidden(const struct rm_img *m)
+{
+        struct json_object *v = jget(m->doc, "removed");
+        return v && json_object_get_boolean(v);
+}
+
 struct rm_img *rm__img_find_locked(struct rm_image_service *svc, const char *ref)
 {
         if (ref == NULL || *ref == '\0')
@@ -91,7 +98,7 @@ struct rm_img *rm__img_find_locked(struct rm_image_service *svc, const char *ref
                 struct rm_img *found = NULL;
                 int matches = 0;
                 for (size_t i = 0; i < svc->n; i++) {
-                        if (strncmp(svc->imgs[i]->id + 7, hex, n) == 0) {
+                        if (!hidden(svc->imgs[i]) && strncmp(svc->imgs[i]->id + 7, hex, n) == 0) {
                                 found = svc->imgs[i];
                                 matches++;
                         }
@@ -108,6 +115,8 @@ struct rm_img *rm__img_find_locked(struct rm_image_service *svc, const char *ref
         rm_image_ref_release(&r);
         for (size_t i = 0; i < svc->n; i++) {
                 struct json_object *doc = svc->imgs[i]->doc;
+                if (hidden(svc->imgs[i]))
+                        continue;
                 if (dig && array_has(jget(doc, "repo_digests"), dig))
                         return svc->imgs[i];
                 if (!dig && tag && array_has(jget(doc, "repo_tags"), tag))
@@ -140,6 +149,8 @@ int rm__img_commit(struct rm_image_service *svc, struct json_object *doc, const 
                 json_object_object_add(doc, "repo_digests", json_object_new_array());
         } else {
                 json_object_put(doc);
+                /* Pulled again after a RemoveImage while its container still runs. */
+                json_object_object_del(m->doc, "removed");
         }
         /* A tag names one image: take it from whichever image had it before. */
         for (size_t i = 0; tag && i < svc->n; i++) {
@@ -219,6 +230,8 @@ Runtime__V1__ListImagesResponse *rm_image_list(struct rm_image_service *svc,
         r->images = (Runtime__V1__Image **)rm_arena_ptrs(a, svc->n + 1);
         struct rm_img *only = want ? rm__img_find_locked(svc, want) : NULL;
         for (size_t i = 0; i < svc->n; i++) {
+                if (hidden(svc->imgs[i]))
+                        continue;
                 if (want == NULL || svc->imgs[i] == only)
                         r->images[r->n_images++] = image_msg(svc->imgs[i], a);
         }
@@ -285,38 +298,35 @@ static bool chain_used_by_other(struct rm_image_service *svc, const struct rm_im
         return false;
 }
 
-int rm_image_remove(struct rm_image_service *svc, const char *ref, struct rm_error **err)
+/* Whether a container uses image m. Caller holds svc->lock. */
+static bool in_use_locked(struct rm_image_service *svc, const struct rm_img *m)
 {
-        pthread_mutex_lock(&svc->lock);
-        struct rm_img *m = rm__img_find_locked(svc, ref);
-        if (m == NULL) {
-                pthread_mutex_unlock(&svc->lock);
-                return 0;
-        }
+        if (svc->in_use)
+                return svc->in_use(svc->in_use_ctx, m->id);
         struct json_object *chain = jget(m->doc, "chain");
         for (size_t i = 0; i < json_object_array_length(chain); i++) {
                 cleanup_free char *dir =
                     xasprintf("%s/%s", svc->layers,
                               json_object_get_string(json_object_array_get_idx(chain, i)) + 7);
-                if (layer_mounted(dir)) {
-                        pthread_mutex_unlock(&svc->lock);
-                        return rm_error_set(err, RM_FAILED_PRECONDITION,
-                                            "image %s is in use by a container; remove the "
-                                            "container first",
-                                            m->id);
-                }
+                if (layer_mounted(dir))
+                        return true;
         }
-        if (rm_store_delete(svc->store, IMAGE_KIND, m->id + 7, err) < 0) {
-                pthread_mutex_unlock(&svc->lock);
+        return false;
+}
+
+/* Delete m's record, then the layers no other record (hidden ones included) names, and
+ * its config blob; m is freed. Caller holds svc->lock. */
+static int drop_locked(struct rm_image_service *svc, struct rm_img *m, struct rm_error **err)
+{
+        if (rm_store_delete(svc->store, IMAGE_KIND, m->id + 7, err) < 0)
                 return -1;
-        }
         for (size_t i = 0; i < svc->n; i++) {
                 if (svc->imgs[i] == m) {
                         svc->imgs[i] = svc->imgs[--svc->n];
                         break;
                 }
         }
-        /* Layers no other image shares, and the config blob. */
+        struct json_object *chain = jget(m->doc, "chain");
         for (size_t i = 0; i < json_object_array_length(chain); i++) {
                 const char *c = json_object_get_string(json_object_array_get_idx(chain, i));
                 if (chain_used_by_other(svc, m, c))
@@ -328,10 +338,76 @@ int rm_image_remove(struct rm_image_service *svc, const char *ref, struct rm_err
         }
         cleanup_free char *blob = xasprintf("%s/%s", svc->blobs, m->id + 7);
         unlink(blob);
-        rm_log_info("removed image %s", m->id);
         img_free(m);
-        pthread_mutex_unlock(&svc->lock);
         return 0;
+}
+
+int rm_image_remove(struct rm_image_service *svc, const char *ref, struct rm_error **err)
+{
+        pthread_mutex_lock(&svc->lock);
+        struct rm_img *m = rm__img_find_locked(svc, ref);
+        if (m == NULL) {
+                pthread_mutex_unlock(&svc->lock);
+                return 0;
+        }
+        cleanup_free char *id = xstrdup(m->id);
+        int rc;
+        if (in_use_locked(svc, m)) {
+                /* Names go now; the record stays, hidden, so that the layers the container's
+                 * root filesystem stands on (and everything a record names) are kept. The
+                 * index changes only once the record is written. */
+                struct json_object *doc = NULL;
+                json_object_deep_copy(m->doc, &doc, NULL);
+                json_object_object_add(doc, "removed", json_object_new_boolean(true));
+                json_object_object_add(doc, "repo_tags", json_object_new_array());
+                json_object_object_add(doc, "repo_digests", json_object_new_array());
+                rc = rm_store_put(svc->store, IMAGE_KIND, m->id + 7, doc, err);
+                if (rc == 0) {
+                        json_object_put(m->doc);
+                        m->doc = doc;
+                        rm_log_info("removed image %s; its layers stay until the last container "
+                                    "using it is removed",
+                                    id);
+                } else {
+                        json_object_put(doc);
+                }
+        } else {
+                rc = drop_locked(svc, m, err);
+                if (rc == 0)
+                        rm_log_info("removed image %s", id);
+        }
+        pthread_mutex_unlock(&svc->lock);
+        return rc;
+}
+
+void rm_image_service_set_in_use(struct rm_image_service *svc, rm_image_in_use_fn fn, void *ctx)
+{
+        pthread_mutex_lock(&svc->lock);
+        svc->in_use = fn;
+        svc->in_use_ctx = ctx;
+        pthread_mutex_unlock(&svc->lock);
+}
+
+void rm_image_prune(struct rm_image_service *svc)
+{
+        pthread_mutex_lock(&svc->lock);
+        for (size_t i = 0; i < svc->n;) {
+                struct rm_img *m = svc->imgs[i];
+                if (!hidden(m) || in_use_locked(svc, m)) {
+                        i++;
+                        continue;
+                }
+                cleanup_free char *id = xstrdup(m->id);
+                cleanup_error struct rm_error *e = NULL;
+                if (drop_locked(svc, m, &e) < 0) {
+                        rm_log_warn("removing image %s after its last container: %s", id, e->msg);
+                        i++;
+                        continue;
+                }
+                /* drop_locked moved the last image into slot i: look at it next. */
+                rm_log_info("image %s: its last container is gone; its layers are removed", id);
+        }
+        pthread_mutex_unlock(&svc->lock);
 }
 
 /* ---- filesystem usage ---- */
@@ -425,7 +501,12 @@ int rm_image_mount(struct rm_image_service *svc, const char *id, const char *dir
             rm_mkdir_p(target, 0755, err) < 0)
                 return -1;
         pthread_mutex_lock(&svc->lock);
-        struct rm_img *m = rm__img_find_locked(svc, id);
+        /* By its exact ID even when removed since: the container looked it up before. */
+        struct rm_img *m = NULL;
+        for (size_t i = 0; i < svc->n && m == NULL; i++)
+                m = strcmp(svc->imgs[i]->id, id) == 0 ? svc->imgs[i] : NULL;
+        if (m == NULL)
+                m = rm__img_find_locked(svc, id);
         if (m == NULL) {
                 pthread_mutex_unlock(&svc->lock);
                 return rm_error_set(err, RM_NOT_FOUND, "image %s is not pulled", id);
@@ -447,11 +528,15 @@ int rm_image_mount(struct rm_image_service *svc, const char *id, const char *dir
                 if (i > 0)
                         strcat(opts, ":");
         }
-        pthread_mutex_unlock(&svc->lock);
         size_t len = strlen(opts);
         snprintf(opts + len, cap - len, ",upperdir=%s,workdir=%s", upper, work);
-        if (mount("overlay", target, "overlay", 0, opts) < 0)
-                return rm_error_sys(err, "mount the root filesystem of image %s at %s", id, target);
+        /* Under the lock, so that no RemoveImage removes the layers while they are being
+         * mounted. */
+        int rc = mount("overlay", target, "overlay", 0, opts) < 0 ? -errno : 0;
+        pthread_mutex_unlock(&svc->lock);
+        if (rc < 0)
+                return rm_error_sys_errno(err, -rc, "mount the root filesystem of image %s at %s",
+                                          id, target);
         return 0;
 }
 

@@ -83,11 +83,16 @@ struct rm_image_service {
         struct rm_img **imgs;
         size_t n;
         struct json_object *inflight; /* digests and chain IDs being fetched or unpacked */
+        /* Whether a container uses an image (rm_image_service_set_in_use); NULL: whether
+         * an overlay mount uses its layers. */
+        rm_image_in_use_fn in_use;
+        void *in_use_ctx;
 };
 
 #define IMAGE_KIND "images"
 
-/* Caller holds svc->lock. Find by ID, ID prefix (12+), tag or digest reference. */
+/* Caller holds svc->lock. Find by ID, ID prefix (12+), tag or digest reference; images
+ * removed while in use (kept hidden for their containers' layers) are never found. */
 struct rm_img *rm__img_find_locked(struct rm_image_service *svc, const char *ref);
 /* Record (or merge into) an image and index it; moves the tag from other images. */
 int rm__img_commit(struct rm_image_service *svc, struct json_object *doc, const char *tag,

@@ -26,6 +26,7 @@ def pod_config(cri, tmp_path, uid, annotations=None, labels=None, host_network=T
     ns = {"pid": "CONTAINER"}
     if host_network:
         ns["network"] = "NODE"  # no netns or veth: many pods made quickly
+        doc["hostname"] = ""  # a host-network pod shares the node's hostname
     doc["linux"] = {"security_context": {"namespace_options": ns}}
     cfg = json_format.ParseDict(doc, cri.api.PodSandboxConfig())
     for k, v in (annotations or {}).items():

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <json-c/json.h>
 
 #include "podconfig.h"
 #include "remora/cleanup.h"
@@ -275,6 +276,18 @@ int rm__pod_config_check(const Runtime__V1__PodSandboxConfig *c, struct rm_error
                                     "config.hostname \"%s\" must be 1-64 letters, digits, '-' "
                                     "and '.'",
                                     c->hostname);
+        /* A host-network pod shares the node's UTS namespace: its containers' hostname
+         * would be the node's while /etc/hostname and $HOSTNAME said otherwise. kubelet
+         * never sends one; containerd refuses it too. */
+        const Runtime__V1__LinuxSandboxSecurityContext *sc =
+            c->linux ? c->linux->security_context : NULL;
+        if (c->hostname && *c->hostname && sc && sc->namespace_options &&
+            sc->namespace_options->network == RUNTIME__V1__NAMESPACE_MODE__NODE)
+                return rm_error_set(err, RM_INVALID_ARGUMENT,
+                                    "config.hostname \"%s\" cannot be set for a pod on the host "
+                                    "network (namespace_options.network NODE): the pod has the "
+                                    "node's hostname",
+                                    c->hostname);
         if (c->log_directory && *c->log_directory &&
             (c->log_directory[0] != '/' || strstr(c->log_directory, "/../")))
                 return rm_error_set(err, RM_INVALID_ARGUMENT,
@@ -287,6 +300,61 @@ int rm__pod_config_check(const Runtime__V1__PodSandboxConfig *c, struct rm_error
                                     "config.linux.cgroup_parent \"%s\" is not a cgroup path",
                                     parent);
         return check_dns(c->dns_config, err) < 0 ? -1 : check_ports(c, err);
+}
+
+/* ---- the config as JSON ---- */
+
+struct json_object *rm__pod_map_json(size_t n, void *const *entries)
+{
+        struct json_object *o = json_object_new_object();
+        for (size_t i = 0; i < n; i++) {
+                const Runtime__V1__PodSandboxConfig__LabelsEntry *e = entries[i];
+                json_object_object_add(o, e->key, json_object_new_string(e->value ? e->value : ""));
+        }
+        return o;
+}
+
+static struct json_object *strings_json(char *const *v, size_t n)
+{
+        struct json_object *a = json_object_new_array();
+        for (size_t i = 0; i < n; i++)
+                json_object_array_add(a, json_object_new_string(v[i]));
+        return a;
+}
+
+struct json_object *rm__pod_config_json(const Runtime__V1__PodSandboxConfig *c)
+{
+        struct json_object *o = json_object_new_object();
+        json_object_object_add(o, "hostname",
+                               json_object_new_string(c->hostname ? c->hostname : ""));
+        json_object_object_add(o, "log_directory",
+                               json_object_new_string(c->log_directory ? c->log_directory : ""));
+        struct json_object *dns = json_object_new_object();
+        if (c->dns_config) {
+                const Runtime__V1__DNSConfig *d = c->dns_config;
+                json_object_object_add(dns, "servers", strings_json(d->servers, d->n_servers));
+                json_object_object_add(dns, "searches", strings_json(d->searches, d->n_searches));
+                json_object_object_add(dns, "options", strings_json(d->options, d->n_options));
+        }
+        json_object_object_add(o, "dns", dns);
+        struct json_object *ports = json_object_new_array();
+        for (size_t i = 0; i < c->n_port_mappings; i++) {
+                const Runtime__V1__PortMapping *p = c->port_mappings[i];
+                struct json_object *m = json_object_new_object();
+                json_object_object_add(m, "protocol", json_object_new_int(p->protocol));
+                json_object_object_add(m, "container_port", json_object_new_int(p->container_port));
+                json_object_object_add(m, "host_port", json_object_new_int(p->host_port));
+                json_object_object_add(m, "host_ip",
+                                       json_object_new_string(p->host_ip ? p->host_ip : ""));
+                json_object_array_add(ports, m);
+        }
+        json_object_object_add(o, "port_mappings", ports);
+        struct json_object *sysctls = json_object_new_object();
+        for (size_t i = 0; c->linux && i < c->linux->n_sysctls; i++)
+                json_object_object_add(sysctls, c->linux->sysctls[i]->key,
+                                       json_object_new_string(c->linux->sysctls[i]->value));
+        json_object_object_add(o, "sysctls", sysctls);
+        return o;
 }
 
 /* ---- pod files ---- */

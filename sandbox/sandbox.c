@@ -16,6 +16,7 @@
 
 #include "pinns.h"
 #include "podconfig.h"
+#include "remora/answers.h"
 #include "remora/cleanup.h"
 #include "remora/pbmap.h"
 #include "remora/confsect.h"
@@ -26,6 +27,10 @@
 #include "remora/sandbox.h"
 #include "remora/xalloc.h"
 #include "sandbox_internal.h"
+
+/* How long an identical RunPodSandbox waits for the first call to finish and answer,
+ * unless its own client gives up first: kubelet's default request timeout. */
+#define ANSWER_WAIT_MS 120000
 
 enum { PIN_NET, PIN_IPC, PIN_UTS };
 static const char *const pin_kinds[] = {"netns", "ipcns", "utsns"};
@@ -192,60 +197,6 @@ static bool mode_is(const Runtime__V1__NamespaceOption *ns, int which,
 static uint64_t request_hash(const Runtime__V1__RunPodSandboxRequest *req)
 {
         return rm_pb_canonical_hash((ProtobufCMessage *)&req->base);
-}
-
-static struct json_object *map_json(size_t n, void *const *entries)
-{
-        struct json_object *o = json_object_new_object();
-        for (size_t i = 0; i < n; i++) {
-                const Runtime__V1__PodSandboxConfig__LabelsEntry *e = entries[i];
-                json_object_object_add(o, e->key, json_object_new_string(e->value ? e->value : ""));
-        }
-        return o;
-}
-
-static struct json_object *strings_json(char *const *v, size_t n)
-{
-        struct json_object *a = json_object_new_array();
-        for (size_t i = 0; i < n; i++)
-                json_object_array_add(a, json_object_new_string(v[i]));
-        return a;
-}
-
-/* The parts of the config Status' verbose info shows, as JSON. */
-static struct json_object *config_json(const Runtime__V1__PodSandboxConfig *c)
-{
-        struct json_object *o = json_object_new_object();
-        json_object_object_add(o, "hostname",
-                               json_object_new_string(c->hostname ? c->hostname : ""));
-        json_object_object_add(o, "log_directory",
-                               json_object_new_string(c->log_directory ? c->log_directory : ""));
-        struct json_object *dns = json_object_new_object();
-        if (c->dns_config) {
-                const Runtime__V1__DNSConfig *d = c->dns_config;
-                json_object_object_add(dns, "servers", strings_json(d->servers, d->n_servers));
-                json_object_object_add(dns, "searches", strings_json(d->searches, d->n_searches));
-                json_object_object_add(dns, "options", strings_json(d->options, d->n_options));
-        }
-        json_object_object_add(o, "dns", dns);
-        struct json_object *ports = json_object_new_array();
-        for (size_t i = 0; i < c->n_port_mappings; i++) {
-                const Runtime__V1__PortMapping *p = c->port_mappings[i];
-                struct json_object *m = json_object_new_object();
-                json_object_object_add(m, "protocol", json_object_new_int(p->protocol));
-                json_object_object_add(m, "container_port", json_object_new_int(p->container_port));
-                json_object_object_add(m, "host_port", json_object_new_int(p->host_port));
-                json_object_object_add(m, "host_ip",
-                                       json_object_new_string(p->host_ip ? p->host_ip : ""));
-                json_object_array_add(ports, m);
-        }
-        json_object_object_add(o, "port_mappings", ports);
-        struct json_object *sysctls = json_object_new_object();
-        for (size_t i = 0; c->linux && i < c->linux->n_sysctls; i++)
-                json_object_object_add(sysctls, c->linux->sysctls[i]->key,
-                                       json_object_new_string(c->linux->sysctls[i]->value));
-        json_object_object_add(o, "sysctls", sysctls);
-        return o;
 }
 
 /* What a failed run must undo, in reverse order. */
@@ -458,7 +409,18 @@ static void set_namespaces(struct pod *p, const Runtime__V1__PodSandboxConfig *c
         json_object_object_add(p->doc, "ns_ipc", json_object_new_int(ns ? ns->ipc : 0));
 }
 
-/* Reserve (name, namespace, uid, attempt), or find the pod an identical request made. */
+static int exists_error(const Runtime__V1__PodSandboxMetadata *m, const char *id, const char *why,
+                        struct rm_error **err)
+{
+        return rm_error_set(err, RM_ALREADY_EXISTS,
+                            "pod %s/%s (uid %s, attempt %u) already exists as pod sandbox %s%s; "
+                            "remove it first",
+                            m->namespace_, m->name, m->uid, m->attempt, id, why);
+}
+
+/* Reserve (name, namespace, uid, attempt), or find the pod an identical request made
+ * (*existing, while that pod is being made or is ready): whether the retry gets it
+ * depends on what became of the first answer. */
 static struct pod *reserve(struct rm_sandbox_manager *mgr,
                            const Runtime__V1__RunPodSandboxRequest *req, uint64_t hash,
                            char **existing, struct rm_error **err)
@@ -473,14 +435,11 @@ static struct pod *reserve(struct rm_sandbox_manager *mgr,
                     strcmp(s_get(o, "uid"), m->uid) != 0 || i_get(o, "attempt") != m->attempt)
                         continue;
                 struct json_object *h = o_get(o, "request_hash");
-                if (h && json_object_get_uint64(h) == hash && !o->creating &&
-                    o->state == RUNTIME__V1__POD_SANDBOX_STATE__SANDBOX_READY)
+                if (h && json_object_get_uint64(h) == hash &&
+                    (o->creating || o->state == RUNTIME__V1__POD_SANDBOX_STATE__SANDBOX_READY))
                         *existing = xstrdup(o->id);
                 else
-                        rm_error_set(err, RM_ALREADY_EXISTS,
-                                     "pod %s/%s (uid %s, attempt %u) already exists as pod "
-                                     "sandbox %s; remove it first",
-                                     m->namespace_, m->name, m->uid, m->attempt, o->id);
+                        exists_error(m, o->id, "", err);
                 pthread_mutex_unlock(&mgr->lock);
                 return NULL;
         }
@@ -501,18 +460,56 @@ static struct pod *reserve(struct rm_sandbox_manager *mgr,
         s_set(p, "log_directory", c->log_directory);
         s_set(p, "cgroup_parent", c->linux ? c->linux->cgroup_parent : "");
         set_namespaces(p, c);
-        json_object_object_add(p->doc, "labels", map_json(c->n_labels, (void *const *)c->labels));
+        json_object_object_add(p->doc, "labels",
+                               rm__pod_map_json(c->n_labels, (void *const *)c->labels));
         json_object_object_add(p->doc, "annotations",
-                               map_json(c->n_annotations, (void *const *)c->annotations));
-        json_object_object_add(p->doc, "config", config_json(c));
+                               rm__pod_map_json(c->n_annotations, (void *const *)c->annotations));
+        json_object_object_add(p->doc, "config", rm__pod_config_json(c));
         mgr->pods = xrealloc(mgr->pods, sizeof(*mgr->pods) * (mgr->n + 1));
         mgr->pods[mgr->n++] = p;
+        rm_answers_begin(mgr->answers, p->id); /* ended by rm_sandbox_answered */
         pthread_mutex_unlock(&mgr->lock);
         return p;
 }
 
+/* An identical RunPodSandbox found pod id: 0 with *id when the first answer never reached
+ * its client, 1 when the pod went meanwhile (reserve again), -1 ALREADY_EXISTS. */
+static int retried(struct rm_sandbox_manager *mgr, const Runtime__V1__PodSandboxMetadata *m,
+                   char *existing, const struct rm_cancel *cancel, char **id, struct rm_error **err)
+{
+        enum rm_answer a = rm_answers_claim(mgr->answers, existing, cancel, ANSWER_WAIT_MS);
+        pthread_mutex_lock(&mgr->lock);
+        struct pod *o = NULL;
+        for (size_t i = 0; i < mgr->n && o == NULL; i++)
+                o = strcmp(mgr->pods[i]->id, existing) == 0 ? mgr->pods[i] : NULL;
+        bool ready = o && !o->creating && o->state == RUNTIME__V1__POD_SANDBOX_STATE__SANDBOX_READY;
+        pthread_mutex_unlock(&mgr->lock);
+        if (o == NULL) {
+                rm_answers_forget(mgr->answers, existing);
+                free(existing);
+                return 1; /* its create failed */
+        }
+        if (a == RM_ANSWER_LOST && ready) {
+                rm_log_info("RunPodSandbox retried for %s/%s after its answer was lost: "
+                            "returning %s",
+                            m->namespace_, m->name, existing);
+                *id = existing;
+                return 0;
+        }
+        if (a == RM_ANSWER_LOST)
+                rm_answers_end(mgr->answers, existing, false);
+        exists_error(m, existing,
+                     a == RM_ANSWER_PENDING
+                         ? " (an identical earlier call is still making or answering it)"
+                     : ready ? " (an identical earlier call already returned it)"
+                             : "",
+                     err);
+        free(existing);
+        return -1;
+}
+
 int rm_sandbox_run(struct rm_sandbox_manager *mgr, const Runtime__V1__RunPodSandboxRequest *req,
-                   char **id, struct rm_error **err)
+                   const struct rm_cancel *cancel, char **id, struct rm_error **err)
 {
         if (rm__pod_config_check(req->config, err) < 0)
                 return -1;
@@ -521,16 +518,17 @@ int rm_sandbox_run(struct rm_sandbox_manager *mgr, const Runtime__V1__RunPodSand
                                     "runtime_handler \"%s\" is not configured; remora has only "
                                     "the default handler",
                                     req->runtime_handler);
-        char *existing = NULL;
-        struct pod *p = reserve(mgr, req, request_hash(req), &existing, err);
-        if (p == NULL) {
-                if (existing == NULL)
-                        return -1;
-                rm_log_info("RunPodSandbox retried for %s/%s: returning %s",
-                            req->config->metadata->namespace_, req->config->metadata->name,
-                            existing);
-                *id = existing;
-                return 0;
+        uint64_t hash = request_hash(req);
+        struct pod *p = NULL;
+        while (p == NULL) {
+                char *existing = NULL;
+                p = reserve(mgr, req, hash, &existing, err);
+                if (p)
+                        break;
+                int rc =
+                    existing ? retried(mgr, req->config->metadata, existing, cancel, id, err) : -1;
+                if (rc <= 0)
+                        return rc;
         }
         struct undo u = {0};
         pthread_mutex_lock(&p->op);
@@ -544,6 +542,7 @@ int rm_sandbox_run(struct rm_sandbox_manager *mgr, const Runtime__V1__RunPodSand
         p->creating = false;
         p->refs--;
         if (rc < 0) {
+                rm_answers_forget(mgr->answers, p->id);
                 drop_locked(mgr, p);
         } else {
                 *id = xstrdup(p->id);
@@ -552,6 +551,11 @@ int rm_sandbox_run(struct rm_sandbox_manager *mgr, const Runtime__V1__RunPodSand
         }
         pthread_mutex_unlock(&mgr->lock);
         return rc;
+}
+
+void rm_sandbox_answered(struct rm_sandbox_manager *mgr, const char *id, bool delivered)
+{
+        rm_answers_end(mgr->answers, id, delivered);
 }
 
 /* ---- stop and remove ---- */
@@ -630,6 +634,7 @@ int rm_sandbox_remove(struct rm_sandbox_manager *mgr, const char *id, struct rm_
         if (rc == 0) {
                 pthread_mutex_lock(&mgr->lock);
                 rm_log_info("pod sandbox %s removed", p->id);
+                rm_answers_forget(mgr->answers, p->id);
                 drop_locked(mgr, p);
                 pthread_mutex_unlock(&mgr->lock);
         }
@@ -954,6 +959,7 @@ struct rm_sandbox_manager *rm_sandbox_manager_open(const char *root, const char 
                 return NULL;
         struct rm_sandbox_manager *mgr = xzalloc(sizeof(*mgr));
         pthread_mutex_init(&mgr->lock, NULL);
+        mgr->answers = rm_answers_new();
         mgr->dir = xasprintf("%s/sandboxes", root);
         mgr->state = xasprintf("%s/sandboxes", state);
         for (int k = 0; k < 3; k++)
@@ -989,6 +995,7 @@ void rm_sandbox_manager_close(struct rm_sandbox_manager *mgr)
         free(mgr->state);
         for (int k = 0; k < 3; k++)
                 free(mgr->pins[k]);
+        rm_answers_free(mgr->answers);
         pthread_mutex_destroy(&mgr->lock);
         free(mgr);
 }

@@ -33,6 +33,7 @@ struct rm_sandbox_manager {
         pthread_mutex_t lock; /* the index and every pod's doc and state */
         struct pod **pods;
         size_t n;
+        struct rm_answers *answers; /* which RunPodSandbox answers reached their client */
 };
 
 /* A pod by ID or unique prefix, with a reference (drop it with put). */

@@ -6,6 +6,7 @@
 #include "daemon.h"
 #include "handlers.h"
 #include "remora/containers.h"
+#include "remora/xalloc.h"
 
 #define REQ(type) const type *in = (const type *)req
 
@@ -17,16 +18,34 @@ static void *copy_to_arena(struct rm_arena *a, const uint8_t *data, size_t len)
         return p;
 }
 
+/* The container an answer names, until the front end says whether it was delivered. */
+struct ctr_answer {
+        struct rm_container_manager *mgr;
+        char *id;
+};
+
+static void ctr_answered(void *arg, bool delivered)
+{
+        struct ctr_answer *a = arg;
+        rm_containers_answered(a->mgr, a->id, delivered);
+        free(a->id);
+        free(a);
+}
+
 RM_HANDLER(create_container)
 {
         REQ(Runtime__V1__CreateContainerRequest);
         char *id = NULL;
-        if (rm_containers_create(call->daemon->containers, in, &id, err) < 0)
+        if (rm_containers_create(call->daemon->containers, in, call->cancel, &id, err) < 0)
                 return -1;
         Runtime__V1__CreateContainerResponse *r = rm_arena_alloc(call->arena, sizeof(*r));
         runtime__v1__create_container_response__init(r);
         r->container_id = rm_arena_strdup(call->arena, id);
-        free(id);
+        struct ctr_answer *a = xzalloc(sizeof(*a));
+        a->mgr = call->daemon->containers;
+        a->id = id;
+        call->after_send = ctr_answered;
+        call->after_send_arg = a;
         *resp = &r->base;
         return 0;
 }

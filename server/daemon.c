@@ -161,6 +161,10 @@ static int open_managers(struct rm_daemon *d, struct rm_error **err)
         reconcile_network(d);
         if (open_containers(d, err) < 0)
                 return -1;
+        /* Images removed while containers used them: those whose containers went while
+         * remorad was away go now. */
+        rm_image_service_set_in_use(d->images, rm__image_in_use, d);
+        rm_image_prune(d->images);
         d->dispatch = rm_dispatch_new(rm_handlers, d, err);
         if (d->dispatch == NULL || rm_dispatch_explain(d->dispatch, rm_unimplemented, err) < 0)
                 return -1;

@@ -165,8 +165,9 @@ static void log_failure(const char *method, const struct rm_error *e)
         rm_log(lvl, "%s failed: %s: %s", method, rm_code_name(e->code), e->msg);
 }
 
-static int call_handler(struct rm_dispatch *d, struct method *m, const uint8_t *in, size_t in_len,
-                        uint8_t **out, size_t *out_len, struct rm_error **err)
+static int call_handler(struct rm_dispatch *d, struct rm_call *call, struct method *m,
+                        const uint8_t *in, size_t in_len, uint8_t **out, size_t *out_len,
+                        struct rm_error **err)
 {
         ProtobufCMessage *req = protobuf_c_message_unpack(m->input, NULL, in_len, in);
         if (req == NULL)
@@ -174,9 +175,11 @@ static int call_handler(struct rm_dispatch *d, struct method *m, const uint8_t *
                                     "%s: the request (%zu bytes) does not decode as %s", m->path,
                                     in_len, m->input->name);
 
-        struct rm_call call = {.daemon = d->daemon, .arena = rm_arena_new(), .method = m->path};
+        call->daemon = d->daemon;
+        call->arena = rm_arena_new();
+        call->method = m->path;
         ProtobufCMessage *resp = NULL;
-        int rc = m->fn(&call, req, &resp, err);
+        int rc = m->fn(call, req, &resp, err);
         protobuf_c_message_free_unpacked(req, NULL);
         if (rc == 0 && resp == NULL)
                 rc =
@@ -186,7 +189,8 @@ static int call_handler(struct rm_dispatch *d, struct method *m, const uint8_t *
                 *out = xmalloc(*out_len);
                 protobuf_c_message_pack(resp, *out);
         }
-        rm_arena_free(call.arena);
+        rm_arena_free(call->arena);
+        call->arena = NULL;
         return rc;
 }
 
@@ -204,8 +208,8 @@ void rm_dispatch_record(struct rm_dispatch *d, const char *path, int code, uint6
                 record(m, code, ns);
 }
 
-int rm_dispatch_call(void *ctx, const char *method, const uint8_t *in, size_t in_len, uint8_t **out,
-                     size_t *out_len, struct rm_error **err)
+int rm_dispatch_call(void *ctx, struct rm_call *call, const char *method, const uint8_t *in,
+                     size_t in_len, uint8_t **out, size_t *out_len, struct rm_error **err)
 {
         struct rm_dispatch *d = ctx;
         struct method *m = find(d, method);
@@ -222,7 +226,7 @@ int rm_dispatch_call(void *ctx, const char *method, const uint8_t *in, size_t in
                 atomic_fetch_add(&d->in_flight, 1);
                 atomic_fetch_add(&m->in_flight, 1);
                 uint64_t t0 = rm_metrics_now_ns();
-                rc = call_handler(d, m, in, in_len, out, out_len, err);
+                rc = call_handler(d, call, m, in, in_len, out, out_len, err);
                 record(m, rc == 0 ? 0 : (err && *err ? (int)(*err)->code : RM_UNKNOWN),
                        rm_metrics_now_ns() - t0);
                 atomic_fetch_sub(&m->in_flight, 1);

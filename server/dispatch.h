@@ -4,6 +4,7 @@
 #ifndef REMORA_DISPATCH_H
 #define REMORA_DISPATCH_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -15,8 +16,9 @@
 
 struct rm_daemon;
 
-/* What a handler gets for one call. Build the response from the arena; it is freed
- * after the response is encoded. */
+/* What a handler gets for one call. The front end owns it (zeroed, cancel set), the
+ * dispatcher fills in daemon, arena and method. Build the response from the arena; it is
+ * freed after the response is encoded. */
 struct rm_call {
         struct rm_daemon *daemon;
         struct rm_arena *arena;
@@ -24,6 +26,13 @@ struct rm_call {
         /* Set when the client cancels or its deadline passes; NULL where the front end
          * gives none. */
         const struct rm_cancel *cancel;
+        /* A handler that must know whether its answer reached the client sets these (the
+         * argument malloc'd or owned elsewhere, never in the arena). The front end calls
+         * after_send exactly once, after the send of the response (or of the error)
+         * completed: delivered is true only when the send succeeded, the call was not
+         * cancelled and its deadline had not passed. */
+        void (*after_send)(void *arg, bool delivered);
+        void *after_send_arg;
 };
 
 typedef int (*rm_handler_fn)(struct rm_call *call, const ProtobufCMessage *req,
@@ -89,9 +98,10 @@ rm_handler_fn rm_dispatch_handler(const struct rm_dispatch *d, const char *path,
 const ProtobufCMessageDescriptor *rm_dispatch_output(const struct rm_dispatch *d, const char *path,
                                                      const ProtobufCMessageDescriptor **input);
 
-/* rm_dispatch_fn for the gRPC front end (ctx is the struct rm_dispatch). Unknown or
- * unimplemented method: UNIMPLEMENTED naming it; undecodable request: INVALID_ARGUMENT. */
-int rm_dispatch_call(void *ctx, const char *method, const uint8_t *in, size_t in_len, uint8_t **out,
-                     size_t *out_len, struct rm_error **err);
+/* rm_dispatch_fn for the gRPC front end (ctx is the struct rm_dispatch; call is the
+ * front end's, zeroed apart from cancel). Unknown or unimplemented method: UNIMPLEMENTED
+ * naming it; undecodable request: INVALID_ARGUMENT. */
+int rm_dispatch_call(void *ctx, struct rm_call *call, const char *method, const uint8_t *in,
+                     size_t in_len, uint8_t **out, size_t *out_len, struct rm_error **err);
 
 #endif

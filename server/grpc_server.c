@@ -12,6 +12,7 @@
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 
+#include "dispatch.h"
 #include "grpc_server.h"
 #include "remora/cleanup.h"
 #include "remora/log.h"
@@ -65,8 +66,11 @@ grpc_slice rm__grpc_flatten(grpc_byte_buffer *bb)
         return s;
 }
 
-static void respond(struct worker *w, grpc_call *call, uint8_t *out, size_t out_len,
-                    const struct rm_error *err)
+/* Sends the response; true when it reached the client as far as the server can tell:
+ * the batch completed, the call was not cancelled (the client's cancel or its deadline,
+ * which the core enforces, both end the call) and the deadline had not passed. */
+static bool respond(struct worker *w, grpc_call *call, gpr_timespec deadline, uint8_t *out,
+                    size_t out_len, const struct rm_error *err)
 {
         grpc_op ops[4];
         memset(ops, 0, sizeof(ops));
@@ -92,11 +96,14 @@ static void respond(struct worker *w, grpc_call *call, uint8_t *out, size_t out_
         ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
         ops[n++].data.recv_close_on_server.cancelled = &cancelled;
 
-        if (grpc_call_start_batch(call, ops, n, &tag_send, NULL) == GRPC_CALL_OK)
-                wait_for(w->cq, &tag_send);
+        bool sent = grpc_call_start_batch(call, ops, n, &tag_send, NULL) == GRPC_CALL_OK &&
+                    wait_for(w->cq, &tag_send);
         grpc_slice_unref(details);
         if (bb)
                 grpc_byte_buffer_destroy(bb);
+        gpr_timespec now = gpr_now(GPR_CLOCK_MONOTONIC);
+        return sent && !cancelled &&
+               gpr_time_cmp(now, gpr_convert_clock_type(deadline, GPR_CLOCK_MONOTONIC)) < 0;
 }
 
 static void serve_call(struct worker *w, grpc_call *call, const grpc_call_details *details)
@@ -114,6 +121,7 @@ static void serve_call(struct worker *w, grpc_call *call, const grpc_call_detail
         }
 
         char *method = grpc_slice_to_c_string(details->method);
+        struct rm_call rcall = {0};
         cleanup_error struct rm_error *err = NULL;
         uint8_t *out = NULL;
         size_t out_len = 0;
@@ -123,12 +131,14 @@ static void serve_call(struct worker *w, grpc_call *call, const grpc_call_detail
         } else {
                 grpc_slice in = rm__grpc_flatten(payload);
                 grpc_byte_buffer_destroy(payload);
-                w->srv->dispatch(w->srv->ctx, method, GRPC_SLICE_START_PTR(in),
+                w->srv->dispatch(w->srv->ctx, &rcall, method, GRPC_SLICE_START_PTR(in),
                                  GRPC_SLICE_LENGTH(in), &out, &out_len, &err);
                 grpc_slice_unref(in);
         }
         gpr_free(method);
-        respond(w, call, out, out_len, err);
+        bool delivered = respond(w, call, details->deadline, out, out_len, err);
+        if (rcall.after_send)
+                rcall.after_send(rcall.after_send_arg, delivered && err == NULL);
 }
 
 static void *worker_main(void *arg)

@@ -11,10 +11,15 @@
 #include "grpc_stream.h"
 #include "remora/error.h"
 
+struct rm_call;
+
 /* Serve one unary call: method is the full path ("/runtime.v1.RuntimeService/Version"),
- * in the request bytes. On success *out (malloc'd, may be empty) is the response. */
-typedef int (*rm_dispatch_fn)(void *ctx, const char *method, const uint8_t *in, size_t in_len,
-                              uint8_t **out, size_t *out_len, struct rm_error **err);
+ * in the request bytes. On success *out (malloc'd, may be empty) is the response. call is
+ * the front end's per-call state (dispatch.h); its after_send, when the handler set it,
+ * is called once the response's send completed. */
+typedef int (*rm_dispatch_fn)(void *ctx, struct rm_call *call, const char *method,
+                              const uint8_t *in, size_t in_len, uint8_t **out, size_t *out_len,
+                              struct rm_error **err);
 
 struct rm_grpc_server;
 

@@ -14,6 +14,7 @@
 #include "events.h"
 #include "hooks.h"
 #include "remora/cleanup.h"
+#include "remora/crashpoint.h"
 #include "remora/fsutil.h"
 #include "remora/log.h"
 #include "remora/xalloc.h"
@@ -260,6 +261,11 @@ static void on_event(void *ctx, const char *container_id, const char *pod_id,
                      Runtime__V1__ContainerEventType type)
 {
         struct rm_daemon *d = ctx;
+        /* An image removed while this container used it goes with its last container. */
+        if (type == RUNTIME__V1__CONTAINER_EVENT_TYPE__CONTAINER_DELETED_EVENT && d->images) {
+                rm_crashpoint("removecontainer.image_prune");
+                rm_image_prune(d->images);
+        }
         if (d->events == NULL || rm_events_subscribers(d->events) == 0)
                 return;
         struct rm_arena *a = rm_arena_new();

@@ -21,6 +21,10 @@ void rm__container_ops_common(struct rm_daemon *d, struct rm_container_ops *ops)
 /* All of the container manager's ops: the above, images, runc and remora-shim. */
 void rm__container_ops(struct rm_daemon *d, struct rm_container_ops *ops);
 
+/* The image service's question (rm_image_in_use_fn, ctx: the daemon): whether any
+ * container, in whatever state, was made from image_id. */
+bool rm__image_in_use(void *ctx, const char *image_id);
+
 /* The streaming server's backend (ctx: the daemon); see streaming_hooks.c. */
 extern const struct rm_stream_backend_ops rm__stream_backend;
 

@@ -4,18 +4,37 @@
 #include "api.pb-c.h"
 #include "daemon.h"
 #include "handlers.h"
+#include "remora/xalloc.h"
+
+/* The pod an answer names, until the front end says whether it was delivered. */
+struct pod_answer {
+        struct rm_sandbox_manager *mgr;
+        char *id;
+};
+
+static void pod_answered(void *arg, bool delivered)
+{
+        struct pod_answer *a = arg;
+        rm_sandbox_answered(a->mgr, a->id, delivered);
+        free(a->id);
+        free(a);
+}
 
 RM_HANDLER(run_pod_sandbox)
 {
         const Runtime__V1__RunPodSandboxRequest *in =
             (const Runtime__V1__RunPodSandboxRequest *)req;
         char *id = NULL;
-        if (rm_sandbox_run(call->daemon->sandboxes, in, &id, err) < 0)
+        if (rm_sandbox_run(call->daemon->sandboxes, in, call->cancel, &id, err) < 0)
                 return -1;
         Runtime__V1__RunPodSandboxResponse *r = rm_arena_alloc(call->arena, sizeof(*r));
         runtime__v1__run_pod_sandbox_response__init(r);
         r->pod_sandbox_id = rm_arena_strdup(call->arena, id);
-        free(id);
+        struct pod_answer *a = xzalloc(sizeof(*a));
+        a->mgr = call->daemon->sandboxes;
+        a->id = id;
+        call->after_send = pod_answered;
+        call->after_send_arg = a;
         *resp = &r->base;
         return 0;
 }

@@ -115,12 +115,19 @@ struct rm_container_manager *rm_containers_open(const char *root, const char *st
                                                 struct rm_error **err);
 void rm_containers_close(struct rm_container_manager *mgr);
 
-/* CreateContainer. An identical request retried while the first exists returns the
- * first container's ID; a different one with the same (pod, name, attempt) is
- * ALREADY_EXISTS naming it. Nothing is left behind on failure. */
+/* CreateContainer. A request with the (pod, name, attempt) of an existing container is
+ * ALREADY_EXISTS naming it, except an identical request whose first answer never reached
+ * its client (the client's deadline passed or it cancelled while the container was being
+ * made): that retry gets the first container's ID. A retry arriving while the first call
+ * is still at work waits for it (until cancel, which may be NULL, fires). The caller
+ * reports with rm_containers_answered whether the ID it got reached its client. Nothing
+ * is left behind on failure. */
 int rm_containers_create(struct rm_container_manager *mgr,
-                         const Runtime__V1__CreateContainerRequest *req, char **id,
-                         struct rm_error **err);
+                         const Runtime__V1__CreateContainerRequest *req,
+                         const struct rm_cancel *cancel, char **id, struct rm_error **err);
+/* Whether the answer carrying container id (from rm_containers_create) reached its
+ * client. Known in memory only: after a restart every container counts as delivered. */
+void rm_containers_answered(struct rm_container_manager *mgr, const char *id, bool delivered);
 int rm_containers_start(struct rm_container_manager *mgr, const char *id, struct rm_error **err);
 /* SIGTERM (or the container's stop signal), SIGKILL after timeout seconds; stopping an
  * exited container succeeds. cancel (may be NULL) is the caller's token. */

@@ -60,9 +60,22 @@ Runtime__V1__ListImagesResponse *rm_image_list(struct rm_image_service *svc,
 Runtime__V1__ImageStatusResponse *rm_image_status(struct rm_image_service *svc, const char *ref,
                                                   bool verbose, struct rm_arena *a,
                                                   struct rm_error **err);
-/* RemoveImage by ID, ID prefix, tag or digest; an unknown image is not an error. An image
- * whose layers a container has mounted is FAILED_PRECONDITION. */
+/* RemoveImage by ID, ID prefix, tag or digest; an unknown image is not an error. The
+ * image's names and record go at once, as in containerd; when a container uses it, its
+ * record stays hidden (never listed or found by a reference, but named by the store so
+ * its layers and config survive) until rm_image_prune finds no container using it. A pull
+ * of the same image brings the record back. */
 int rm_image_remove(struct rm_image_service *svc, const char *ref, struct rm_error **err);
+
+/* Whether a container uses the image with this ID ("sha256:..."). Called with the image
+ * service's lock held: it must not call back into the image service. */
+typedef bool (*rm_image_in_use_fn)(void *ctx, const char *image_id);
+/* Tell the service how to ask (the server asks the container manager). Without it an
+ * image counts as used while an overlay mount uses its layers. */
+void rm_image_service_set_in_use(struct rm_image_service *svc, rm_image_in_use_fn fn, void *ctx);
+/* Drop every removed image no container uses any more, with the layers no other image
+ * record names. The server calls it after each container removal and once at start. */
+void rm_image_prune(struct rm_image_service *svc);
 Runtime__V1__ImageFsInfoResponse *rm_image_fs_info(struct rm_image_service *svc, struct rm_arena *a,
                                                    struct rm_error **err);
 
@@ -90,7 +103,8 @@ int rm_image_lookup(struct rm_image_service *svc, const char *ref, struct rm_are
                     struct rm_image_info *out, struct rm_error **err);
 
 /* Mount image id's layers at target as overlayfs, with upper and work directories under
- * dir (made if missing), and release that mount. */
+ * dir (made if missing), and release that mount. id may name an image removed since the
+ * container looked it up (its record is kept while the container uses it). */
 int rm_image_mount(struct rm_image_service *svc, const char *id, const char *dir,
                    const char *target, struct rm_error **err);
 int rm_image_unmount(struct rm_image_service *svc, const char *target, struct rm_error **err);

@@ -11,6 +11,7 @@
 
 #include "api.pb-c.h"
 #include "remora/arena.h"
+#include "remora/cancel.h"
 #include "remora/error.h"
 #include "remora/store.h"
 
@@ -70,11 +71,18 @@ struct rm_sandbox_manager *rm_sandbox_manager_open(const char *root, const char 
                                                    struct rm_error **err);
 void rm_sandbox_manager_close(struct rm_sandbox_manager *mgr);
 
-/* RunPodSandbox. An identical request retried while the first pod exists returns its
- * ID; another with the same (name, namespace, uid, attempt) is ALREADY_EXISTS naming
- * it. A failure leaves nothing behind. */
+/* RunPodSandbox. A request with the (name, namespace, uid, attempt) of an existing pod
+ * is ALREADY_EXISTS naming it, except an identical request whose first answer never
+ * reached its client (the client's deadline passed or it cancelled while the pod was
+ * being made): that retry gets the first pod's ID. A retry arriving while the first call
+ * is still at work waits for it (until cancel, which may be NULL, fires). The caller
+ * reports with rm_sandbox_answered whether the ID it got reached its client. A failure
+ * leaves nothing behind. */
 int rm_sandbox_run(struct rm_sandbox_manager *mgr, const Runtime__V1__RunPodSandboxRequest *req,
-                   char **id, struct rm_error **err);
+                   const struct rm_cancel *cancel, char **id, struct rm_error **err);
+/* Whether the answer carrying pod id (from rm_sandbox_run) reached its client. What is
+ * known lives in memory only: after a restart every pod counts as delivered. */
+void rm_sandbox_answered(struct rm_sandbox_manager *mgr, const char *id, bool delivered);
 /* StopPodSandbox (after the server stopped the pod's containers): network, infra
  * process, namespaces and shm go; the pod stays, NOTREADY. Idempotent. */
 int rm_sandbox_stop(struct rm_sandbox_manager *mgr, const char *id, struct rm_error **err);

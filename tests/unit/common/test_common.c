@@ -1,4 +1,5 @@
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -6,10 +7,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "remora/answers.h"
 #include "remora/arena.h"
 #include "remora/cleanup.h"
 #include "remora/confsect.h"
@@ -266,6 +269,68 @@ static void test_confsect(void **state)
         expect_error(&err, "must be a list of strings");
 }
 
+static int64_t ms_now(void)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void *lose_later(void *arg)
+{
+        usleep(50000);
+        rm_answers_end(arg, "b", false);
+        return NULL;
+}
+
+static void test_answers(void **state)
+{
+        (void)state;
+        struct rm_answers *a = rm_answers_new();
+        /* Never begun here (made before a restart): delivered. */
+        assert_int_equal(rm_answers_claim(a, "old", NULL, 1000), RM_ANSWER_DELIVERED);
+
+        /* The first answer is lost: one retry gets it; once that is delivered, no more. */
+        rm_answers_begin(a, "a");
+        rm_answers_end(a, "a", false);
+        assert_int_equal(rm_answers_claim(a, "a", NULL, 1000), RM_ANSWER_LOST);
+        rm_answers_end(a, "a", true);
+        assert_int_equal(rm_answers_claim(a, "a", NULL, 1000), RM_ANSWER_DELIVERED);
+        /* A late report about an answer already settled changes nothing. */
+        rm_answers_end(a, "a", false);
+        assert_int_equal(rm_answers_claim(a, "a", NULL, 1000), RM_ANSWER_DELIVERED);
+
+        /* A retry waits while the first call works, then gets what became of it. */
+        rm_answers_begin(a, "b");
+        int64_t t0 = ms_now();
+        assert_int_equal(rm_answers_claim(a, "b", NULL, 100), RM_ANSWER_PENDING);
+        assert_true(ms_now() - t0 >= 100);
+        pthread_t t;
+        assert_int_equal(pthread_create(&t, NULL, lose_later, a), 0);
+        t0 = ms_now();
+        assert_int_equal(rm_answers_claim(a, "b", NULL, 5000), RM_ANSWER_LOST);
+        assert_true(ms_now() - t0 < 4000);
+        pthread_join(t, NULL);
+        /* That retry's answer is on its way: a second retry waits for it in turn. */
+        assert_int_equal(rm_answers_claim(a, "b", NULL, 50), RM_ANSWER_PENDING);
+        rm_answers_end(a, "b", false);
+        assert_int_equal(rm_answers_claim(a, "b", NULL, 50), RM_ANSWER_LOST);
+
+        /* The retry's own client gives up: it stops waiting at once. */
+        struct rm_cancel c;
+        rm_cancel_init(&c, 0);
+        rm_cancel_set(&c);
+        t0 = ms_now();
+        assert_int_equal(rm_answers_claim(a, "b", &c, 5000), RM_ANSWER_PENDING);
+        assert_true(ms_now() - t0 < 1000);
+        rm_cancel_release(&c);
+
+        /* Gone objects are forgotten. */
+        rm_answers_forget(a, "b");
+        assert_int_equal(rm_answers_claim(a, "b", NULL, 50), RM_ANSWER_DELIVERED);
+        rm_answers_free(a);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -278,6 +343,7 @@ int main(void)
             cmocka_unit_test(test_arena),
             cmocka_unit_test(test_steal_pointer),
             cmocka_unit_test(test_confsect),
+            cmocka_unit_test(test_answers),
         };
         return cmocka_run_group_tests_name("common", tests, NULL, NULL);
 }

@@ -325,13 +325,21 @@ static void request_init(struct request *r, const char *name, const char *tier)
         r->req.pod_sandbox_id = POD_ID;
 }
 
-static char *create(struct world *w, struct request *r)
+/* CreateContainer as the gRPC front end drives it: delivered says whether the answer
+ * reached the client. */
+static char *create_answered(struct world *w, struct request *r, bool delivered)
 {
         char *id = NULL;
         struct rm_error *err = NULL;
-        if (rm_containers_create(w->mgr, &r->req, &id, &err) < 0)
+        if (rm_containers_create(w->mgr, &r->req, NULL, &id, &err) < 0)
                 fail_msg("create: %s", err->msg);
+        rm_containers_answered(w->mgr, id, delivered);
         return id;
+}
+
+static char *create(struct world *w, struct request *r)
+{
+        return create_answered(w, r, true);
 }
 
 static Runtime__V1__ContainerStatus *status(struct world *w, const char *id, struct rm_arena *a)
@@ -473,39 +481,43 @@ static void test_names_and_retries(void **state)
         struct world *w = *state;
         struct request r;
         request_init(&r, "web", "front");
-        cleanup_free char *id = create(w, &r);
-        cleanup_free char *again = create(w, &r); /* identical retry */
+        cleanup_free char *id = create_answered(w, &r, false); /* its client gave up */
+        cleanup_free char *again = create(w, &r);              /* the identical retry gets it */
         assert_string_equal(id, again);
         assert_int_equal(F.created, 0); /* the runtime sees it only at start */
 
-        struct request other;
-        request_init(&other, "web", "changed");
+        /* That answer was delivered: the same request again is a client's mistake. */
         char *none = NULL;
         struct rm_error *err = NULL;
-        assert_int_equal(rm_containers_create(w->mgr, &other.req, &none, &err), -1);
+        assert_int_equal(rm_containers_create(w->mgr, &r.req, NULL, &none, &err), -1);
+        expect_code(&err, RM_ALREADY_EXISTS, id);
+
+        struct request other;
+        request_init(&other, "web", "changed");
+        assert_int_equal(rm_containers_create(w->mgr, &other.req, NULL, &none, &err), -1);
         expect_code(&err, RM_ALREADY_EXISTS, id);
         other.meta.attempt = 1;
         cleanup_free char *next = create(w, &other);
         assert_string_not_equal(next, id);
 
         request_init(&other, "bad name!", "x");
-        assert_int_equal(rm_containers_create(w->mgr, &other.req, &none, &err), -1);
+        assert_int_equal(rm_containers_create(w->mgr, &other.req, NULL, &none, &err), -1);
         expect_code(&err, RM_INVALID_ARGUMENT, "config.metadata.name");
         request_init(&other, "x", "x");
         other.req.pod_sandbox_id = "ffff";
-        assert_int_equal(rm_containers_create(w->mgr, &other.req, &none, &err), -1);
+        assert_int_equal(rm_containers_create(w->mgr, &other.req, NULL, &none, &err), -1);
         expect_code(&err, RM_NOT_FOUND, "pod_sandbox_id");
         request_init(&other, "x", "x");
         other.image.image = "nginx";
-        assert_int_equal(rm_containers_create(w->mgr, &other.req, &none, &err), -1);
+        assert_int_equal(rm_containers_create(w->mgr, &other.req, NULL, &none, &err), -1);
         expect_code(&err, RM_NOT_FOUND, "config.image.image");
         request_init(&other, "x", "x");
         other.cfg.log_path = "../escape.log";
-        assert_int_equal(rm_containers_create(w->mgr, &other.req, &none, &err), -1);
+        assert_int_equal(rm_containers_create(w->mgr, &other.req, NULL, &none, &err), -1);
         expect_code(&err, RM_INVALID_ARGUMENT, "config.log_path");
         F.pod_ready = false;
         request_init(&other, "x", "x");
-        assert_int_equal(rm_containers_create(w->mgr, &other.req, &none, &err), -1);
+        assert_int_equal(rm_containers_create(w->mgr, &other.req, NULL, &none, &err), -1);
         expect_code(&err, RM_FAILED_PRECONDITION, "not ready");
         F.pod_ready = true;
 }
@@ -694,9 +706,11 @@ static void test_restart_recovers_state(void **state)
         open_world(w);
         struct rm_arena *a = rm_arena_new();
         assert_int_equal(status(w, id1, a)->state, RUNTIME__V1__CONTAINER_STATE__CONTAINER_RUNNING);
-        /* An identical CreateContainer after the restart still finds the first one. */
-        cleanup_free char *again = create(w, &r1);
-        assert_string_equal(again, id1);
+        /* After a restart every container counts as answered: an identical CreateContainer
+         * is refused, naming the first. */
+        char *none = NULL;
+        assert_int_equal(rm_containers_create(w->mgr, &r1.req, NULL, &none, &err), -1);
+        expect_code(&err, RM_ALREADY_EXISTS, id1);
         Runtime__V1__ContainerStatus *s2 = status(w, id2, a);
         assert_int_equal(s2->state, RUNTIME__V1__CONTAINER_STATE__CONTAINER_EXITED);
         assert_int_equal(s2->exit_code, 3);

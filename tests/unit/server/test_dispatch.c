@@ -89,7 +89,8 @@ static void call(struct rm_dispatch *d, const char *method, const uint8_t *in, s
         cleanup_error struct rm_error *err = NULL;
         uint8_t *out = NULL;
         size_t out_len = 0;
-        int rc = rm_dispatch_call(d, method, in, len, &out, &out_len, &err);
+        struct rm_call c = {0};
+        int rc = rm_dispatch_call(d, &c, method, in, len, &out, &out_len, &err);
         assert_int_equal(rc, -1);
         assert_null(out);
         assert_int_equal(err->code, want);
@@ -134,8 +135,9 @@ static void test_round_trip(void **state)
         uint8_t *out = NULL;
         size_t out_len = 0;
         cleanup_error struct rm_error *err = NULL;
-        assert_int_equal(rm_dispatch_call(d, "/runtime.v1.RuntimeService/Version", buf, len, &out,
-                                          &out_len, &err),
+        struct rm_call c = {0};
+        assert_int_equal(rm_dispatch_call(d, &c, "/runtime.v1.RuntimeService/Version", buf, len,
+                                          &out, &out_len, &err),
                          0);
         assert_null(err);
         assert_string_equal(seen_version, "v1alpha-test");
