@@ -2,6 +2,7 @@
 configs and blobs a test hands it, byte for byte, under any path, and can lie about
 sizes, trickle a body, redirect, and record what each request carried (Authorization
 headers included), so tests can check what remorad sent and what it refused."""
+import base64
 import http.server
 import json
 import threading
@@ -32,7 +33,8 @@ def manifest(config_desc, layer_descs, media_type=R.OCI_MANIFEST):
 
 
 class HostileRegistry:
-    def __init__(self):
+    def __init__(self, basic=None, bind="127.0.0.1"):
+        self.basic = basic    # (user, password): every /v2/ request must carry them
         self.manifests = {}   # (repo, ref) -> (body, media type)
         self.blobs = {}       # whatever follows /blobs/ -> bytes
         self.trickle = {}     # blob key -> (first chunk size, seconds between 1 KiB chunks)
@@ -65,6 +67,11 @@ class HostileRegistry:
 
             def _get(self):
                 path = self.path
+                if reg.basic:
+                    want = "Basic " + base64.b64encode(("%s:%s" % reg.basic).encode()).decode()
+                    if self.headers.get("Authorization") != want:
+                        self._send(401, b"", extra=[("WWW-Authenticate", 'Basic realm="x"')])
+                        return
                 if path == "/v2/":
                     self.wfile.write(self._send(200, b"{}", "application/json"))
                     return
@@ -99,10 +106,10 @@ class HostileRegistry:
                     return
                 self.wfile.write(self._send(404))
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = http.server.ThreadingHTTPServer((bind, 0), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
-        self.host = "127.0.0.1:%d" % self.port
+        self.host = "%s:%d" % (bind, self.port)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
