@@ -126,8 +126,11 @@ int rm__index_pick(const char *body, size_t len, const char *arch, struct rm__de
                 char field[64];
                 snprintf(field, sizeof(field), "index.manifests[%zu]", i);
                 struct rm__desc d;
-                if (read_desc(m, field, &d, err) < 0)
+                if (read_desc(m, field, &d, err) < 0) {
+                        rm__desc_release(&d);
+                        rm__desc_release(out);
                         return -1;
+                }
                 struct json_object *plat = get(m, "platform");
                 struct json_object *os = plat ? get(plat, "os") : NULL;
                 struct json_object *a = plat ? get(plat, "architecture") : NULL;

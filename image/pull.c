@@ -301,7 +301,7 @@ static int pull_from(struct pull *p, const struct rm_image_ref *ref, char **imag
         if (strcmp(mt, MT_OCI_INDEX) == 0 || strcmp(mt, MT_DOCKER_LIST) == 0) {
                 struct rm__desc pick;
                 if (rm__index_pick(body, len, host_arch(), &pick, err) < 0)
-                        return rm_error_wrap(err, "%s", p->ref_name);
+                        return -1;
                 free(body);
                 free(mt);
                 free(digest);
@@ -318,20 +318,20 @@ static int pull_from(struct pull *p, const struct rm_image_ref *ref, char **imag
                                     "Docker schema 2 only)",
                                     p->ref_name, mt);
         if (rm__manifest_parse(body, len, svc->max_config, &p->man, err) < 0)
-                return rm_error_wrap(err, "%s", p->ref_name);
+                return -1;
         p->n = p->man.n_layers;
 
         /* The config: pinned before it lands, so a failure removes it again. */
         pull_pin(p, "blob", p->man.config.digest);
         if (fetch_blob(p, "manifest.config", p->man.config.digest, p->man.config.size, err) < 0)
-                return rm_error_wrap(err, "%s", p->ref_name);
+                return -1;
         size_t clen = 0;
         cleanup_free char *text = read_config_blob(p, &clen, err);
         if (text == NULL)
                 return -1;
         cleanup_json struct json_object *config = NULL;
         if (rm__config_parse(text, clen, p->n, &config, &p->diff_ids, err) < 0)
-                return rm_error_wrap(err, "%s", p->ref_name);
+                return -1;
         p->chains = xzalloc(sizeof(*p->chains) * (p->n + 1));
         rm__chain_ids(p->diff_ids, p->n, p->chains);
         for (size_t i = 0; i < p->n; i++) {
@@ -339,7 +339,7 @@ static int pull_from(struct pull *p, const struct rm_image_ref *ref, char **imag
                 pull_pin(p, "layer", p->chains[i]);
         }
         if (all_layers(p, err) < 0)
-                return rm_error_wrap(err, "%s", p->ref_name);
+                return -1;
         if (rm__cancel_check(p->cancel, err) < 0)
                 return -1;
 
