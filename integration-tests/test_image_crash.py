@@ -79,3 +79,31 @@ def test_kill_at_each_pull_step(make_daemon, monkeypatch, point):
         c.close()
     finally:
         reg.stop()
+
+
+def test_startup_sweep_keeps_what_any_record_names(make_daemon):
+    """The sweep reads every image record, whatever else it says: a record flagged as
+    removed (as a "removed but still in use" image would be) keeps its layer and config
+    blob; a layer, blob and temporary file no record names are removed and logged."""
+    d = make_daemon().start()
+    d.stop()
+    images = os.path.join(d.root, "images")
+    kept_id, kept_chain = "1" * 64, "2" * 64
+    with open(os.path.join(images, kept_id + ".json"), "w") as f:
+        json.dump({"id": "sha256:" + kept_id, "chain": ["sha256:" + kept_chain], "size": 1,
+                   "config": {}, "repo_tags": [], "repo_digests": [], "removed": True,
+                   "hidden": True}, f)
+    os.makedirs(os.path.join(images, "layers", kept_chain, "etc"))
+    open(os.path.join(images, "blobs", kept_id), "w").close()
+    os.makedirs(os.path.join(images, "layers", "3" * 64, "bin"))
+    open(os.path.join(images, "blobs", "4" * 64), "w").close()
+    os.makedirs(os.path.join(images, "tmp", "layer-x", "a"))
+    open(os.path.join(images, "tmp", "blob-y"), "w").close()
+
+    d = make_daemon(base=d.base).start()
+    assert sorted(os.listdir(os.path.join(images, "layers"))) == sorted(["empty", kept_chain])
+    assert os.listdir(os.path.join(images, "blobs")) == [kept_id]
+    assert os.listdir(os.path.join(images, "tmp")) == []
+    log = d.read_log()
+    assert "removed layer " + "3" * 64 in log and "removed blob " + "4" * 64 in log
+    assert "removed temporary layer-x" in log
