@@ -39,6 +39,20 @@ int rm__space_take(struct rm__space *s, uint64_t n, struct rm_error **err)
                                     "is %llu)",
                                     (unsigned long long)avail, (unsigned long long)s->reserve);
         headroom -= n;
+        /* Inodes run out first on a layer of many small files (every entry takes at least
+         * 4 KiB of the budget, so the budget also ends before the inodes do); kubelet
+         * evicts below 5 % free inodes. */
+        if (s->reserve > 0 && st.f_files > 0) {
+                uint64_t floor = st.f_files / 20;
+                if (st.f_favail <= floor)
+                        return rm_error_set(err, RM_RESOURCE_EXHAUSTED,
+                                            "stopped before the image store's filesystem ran out "
+                                            "of inodes (%llu of %llu free, the reserve is 5 %%)",
+                                            (unsigned long long)st.f_favail,
+                                            (unsigned long long)st.f_files);
+                uint64_t room = (st.f_favail - floor) * 4096;
+                headroom = headroom < room ? headroom : room;
+        }
         s->budget = headroom < SPACE_RECHECK ? headroom : SPACE_RECHECK;
         return 0;
 }

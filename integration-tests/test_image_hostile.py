@@ -249,18 +249,30 @@ def gzip_bomb():
     return bomb(2 << 30)
 
 
+class SmallFsDaemon:
+    """A remorad whose root is a small tmpfs of its own (mounted here, unmounted after)."""
+
+    def __init__(self, make_daemon, mount_opts, config):
+        self.base = tempfile.mkdtemp(prefix="remora-it-", dir="/tmp")
+        self.root = os.path.join(self.base, "root")
+        os.mkdir(self.root)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", mount_opts, "tmpfs", self.root], check=True)
+        self.daemon = make_daemon(base=self.base, config=json.dumps(config)).start()
+        self.cri = self.daemon.client()
+
+    def close(self):
+        self.cri.close()
+        self.daemon.stop()
+        subprocess.run(["umount", "-l", self.root], check=False)
+
+
 @pytest.mark.parametrize("reserve", [16 << 20, None], ids=["reserve-16MiB", "default-reserve"])
 def test_gzip_bomb_stops_at_the_reserve(make_daemon, hostile, canaries, gzip_bomb, reserve):
     """2 GiB of zeros in about 2 MiB of gzip, unpacked into a 64 MiB filesystem: the pull
     stops with RESOURCE_EXHAUSTED before the free space goes below the reserve."""
-    base = tempfile.mkdtemp(prefix="remora-it-", dir="/tmp")
-    root = os.path.join(base, "root")
-    os.mkdir(root)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", root], check=True)
+    fs = SmallFsDaemon(make_daemon, "size=64m",
+                       {"image": {"free_space_reserve": reserve}} if reserve else {})
     try:
-        cfg = {"image": {"free_space_reserve": reserve}} if reserve else {}
-        d = make_daemon(base=base, config=json.dumps(cfg)).start()
-        c = d.client()
         hostile.blob(gzip_bomb)
         cfgblob = H.config_blob([R.digest(b"never computed")])
         hostile.blob(cfgblob)
@@ -268,14 +280,23 @@ def test_gzip_bomb_stops_at_the_reserve(make_daemon, hostile, canaries, gzip_bom
                           [H.desc(R.LAYER_TYPES[("oci", "gzip")], gzip_bomb)])
         ref = hostile.serve("evil/bomb", "v1", body)
         assert len(gzip_bomb) < 3 << 20
-        refused(d, c, canaries, ref, grpc.StatusCode.RESOURCE_EXHAUSTED,
+        refused(fs.daemon, fs.cri, canaries, ref, grpc.StatusCode.RESOURCE_EXHAUSTED,
                 "image.free_space_reserve")
-        st = os.statvfs(root)
+        st = os.statvfs(fs.root)
         assert st.f_bavail * st.f_frsize > (reserve or (64 << 20) // 20)
-        c.close()
-        d.stop()
     finally:
-        subprocess.run(["umount", "-l", root], check=False)
+        fs.close()
+
+
+def test_many_small_files_stop_before_the_inodes_run_out(make_daemon, hostile, canaries):
+    fs = SmallFsDaemon(make_daemon, "size=64m,nr_inodes=3000", {})
+    try:
+        layer = R.tar_layer([("d%d" % i, "dir", None) for i in range(4000)])
+        ref, _ = hostile.image("evil/inodes", "v1", [layer])
+        refused(fs.daemon, fs.cri, canaries, ref, grpc.StatusCode.RESOURCE_EXHAUSTED, "inodes")
+        assert os.statvfs(fs.root).f_favail > 3000 // 20
+    finally:
+        fs.close()
 
 
 # ---- layer breakouts ----
