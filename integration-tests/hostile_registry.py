@@ -33,8 +33,9 @@ def manifest(config_desc, layer_descs, media_type=R.OCI_MANIFEST):
 
 
 class HostileRegistry:
-    def __init__(self, basic=None, bind="127.0.0.1"):
+    def __init__(self, basic=None, bind="127.0.0.1", challenge=None):
         self.basic = basic    # (user, password): every /v2/ request must carry them
+        self.challenge = challenge  # a WWW-Authenticate value: every /v2/ request gets a 401
         self.manifests = {}   # (repo, ref) -> (body, media type)
         self.blobs = {}       # whatever follows /blobs/ -> bytes
         self.trickle = {}     # blob key -> (first chunk size, seconds between 1 KiB chunks)
@@ -67,6 +68,9 @@ class HostileRegistry:
 
             def _get(self):
                 path = self.path
+                if reg.challenge and path.startswith("/v2/"):
+                    self._send(401, b"", extra=[("WWW-Authenticate", reg.challenge)])
+                    return
                 if reg.basic:
                     want = "Basic " + base64.b64encode(("%s:%s" % reg.basic).encode()).decode()
                     if self.headers.get("Authorization") != want:

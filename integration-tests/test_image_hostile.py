@@ -430,3 +430,22 @@ def test_no_redirect_to_plain_http_elsewhere(daemon, cri, canaries):
     finally:
         a.stop()
         b.stop()
+
+
+def test_no_credentials_in_clear_to_a_token_realm(daemon, cri, canaries):
+    """A loopback registry names a plain-HTTP token server elsewhere as its Bearer realm:
+    remorad asks it for a token without the user's credentials."""
+    addr = own_address()
+    if addr is None:
+        pytest.skip("this host has no non-loopback address")
+    realm = H.HostileRegistry(bind=addr)
+    reg = H.HostileRegistry(challenge='Bearer realm="http://%s/token",service="x"' % realm.host)
+    try:
+        ref = "%s/private/app:v1" % reg.host
+        with pytest.raises(grpc.RpcError):
+            pull(cri, ref, auth={"username": "bob", "password": "pw"})
+        assert [p for p, _ in realm.requests if p.startswith("/token")]
+        assert not auth_headers(realm)
+    finally:
+        realm.stop()
+        reg.stop()
