@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+import threading
 
 import grpc
 import pytest
@@ -449,3 +450,41 @@ def test_no_credentials_in_clear_to_a_token_realm(daemon, cri, canaries):
     finally:
         realm.stop()
         reg.stop()
+
+
+def test_concurrent_good_and_bad_pulls_sharing_a_layer(daemon, hostile, canaries):
+    """Pulls that fail must not take away a layer a concurrent good pull shares."""
+    base = R.busybox_layer()
+    good, _ = hostile.image("ok/shared", "v1", [base, R.tar_layer([("g", "file", b"g")])])
+    bad, _ = hostile.image("evil/shared", "v1", [base, R.tar_layer([("h", "hardlink", "/x")])])
+    results = []
+
+    def run(ref):
+        c = daemon.client()
+        try:
+            results.append((ref, pull(c, ref)))
+        except grpc.RpcError as e:
+            results.append((ref, e.code()))
+        finally:
+            c.close()
+
+    threads = [threading.Thread(target=run, args=(r,)) for r in [good, bad] * 3]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(str(code) for ref, code in results if ref == bad) == \
+        ["StatusCode.INVALID_ARGUMENT"] * 3
+    assert all(isinstance(code, str) for ref, code in results if ref == good)
+    c = daemon.client()
+    (im,) = c.call("ListImages").images
+    info = json.loads(c.call("ImageStatus", image=c.message("ImageSpec", image=im.id),
+                             verbose=True).info["info"])
+    c.close()
+    images = os.path.join(daemon.root, "images")
+    assert sorted(os.listdir(os.path.join(images, "layers"))) == \
+        sorted(["empty"] + [x[7:] for x in info["chainIDs"]])
+    assert os.listdir(os.path.join(images, "blobs")) == [im.id[7:]]
+    assert os.listdir(os.path.join(images, "tmp")) == []
+    assert os.path.isfile(os.path.join(images, "layers", info["chainIDs"][0][7:], "bin",
+                                       "busybox"))
