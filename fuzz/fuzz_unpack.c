@@ -28,7 +28,10 @@ static void make_canary(int dirfd)
 
 static void setup(void)
 {
-        char tmpl[] = "/tmp/remora-fuzz-unpack-XXXXXX";
+        /* Under $TMPDIR: fuzz/run points it at a directory it removes afterwards. */
+        const char *tmp = getenv("TMPDIR");
+        char tmpl[4096];
+        snprintf(tmpl, sizeof(tmpl), "%s/remora-fuzz-unpack-XXXXXX", tmp && *tmp ? tmp : "/tmp");
         if (mkdtemp(tmpl) == NULL)
                 abort();
         top_fd = open(tmpl, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
