@@ -1,6 +1,8 @@
 /* The image store: records and the in-memory index, the CRI views of images, removal
  * with layer garbage collection, filesystem usage, and root filesystems for containers. */
 #include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -329,15 +331,16 @@ static int drop_locked(struct rm_image_service *svc, struct rm_img *m, struct rm
         struct json_object *chain = jget(m->doc, "chain");
         for (size_t i = 0; i < json_object_array_length(chain); i++) {
                 const char *c = json_object_get_string(json_object_array_get_idx(chain, i));
-                if (chain_used_by_other(svc, m, c))
+                cleanup_free char *key = xasprintf("layer %s", c);
+                if (chain_used_by_other(svc, m, c) || rm__pinned_locked(svc, key) ||
+                    !rm__digest_ok(c))
                         continue;
-                cleanup_free char *dir = xasprintf("%s/%s", svc->layers, c + 7);
-                cleanup_error struct rm_error *e = NULL;
-                if (rm_remove_tree(dir, &e) < 0)
-                        rm_log_warn("removing layer %s: %s", c, e->msg);
+                if (rm__remove_at(svc->layers_fd, c + 7) < 0)
+                        rm_log_warn("removing layer %s: %s", c, strerror(errno));
         }
-        cleanup_free char *blob = xasprintf("%s/%s", svc->blobs, m->id + 7);
-        unlink(blob);
+        cleanup_free char *key = xasprintf("blob %s", m->id);
+        if (!rm__pinned_locked(svc, key))
+                unlinkat(svc->blobs_fd, m->id + 7, 0);
         img_free(m);
         return 0;
 }
@@ -556,9 +559,15 @@ static int load_one(const char *id, struct json_object *doc, const struct rm_err
         (void)err;
         struct rm_image_service *svc = data;
         const char *rid = doc ? jstr(doc, "id") : NULL;
-        if (doc == NULL || rid == NULL || !rm__digest_ok(rid) || strcmp(rid + 7, id) != 0) {
+        struct json_object *chain = doc ? jget(doc, "chain") : NULL;
+        bool chain_ok = chain && json_object_is_type(chain, json_type_array);
+        for (size_t i = 0; chain_ok && i < json_object_array_length(chain); i++)
+                chain_ok =
+                    rm__digest_ok(json_object_get_string(json_object_array_get_idx(chain, i)));
+        if (doc == NULL || rid == NULL || !rm__digest_ok(rid) || strcmp(rid + 7, id) != 0 ||
+            !chain_ok) {
                 rm_log_warn("image record %s is unreadable (%s); leaving it", id,
-                            bad ? bad->msg : "bad id");
+                            bad ? bad->msg : "bad id or chain");
                 return 0;
         }
         struct rm_img *m = xzalloc(sizeof(*m));
@@ -572,8 +581,20 @@ static int load_one(const char *id, struct json_object *doc, const struct rm_err
 static int read_section(struct rm_image_service *svc, struct json_object *section,
                         struct rm_error **err)
 {
-        static const char *const known[] = {"insecure_registries", "mirrors", NULL};
+        static const char *const known[] = {"insecure_registries", "mirrors",
+                                            "max_manifest_bytes",  "max_config_bytes",
+                                            "free_space_reserve",  NULL};
         if (rm_confsect_check_keys("image", section, known, err) < 0)
+                return -1;
+        svc->max_manifest = 4 << 20;
+        svc->max_config = 8 << 20;
+        svc->reserve = -1;
+        if (rm_confsect_int("image", section, "max_manifest_bytes", 1024, 64 << 20,
+                            &svc->max_manifest, err) < 0 ||
+            rm_confsect_int("image", section, "max_config_bytes", 1024, 64 << 20, &svc->max_config,
+                            err) < 0 ||
+            rm_confsect_int("image", section, "free_space_reserve", 0, INT64_MAX / 2, &svc->reserve,
+                            err) < 0)
                 return -1;
         struct json_object *ins = NULL;
         if (rm_confsect_strings("image", section, "insecure_registries", &ins, err) < 0)
@@ -609,6 +630,24 @@ static int read_section(struct rm_image_service *svc, struct json_object *sectio
         return 0;
 }
 
+/* The store's directories, opened once: every later file operation is relative to them,
+ * so no name from a registry is ever joined into a path from the root. */
+static int open_dirs(struct rm_image_service *svc, struct rm_error **err)
+{
+        svc->dir_fd = open(svc->dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (svc->dir_fd < 0)
+                return rm_error_sys(err, "open %s", svc->dir);
+        int *fds[] = {&svc->blobs_fd, &svc->layers_fd, &svc->tmp_fd};
+        const char *names[] = {"blobs", "layers", "tmp"};
+        for (size_t i = 0; i < 3; i++) {
+                *fds[i] =
+                    openat(svc->dir_fd, names[i], O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                if (*fds[i] < 0)
+                        return rm_error_sys(err, "open %s/%s", svc->dir, names[i]);
+        }
+        return 0;
+}
+
 struct rm_image_service *rm_image_service_open(const char *root, struct json_object *section,
                                                struct rm_store *store, struct rm_error **err)
 {
@@ -616,6 +655,8 @@ struct rm_image_service *rm_image_service_open(const char *root, struct json_obj
         pthread_mutex_init(&svc->lock, NULL);
         pthread_cond_init(&svc->done, NULL);
         svc->inflight = json_object_new_array();
+        svc->pins = json_object_new_object();
+        svc->dir_fd = svc->blobs_fd = svc->layers_fd = svc->tmp_fd = -1;
         svc->store = store;
         svc->dir = xasprintf("%s/images", root);
         svc->blobs = xasprintf("%s/blobs", svc->dir);
@@ -623,9 +664,9 @@ struct rm_image_service *rm_image_service_open(const char *root, struct json_obj
         svc->tmp = xasprintf("%s/tmp", svc->dir);
         cleanup_free char *empty = xasprintf("%s/empty", svc->layers);
         if (read_section(svc, section, err) < 0 || rm_mkdir_p(svc->blobs, 0700, err) < 0 ||
-            rm_mkdir_p(empty, 0755, err) < 0 || rm_remove_tree(svc->tmp, err) < 0 ||
-            rm_mkdir_p(svc->tmp, 0700, err) < 0 ||
-            rm_store_list(store, IMAGE_KIND, load_one, svc, err) < 0) {
+            rm_mkdir_p(empty, 0755, err) < 0 || rm_mkdir_p(svc->tmp, 0700, err) < 0 ||
+            open_dirs(svc, err) < 0 || rm_store_list(store, IMAGE_KIND, load_one, svc, err) < 0 ||
+            rm__store_gc(svc, err) < 0) {
                 rm_error_wrap(err, "open image store");
                 rm_image_service_close(svc);
                 return NULL;
@@ -646,6 +687,12 @@ void rm_image_service_close(struct rm_image_service *svc)
         json_object_put(svc->insecure);
         json_object_put(svc->mirrors);
         json_object_put(svc->inflight);
+        json_object_put(svc->pins);
+        int fds[] = {svc->dir_fd, svc->blobs_fd, svc->layers_fd, svc->tmp_fd};
+        for (size_t i = 0; i < 4; i++) {
+                if (fds[i] >= 0)
+                        close(fds[i]);
+        }
         pthread_cond_destroy(&svc->done);
         pthread_mutex_destroy(&svc->lock);
         free(svc->dir);

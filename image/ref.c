@@ -58,12 +58,6 @@ static bool domain_ok(const char *s, size_t n)
         return true;
 }
 
-bool rm__digest_ok(const char *d)
-{
-        return d && strncmp(d, "sha256:", 7) == 0 && strlen(d) == 71 &&
-               strspn(d + 7, "0123456789abcdef") == 64;
-}
-
 static int bad(const char *s, const char *why, struct rm_error **err)
 {
         return rm_error_set(err, RM_INVALID_ARGUMENT, "image reference \"%s\" is invalid: %s", s,

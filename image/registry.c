@@ -12,6 +12,7 @@
 
 #include "image_internal.h"
 #include "remora/cleanup.h"
+#include "remora/crashpoint.h"
 #include "remora/fsutil.h"
 #include "remora/log.h"
 #include "remora/xalloc.h"
@@ -31,12 +32,17 @@ struct rm_registry {
         char *password;
         char *token; /* the Bearer token once obtained (or given as registry_token) */
         bool basic;  /* the registry asked for Basic */
+        struct json_object *insecure;
+        const struct rm_cancel *cancel;
 };
 
 struct rm_registry *rm__registry_new(const char *endpoint, const char *repo,
-                                     const struct rm_registry_auth *auth)
+                                     const struct rm_registry_auth *auth,
+                                     struct json_object *insecure, const struct rm_cancel *cancel)
 {
         struct rm_registry *r = xzalloc(sizeof(*r));
+        r->insecure = insecure;
+        r->cancel = cancel;
         r->endpoint = xstrdup(endpoint);
         r->repo = xstrdup(repo);
         if (auth && auth->username && *auth->username) {
@@ -81,17 +87,21 @@ void rm__registry_free(struct rm_registry *r)
 /* ---- one HTTP exchange ---- */
 
 struct response {
-        long status;
+        long status; /* of the response being received */
         char *content_type;
         char *challenge; /* WWW-Authenticate */
-        /* body into memory (max bytes) or into fd with a running digest */
+        /* A 200's body goes into memory or into fd (with a running digest); at most max
+         * bytes (0: no limit). Other responses' bodies are dropped. */
         char *mem;
         size_t len;
         size_t max;
         bool too_big;
         int fd;
         struct rm_sha256 *hash;
-        bool write_failed;
+        struct rm__space *space;
+        struct rm_error *write_err; /* why a write was refused */
+        bool cancelled;
+        const struct rm_cancel *cancel;
 };
 
 static void response_release(struct response *rsp)
@@ -99,6 +109,7 @@ static void response_release(struct response *rsp)
         free(rsp->content_type);
         free(rsp->challenge);
         free(rsp->mem);
+        rm_error_free(rsp->write_err);
         memset(rsp, 0, sizeof(*rsp));
 }
 
@@ -120,11 +131,13 @@ static size_t on_header(char *line, size_t size, size_t n, void *data)
 {
         struct response *rsp = data;
         size_t len = size * n;
-        /* A redirect's headers come first; keep the last response's. */
-        if (len >= 5 && strncmp(line, "HTTP/", 5) == 0) {
+        /* A new status line starts a new response (after a 100 or a redirect). */
+        if (len >= 12 && strncmp(line, "HTTP/", 5) == 0) {
                 free(rsp->content_type);
                 free(rsp->challenge);
                 rsp->content_type = rsp->challenge = NULL;
+                const char *sp = memchr(line, ' ', len);
+                rsp->status = sp ? strtol(sp + 1, NULL, 10) : 0;
         }
         char *v = header_value(line, len, "Content-Type");
         if (v) {
@@ -143,18 +156,24 @@ static size_t on_body(char *data, size_t size, size_t n, void *arg)
 {
         struct response *rsp = arg;
         size_t len = size * n;
+        if (rsp->status != 200)
+                return len; /* an error page or a redirect's body: nobody reads it */
+        if (rsp->max && (rsp->len + len > rsp->max || rsp->len + len < rsp->len)) {
+                rsp->too_big = true;
+                return 0; /* ends the transfer */
+        }
         if (rsp->fd >= 0) {
+                if (rm__space_take(rsp->space, len, &rsp->write_err) < 0)
+                        return 0;
                 if (rm_write_all(rsp->fd, data, len) < 0) {
-                        rsp->write_failed = true;
+                        rm_error_sys(&rsp->write_err, "write the download");
                         return 0;
                 }
+                if (rsp->len == 0)
+                        rm_crashpoint("pull.blob_partial");
                 rm__sha256_update(rsp->hash, data, len);
                 rsp->len += len;
                 return len;
-        }
-        if (rsp->len + len > rsp->max) {
-                rsp->too_big = true;
-                return 0; /* ends the transfer */
         }
         rsp->mem = xrealloc(rsp->mem, rsp->len + len + 1);
         memcpy(rsp->mem + rsp->len, data, len);
@@ -173,9 +192,27 @@ static curl_socket_t open_cloexec_socket(void *clientp, curlsocktype purpose,
         return socket(addr->family, addr->socktype | SOCK_CLOEXEC, addr->protocol);
 }
 
-/* GET url with the registry's current credentials. */
-static int http_get(struct rm_registry *r, const char *url, const char *accept, bool use_auth,
-                    struct response *rsp, struct rm_error **err)
+/* Called by curl at least once a second: stop on cancellation, and stop a body that
+ * announces more than it may have before any of it arrives. */
+static int on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                       curl_off_t ulnow)
+{
+        (void)dlnow, (void)ultotal, (void)ulnow;
+        struct response *rsp = arg;
+        if (rm_cancelled(rsp->cancel)) {
+                rsp->cancelled = true;
+                return 1;
+        }
+        if (rsp->status == 200 && rsp->max && dltotal > 0 && (uint64_t)dltotal > rsp->max) {
+                rsp->too_big = true;
+                return 1;
+        }
+        return 0;
+}
+
+/* One request, no redirect followed. with_auth: send the registry's credentials. */
+static int http_once(struct rm_registry *r, const char *url, const char *accept, bool with_auth,
+                     struct response *rsp, char **location, struct rm_error **err)
 {
         CURL *c = curl_easy_init();
         if (c == NULL)
@@ -184,10 +221,10 @@ static int http_get(struct rm_registry *r, const char *url, const char *accept, 
         if (accept)
                 hdrs = curl_slist_append(hdrs, accept);
         cleanup_free char *bearer = NULL;
-        if (use_auth && r->token) {
+        if (with_auth && r->token) {
                 bearer = xasprintf("Authorization: Bearer %s", r->token);
                 hdrs = curl_slist_append(hdrs, bearer);
-        } else if (use_auth && r->basic && r->username) {
+        } else if (with_auth && r->basic && r->username) {
                 curl_easy_setopt(c, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
                 curl_easy_setopt(c, CURLOPT_USERNAME, r->username);
                 curl_easy_setopt(c, CURLOPT_PASSWORD, r->password);
@@ -196,10 +233,8 @@ static int http_get(struct rm_registry *r, const char *url, const char *accept, 
         curl_easy_setopt(c, CURLOPT_URL, url);
         curl_easy_setopt(c, CURLOPT_OPENSOCKETFUNCTION, open_cloexec_socket);
         curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
-        curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
-        curl_easy_setopt(c, CURLOPT_MAXREDIRS, 5L);
+        curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
         curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-        curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
         curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
         curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 15L);
         /* A stalled transfer (under 1 KiB/s for a minute) is given up. */
@@ -209,23 +244,79 @@ static int http_get(struct rm_registry *r, const char *url, const char *accept, 
         curl_easy_setopt(c, CURLOPT_HEADERDATA, rsp);
         curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
         curl_easy_setopt(c, CURLOPT_WRITEDATA, rsp);
+        curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+        curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
+        curl_easy_setopt(c, CURLOPT_XFERINFODATA, rsp);
         curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
         curl_easy_setopt(c, CURLOPT_USERAGENT,
                          "remora/"
                          "0.1");
+        rsp->cancel = r->cancel;
         CURLcode rc = curl_easy_perform(c);
         curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &rsp->status);
+        char *loc = NULL;
+        if (rc == CURLE_OK && rsp->status >= 300 && rsp->status < 400 &&
+            curl_easy_getinfo(c, CURLINFO_REDIRECT_URL, &loc) == CURLE_OK && loc)
+                *location = xstrdup(loc);
         curl_easy_cleanup(c);
         curl_slist_free_all(hdrs);
+        if (rsp->cancelled)
+                return rm__cancel_check(r->cancel, err);
         if (rc == CURLE_OK)
                 return 0;
+        if (rsp->write_err) {
+                if (err) {
+                        rm_error_free(*err);
+                        *err = steal_pointer(&rsp->write_err);
+                }
+                return -1;
+        }
         if (rsp->too_big)
                 return rm_error_set(err, RM_INVALID_ARGUMENT, "%s: larger than %zu bytes", url,
                                     rsp->max);
-        if (rsp->write_failed)
-                return rm_error_sys(err, "%s: writing the download", url);
         return rm_error_set(err, RM_UNAVAILABLE, "%s: %s", url,
                             *errbuf ? errbuf : curl_easy_strerror(rc));
+}
+
+/* GET url, following up to five redirects by hand so that each hop is checked: plain
+ * HTTP only to hosts allowed it, credentials only to the host first asked and never in
+ * the clear to a host not allowed plain HTTP. */
+static int http_get(struct rm_registry *r, const char *url, const char *accept, bool use_auth,
+                    struct response *rsp, struct rm_error **err)
+{
+        bool https0;
+        cleanup_free char *host0 = NULL;
+        if (rm__url_split(url, &https0, &host0) < 0)
+                return rm_error_set(err, RM_INVALID_ARGUMENT, "%s is not an http(s) URL", url);
+        cleanup_free char *cur = xstrdup(url);
+        for (int hop = 0;; hop++) {
+                bool https;
+                cleanup_free char *host = NULL;
+                if (rm__url_split(cur, &https, &host) < 0)
+                        return rm_error_set(err, RM_UNAVAILABLE,
+                                            "%s: redirected to %.200s, not an http(s) URL", url,
+                                            cur);
+                bool plain_ok = rm__host_plain_ok(r->insecure, host);
+                if (hop > 0 && !https && !plain_ok)
+                        return rm_error_set(err, RM_UNAVAILABLE,
+                                            "%s: redirected to plain HTTP at %s, which is neither "
+                                            "loopback nor in image.insecure_registries",
+                                            url, host);
+                bool same = strcmp(host, host0) == 0 && https == https0;
+                bool auth = use_auth && same && (https || plain_ok);
+                cleanup_free char *next = NULL;
+                free(rsp->mem);
+                rsp->mem = NULL;
+                rsp->len = 0;
+                if (http_once(r, cur, accept, auth, rsp, &next, err) < 0)
+                        return -1;
+                if (next == NULL)
+                        return 0;
+                if (hop == 5)
+                        return rm_error_set(err, RM_UNAVAILABLE, "%s: more than 5 redirects", url);
+                free(cur);
+                cur = steal_pointer(&next);
+        }
 }
 
 /* One parameter of a WWW-Authenticate challenge: realm="..." -> value. */
@@ -336,6 +427,16 @@ static int get_authed(struct rm_registry *r, const char *url, const char *accept
 int rm__registry_manifest(struct rm_registry *r, const char *reference, size_t max, char **body,
                           size_t *len, char **media_type, char **digest, struct rm_error **err)
 {
+        /* A tag ([A-Za-z0-9_][A-Za-z0-9_.-]{0,127}) or a digest: nothing that can change
+         * the URL's path. */
+        size_t n = strlen(reference);
+        bool tag = n > 0 && n <= 128 && reference[0] != '.' && reference[0] != '-' &&
+                   strspn(reference, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                     "0123456789_.-") == n;
+        if (!tag && !rm__digest_ok(reference))
+                return rm_error_set(err, RM_INVALID_ARGUMENT,
+                                    "manifest reference \"%.80s\" is neither a tag nor a digest",
+                                    reference);
         cleanup_free char *url =
             xasprintf("%s/v2/%s/manifests/%s", r->endpoint, r->repo, reference);
         struct response rsp = {.fd = -1, .max = max};
@@ -345,7 +446,7 @@ int rm__registry_manifest(struct rm_registry *r, const char *reference, size_t m
         }
         char d[72];
         rm__sha256_of(rsp.mem ? rsp.mem : "", rsp.len, d);
-        if (strncmp(reference, "sha256:", 7) == 0 && strcmp(reference, d) != 0) {
+        if (!tag && strcmp(reference, d) != 0) {
                 response_release(&rsp);
                 return rm_error_set(err, RM_DATA_LOSS,
                                     "manifest %s@%s: the registry sent content with digest %s",
@@ -361,30 +462,35 @@ int rm__registry_manifest(struct rm_registry *r, const char *reference, size_t m
         return 0;
 }
 
-int rm__registry_blob(struct rm_registry *r, const char *digest, int64_t size, const char *path,
-                      struct rm_error **err)
+int rm__registry_blob(struct rm_registry *r, const char *what, const char *digest, int64_t size,
+                      int fd, struct rm__space *space, struct rm_error **err)
 {
+        if (rm__digest_check(digest, what, err) < 0)
+                return -1;
+        if (size < 0)
+                return rm_error_set(err, RM_INVALID_ARGUMENT, "%s has no size", what);
         cleanup_free char *url = xasprintf("%s/v2/%s/blobs/%s", r->endpoint, r->repo, digest);
-        cleanup_close int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-        if (fd < 0)
-                return rm_error_sys(err, "create %s", path);
         struct rm_sha256 h;
         rm__sha256_init(&h);
-        struct response rsp = {.fd = fd, .hash = &h};
+        /* One byte over the declared size is enough to know it lies. */
+        struct response rsp = {.fd = fd, .hash = &h, .space = space, .max = (size_t)size + 1};
         int rc = get_authed(r, url, NULL, &rsp, err);
         char got[72];
         rm__sha256_final(&h, got);
-        if (rc == 0 && size >= 0 && (int64_t)rsp.len != size)
+        if (rc < 0 && rsp.too_big)
                 rc = rm_error_set(err, RM_DATA_LOSS,
-                                  "blob %s: the registry sent %zu bytes, the manifest says %lld",
-                                  digest, rsp.len, (long long)size);
+                                  "%s: the registry sent more than the %lld bytes %s.size "
+                                  "declares; the download was cut off",
+                                  digest, (long long)size, what);
+        if (rc == 0 && (int64_t)rsp.len != size)
+                rc = rm_error_set(err, RM_DATA_LOSS,
+                                  "%s: the registry sent %zu bytes, %s.size declares %lld", digest,
+                                  rsp.len, what, (long long)size);
         if (rc == 0 && strcmp(got, digest) != 0)
-                rc = rm_error_set(err, RM_DATA_LOSS,
-                                  "blob %s: the registry sent content with digest %s", digest, got);
+                rc = rm_error_set(err, RM_DATA_LOSS, "%s: the registry sent content with digest %s",
+                                  digest, got);
         if (rc == 0 && fsync(fd) < 0)
-                rc = rm_error_sys(err, "fsync %s", path);
+                rc = rm_error_sys(err, "fsync blob %s", digest);
         response_release(&rsp);
-        if (rc < 0)
-                unlink(path);
         return rc;
 }

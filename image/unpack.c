@@ -25,6 +25,7 @@
 
 #include "image_internal.h"
 #include "remora/cleanup.h"
+#include "remora/crashpoint.h"
 #include "remora/xalloc.h"
 
 #define WHITEOUT_PREFIX ".wh."
@@ -123,8 +124,7 @@ static int open_parent(int rootfd, const char *entry, const char *parent, struct
         return fd;
 }
 
-/* Remove name below dirfd, recursively if it is a directory (within the layer). */
-static int remove_at(int dir, const char *name)
+int rm__remove_at(int dir, const char *name)
 {
         if (unlinkat(dir, name, 0) == 0 || errno == ENOENT)
                 return 0;
@@ -142,7 +142,7 @@ static int remove_at(int dir, const char *name)
         int rc = 0;
         while ((e = readdir(d)) && rc == 0) {
                 if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
-                        rc = remove_at(dirfd(d), e->d_name);
+                        rc = rm__remove_at(dirfd(d), e->d_name);
         }
         closedir(d);
         return rc < 0 ? -1 : unlinkat(dir, name, AT_REMOVEDIR);
@@ -187,8 +187,14 @@ static int set_meta(int parent, const char *name, struct archive_entry *e, bool 
         return 0;
 }
 
+/* What an unpack is held to. */
+struct limits {
+        struct rm__space *space;
+        const struct rm_cancel *cancel;
+};
+
 static int write_file(struct archive *a, int parent, const char *name, const char *entry,
-                      int64_t size, struct rm_error **err)
+                      int64_t size, struct limits *lim, struct rm_error **err)
 {
         cleanup_close int fd =
             openat(parent, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
@@ -199,6 +205,9 @@ static int write_file(struct archive *a, int parent, const char *name, const cha
         la_int64_t off;
         int r;
         while ((r = archive_read_data_block(a, &buf, &len, &off)) == ARCHIVE_OK) {
+                if (rm__cancel_check(lim->cancel, err) < 0 ||
+                    rm__space_take(lim->space, len, err) < 0)
+                        return rm_error_wrap(err, "layer entry %s", entry);
                 if (pwrite(fd, buf, len, off) != (ssize_t)len)
                         return rm_error_sys(err, "layer entry %s: write", entry);
         }
@@ -213,7 +222,7 @@ static int write_file(struct archive *a, int parent, const char *name, const cha
 
 static int make_whiteout(int parent, const char *name, const char *entry, struct rm_error **err)
 {
-        if (remove_at(parent, name) < 0)
+        if (rm__remove_at(parent, name) < 0)
                 return rm_error_sys(err, "layer entry %s: remove what it whites out", entry);
         if (mknodat(parent, name, S_IFCHR | 0000, makedev(0, 0)) < 0)
                 return rm_error_sys(err, "layer entry %s: create the whiteout", entry);
@@ -250,12 +259,12 @@ static int hardlink(int rootfd, int parent, const char *name, const char *entry,
                                     "layer entry %s is a hardlink to %s, which is not a file of "
                                     "this layer",
                                     entry, target_raw);
-        if (remove_at(parent, name) < 0 || linkat(fd, "", parent, name, AT_EMPTY_PATH) < 0)
+        if (rm__remove_at(parent, name) < 0 || linkat(fd, "", parent, name, AT_EMPTY_PATH) < 0)
                 return rm_error_sys(err, "layer entry %s: link to %s", entry, target_raw);
         return 0;
 }
 
-static int unpack_entry(struct archive *a, struct archive_entry *e, int rootfd,
+static int unpack_entry(struct archive *a, struct archive_entry *e, int rootfd, struct limits *lim,
                         struct rm_error **err)
 {
         const char *raw = archive_entry_pathname(e);
@@ -266,6 +275,9 @@ static int unpack_entry(struct archive *a, struct archive_entry *e, int rootfd,
                 return -1;
         if (*path == '\0')
                 return 0; /* the layer's root itself */
+        /* Every entry costs an inode and at least a block, data or not. */
+        if (rm__cancel_check(lim->cancel, err) < 0 || rm__space_take(lim->space, 4096, err) < 0)
+                return rm_error_wrap(err, "layer entry %s", raw);
         char *slash = strrchr(path, '/');
         const char *name = slash ? slash + 1 : path;
         cleanup_free char *parent_path =
@@ -291,17 +303,17 @@ static int unpack_entry(struct archive *a, struct archive_entry *e, int rootfd,
         if (type == AE_IFDIR) {
                 struct stat st;
                 if (fstatat(parent, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISDIR(st.st_mode) &&
-                    remove_at(parent, name) < 0)
+                    rm__remove_at(parent, name) < 0)
                         return rm_error_sys(err, "layer entry %s: replace", raw);
                 if (mkdirat(parent, name, 0755) < 0 && errno != EEXIST)
                         return rm_error_sys(err, "layer entry %s: mkdir", raw);
                 return set_meta(parent, name, e, false, raw, err);
         }
-        if (remove_at(parent, name) < 0)
+        if (rm__remove_at(parent, name) < 0)
                 return rm_error_sys(err, "layer entry %s: replace", raw);
         switch (type) {
         case AE_IFREG:
-                if (write_file(a, parent, name, raw, archive_entry_size(e), err) < 0)
+                if (write_file(a, parent, name, raw, archive_entry_size(e), lim, err) < 0)
                         return -1;
                 break;
         case AE_IFLNK: {
@@ -327,12 +339,10 @@ static int unpack_entry(struct archive *a, struct archive_entry *e, int rootfd,
         return set_meta(parent, name, e, false, raw, err);
 }
 
-int rm__layer_unpack(const char *blob_path, const char *dir, char diff_id[72],
-                     struct rm_error **err)
+int rm__layer_unpack(int blob_fd, int dir_fd, const char *name, struct rm__space *space,
+                     const struct rm_cancel *cancel, char diff_id[72], struct rm_error **err)
 {
-        cleanup_close int rootfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (rootfd < 0)
-                return rm_error_sys(err, "open layer directory %s", dir);
+        struct limits lim = {.space = space, .cancel = cancel};
         struct feed *f = xzalloc(sizeof(*f));
         f->outer = archive_read_new();
         archive_read_support_filter_all(f->outer);
@@ -342,36 +352,37 @@ int rm__layer_unpack(const char *blob_path, const char *dir, char diff_id[72],
         archive_read_support_format_tar(inner);
         archive_read_support_format_gnutar(inner);
         int rc = 0;
-        if (archive_read_open_filename(f->outer, blob_path, 1 << 16) != ARCHIVE_OK ||
+        if (archive_read_open_fd(f->outer, blob_fd, 1 << 16) != ARCHIVE_OK ||
             archive_read_next_header(f->outer, &raw_entry) != ARCHIVE_OK) {
-                rc = rm_error_set(err, RM_INVALID_ARGUMENT, "layer %s: %s", blob_path,
+                rc = rm_error_set(err, RM_INVALID_ARGUMENT, "layer %s: %s", name,
                                   archive_error_string(f->outer));
         }
         if (rc == 0) {
                 rm__sha256_init(&f->hash);
                 if (archive_read_open(inner, f, NULL, feed_read, NULL) != ARCHIVE_OK)
                         rc = rm_error_set(err, RM_INVALID_ARGUMENT, "layer %s is not a tar: %s",
-                                          blob_path, archive_error_string(inner));
+                                          name, archive_error_string(inner));
                 struct archive_entry *e;
-                while (rc == 0) {
+                for (size_t n = 0; rc == 0; n++) {
                         int r = archive_read_next_header(inner, &e);
                         if (r == ARCHIVE_EOF)
                                 break;
                         if (r < ARCHIVE_WARN) {
-                                rc = rm_error_set(err, RM_INVALID_ARGUMENT, "layer %s: %s",
-                                                  blob_path,
+                                rc = rm_error_set(err, RM_INVALID_ARGUMENT, "layer %s: %s", name,
                                                   f->err ? f->err : archive_error_string(inner));
                                 break;
                         }
-                        rc = unpack_entry(inner, e, rootfd, err);
+                        rc = unpack_entry(inner, e, dir_fd, &lim, err);
+                        if (n == 0)
+                                rm_crashpoint("pull.layer_partial");
                 }
                 /* What follows the tar's end (padding) still counts for the diff ID. */
                 const void *unused;
                 while (rc == 0 && feed_read(inner, f, &unused) > 0)
-                        ;
+                        if (rm__cancel_check(cancel, err) < 0)
+                                rc = -1;
                 if (rc == 0 && f->err)
-                        rc = rm_error_set(err, RM_INVALID_ARGUMENT, "layer %s: %s", blob_path,
-                                          f->err);
+                        rc = rm_error_set(err, RM_INVALID_ARGUMENT, "layer %s: %s", name, f->err);
                 rm__sha256_final(&f->hash, diff_id);
         }
         archive_read_free(inner);
