@@ -175,6 +175,12 @@ class Daemon:
 
     def cleanup(self):
         try:
+            if self.proc and self.proc.poll() not in (None, 0, -signal.SIGKILL,
+                                                      -signal.SIGTERM):
+                # It died by itself (a crash, a sanitizer report): show why before the
+                # directory and its log go.
+                print("remorad exited with %s; the end of its log:\n%s" % (
+                    self.proc.returncode, self.read_log()[-20000:]))
             self.stop(signal.SIGKILL)
         finally:
             shutil.rmtree(self.base, ignore_errors=True)
