@@ -706,3 +706,10 @@ const char *rm_image_service_dir(const struct rm_image_service *svc)
 {
         return svc->dir;
 }
+
+void rm_image_service_counters(struct rm_image_service *svc, uint64_t *blob_bytes,
+                               uint64_t *layers_unpacked)
+{
+        *blob_bytes = atomic_load(&svc->blob_bytes);
+        *layers_unpacked = atomic_load(&svc->layers_unpacked);
+}

@@ -150,6 +150,7 @@ int rm__remove_at(int dirfd, const char *name);
 /* ---- the service's state ---- */
 
 #include <pthread.h>
+#include <stdatomic.h>
 
 /* One image: its record (kept in memory; the meta store holds the same). */
 struct rm_img {
@@ -171,7 +172,9 @@ struct rm_image_service {
         pthread_cond_t done;          /* a blob or layer in flight finished */
         struct rm_img **imgs;
         size_t n;
-        struct json_object *inflight; /* digests and chain IDs being fetched or unpacked */
+        struct json_object *inflight;         /* digests and chain IDs being fetched or unpacked */
+        atomic_uint_fast64_t blob_bytes;      /* for /metrics: bytes of blobs fetched */
+        atomic_uint_fast64_t layers_unpacked; /* for /metrics */
         /* Whether a container uses an image (rm_image_service_set_in_use); NULL: whether
          * an overlay mount uses its layers. */
         rm_image_in_use_fn in_use;

@@ -130,6 +130,7 @@ static int fetch_blob(struct pull *p, const char *what, const char *digest, int6
                 rc = rm_error_sys(err, "store blob %s", digest);
         if (rc == 0) {
                 fsync(svc->blobs_fd);
+                atomic_fetch_add(&svc->blob_bytes, (uint64_t)size);
                 rm_crashpoint("pull.blob_written");
         }
         if (rc < 0 && fd >= 0)
@@ -185,6 +186,7 @@ static int do_layer(struct pull *p, size_t i, struct rm_error **err)
                 rc = rm_error_sys(err, "store layer %s", chain);
         if (rc == 0) {
                 fsync(svc->layers_fd);
+                atomic_fetch_add(&svc->layers_unpacked, 1);
                 rm_crashpoint("pull.layer_unpacked");
         }
         if (made && rm__remove_at(svc->tmp_fd, tmp) < 0)

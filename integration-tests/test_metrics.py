@@ -22,6 +22,8 @@ FAMILIES = {
     "remora_images": "gauge",
     "remora_image_pulls": "counter",
     "remora_image_pull_duration_seconds": "histogram",
+    "remora_image_pull_bytes": "counter",
+    "remora_image_layers_unpacked": "counter",
     "remora_pod_network_setup_duration_seconds": "histogram",
     "remora_pod_network_teardown_duration_seconds": "histogram",
     "remora_process_resident_memory_bytes": "gauge",
@@ -131,6 +133,9 @@ def test_counters_move_with_a_lifecycle(mdaemon, image_ref, tmp_path):  # noqa: 
     assert during.value("remora_images") == 1
     assert during.value("remora_image_pulls_total", result="OK") == 1
     assert during.value("remora_image_pull_duration_seconds_count") == 1
+    # the busybox layer and the config: at least the layer's bytes
+    assert during.value("remora_image_pull_bytes_total") > 100_000
+    assert during.value("remora_image_layers_unpacked_total") == 1
     assert during.value("remora_pod_network_setup_duration_seconds_count") == \
         before.value("remora_pod_network_setup_duration_seconds_count") + 1
     # Stream* calls count under their own name

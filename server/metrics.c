@@ -154,6 +154,15 @@ static void write_images(struct rm_daemon *d, FILE *out)
         rm_metrics_family(out, "remora_image_pulls_total", "counter",
                           "PullImage calls answered, by result (gRPC status code).");
         write_codes(out, "remora_image_pulls_total", "result", d->counters.pulls);
+        uint64_t bytes = 0, layers = 0;
+        if (d->images)
+                rm_image_service_counters(d->images, &bytes, &layers);
+        rm_metrics_family(out, "remora_image_pull_bytes_total", "counter",
+                          "Bytes of blobs (layers, configs) fetched from registries.");
+        rm_metrics_sample(out, "remora_image_pull_bytes_total", NULL, (double)bytes);
+        rm_metrics_family(out, "remora_image_layers_unpacked_total", "counter",
+                          "Layers unpacked into the image store.");
+        rm_metrics_sample(out, "remora_image_layers_unpacked_total", NULL, (double)layers);
         rm_metrics_family(out, "remora_image_pull_duration_seconds", "histogram",
                           "How long PullImage took, failed pulls included.");
         rm_metrics_histo(out, "remora_image_pull_duration_seconds", NULL,

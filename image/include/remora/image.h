@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <json-c/json.h>
 
 #include "api.pb-c.h"
@@ -41,6 +42,11 @@ struct rm_image_service;
 struct rm_image_service *rm_image_service_open(const char *root, struct json_object *section,
                                                struct rm_store *store, struct rm_error **err);
 void rm_image_service_close(struct rm_image_service *svc);
+
+/* For /metrics: bytes of blobs (layers and configs) fetched from registries, and layers
+ * unpacked, since start. */
+void rm_image_service_counters(struct rm_image_service *svc, uint64_t *blob_bytes,
+                               uint64_t *layers_unpacked);
 
 /* The directory holding blobs, layers and image records. */
 const char *rm_image_service_dir(const struct rm_image_service *svc);
