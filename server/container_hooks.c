@@ -54,6 +54,13 @@ static int rootfs_unmount(void *ctx, const char *image_id, const char *dir, cons
         return rm_image_unmount(d->images, target, err);
 }
 
+static int image_layers(void *ctx, const char *image_id, struct rm_arena *a, char ***dirs,
+                        size_t *n, struct rm_error **err)
+{
+        struct rm_daemon *d = ctx;
+        return rm_image_layer_dirs(d->images, image_id, a, dirs, n, err);
+}
+
 static char *exit_file(const struct rm_daemon *d, const char *id)
 {
         return xasprintf("%s/%s", d->exit_dir, id);
@@ -233,6 +240,7 @@ void rm__container_ops(struct rm_daemon *d, struct rm_container_ops *ops)
         ops->image_lookup = image_lookup;
         ops->rootfs_mount = rootfs_mount;
         ops->rootfs_unmount = rootfs_unmount;
+        ops->image_layers = image_layers;
         ops->create = create;
         ops->start = start;
         ops->kill = kill_ctr;
