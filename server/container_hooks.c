@@ -38,6 +38,13 @@ static int image_lookup(void *ctx, const char *ref, struct rm_arena *a, struct r
         return 0;
 }
 
+static int image_layers(void *ctx, const char *image_id, struct rm_arena *a, char ***dirs,
+                        size_t *n, struct rm_error **err)
+{
+        struct rm_daemon *d = ctx;
+        return rm_image_layer_dirs(d->images, image_id, a, dirs, n, err);
+}
+
 static int rootfs_mount(void *ctx, const char *image_id, const char *dir, const char *target,
                         struct rm_error **err)
 {
@@ -52,13 +59,6 @@ static int rootfs_unmount(void *ctx, const char *image_id, const char *dir, cons
         (void)dir;
         struct rm_daemon *d = ctx;
         return rm_image_unmount(d->images, target, err);
-}
-
-static int image_layers(void *ctx, const char *image_id, struct rm_arena *a, char ***dirs,
-                        size_t *n, struct rm_error **err)
-{
-        struct rm_daemon *d = ctx;
-        return rm_image_layer_dirs(d->images, image_id, a, dirs, n, err);
 }
 
 static char *exit_file(const struct rm_daemon *d, const char *id)
