@@ -15,6 +15,7 @@
 #include "manager_internal.h"
 #include "remora/answers.h"
 #include "remora/cleanup.h"
+#include "remora/crashpoint.h"
 #include "remora/fsutil.h"
 #include "remora/log.h"
 #include "remora/pbcanon.h"
@@ -161,6 +162,14 @@ static struct json_object *json_mounts(const Runtime__V1__ContainerConfig *cfg)
                                        json_object_new_string(m->host_path ? m->host_path : ""));
                 json_object_object_add(o, "readonly", json_object_new_boolean(m->readonly));
                 json_object_object_add(o, "propagation", json_object_new_int(m->propagation));
+                if (m->image && m->image->image && *m->image->image) {
+                        json_object_object_add(o, "image", json_object_new_string(m->image->image));
+                        json_object_object_add(
+                            o, "image_sub_path",
+                            json_object_new_string(m->image_sub_path ? m->image_sub_path : ""));
+                        /* An image volume is read-only whatever the request said. */
+                        json_object_object_add(o, "readonly", json_object_new_boolean(true));
+                }
                 json_object_array_add(a, o);
         }
         return a;
@@ -174,43 +183,6 @@ static bool name_valid(const char *s)
         return n > 0 && n <= 253 &&
                strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
                          "0123456789-_.") == n;
-}
-
-/* The stop signal of a CRI Signal enum value, 0 for the runtime default. */
-static int cri_signal(Runtime__V1__Signal s)
-{
-        const ProtobufCEnumValue *v =
-            protobuf_c_enum_descriptor_get_value(&runtime__v1__signal__descriptor, (int)s);
-        if (v == NULL || s == RUNTIME__V1__SIGNAL__RUNTIME_DEFAULT)
-                return 0;
-        static const struct {
-                const char *name;
-                int sig;
-        } table[] = {{"SIGHUP", SIGHUP},   {"SIGINT", SIGINT},     {"SIGQUIT", SIGQUIT},
-                     {"SIGKILL", SIGKILL}, {"SIGUSR1", SIGUSR1},   {"SIGUSR2", SIGUSR2},
-                     {"SIGTERM", SIGTERM}, {"SIGWINCH", SIGWINCH}, {"SIGPWR", SIGPWR},
-                     {"SIGSTOP", SIGSTOP}, {"SIGCONT", SIGCONT}};
-        for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++) {
-                if (strcmp(v->name, table[i].name) == 0)
-                        return table[i].sig;
-        }
-        return 0;
-}
-
-/* The image's STOPSIGNAL ("SIGQUIT", "QUIT" or "3"); 0 when unset or unknown. */
-static int image_signal(const char *s)
-{
-        if (s == NULL || *s == '\0')
-                return 0;
-        if (strspn(s, "0123456789") == strlen(s))
-                return atoi(s) > 0 && atoi(s) < 65 ? atoi(s) : 0;
-        const char *name = strncmp(s, "SIG", 3) == 0 ? s + 3 : s;
-        for (int sig = 1; sig < 32; sig++) {
-                const char *abbrev = sigabbrev_np(sig);
-                if (abbrev && strcmp(abbrev, name) == 0)
-                        return sig;
-        }
-        return 0;
 }
 
 /* What a failed create must undo, in reverse order of doing. */
@@ -230,7 +202,8 @@ static void rollback(struct rm_container_manager *mgr, const char *id, const str
                 rm_error_free(e);
                 e = NULL;
         }
-        if (u->dirs && (rm_remove_tree(p->bundle, &e) < 0 || rm_remove_tree(p->dir, &e) < 0)) {
+        if (u->dirs && (rm__imgvol_unmount_all(p->bundle, &e) < 0 ||
+                        rm_remove_tree(p->bundle, &e) < 0 || rm_remove_tree(p->dir, &e) < 0)) {
                 rm_log_warn("container %s: undoing a failed create: %s", id, e->msg);
                 rm_error_free(e);
         }
@@ -274,10 +247,16 @@ static int build_and_create(struct rm_container_manager *mgr, struct ctr *c,
         const char *ref = cfg->image ? cfg->image->image : NULL;
         if (ref == NULL || *ref == '\0')
                 return rm_error_set(err, RM_INVALID_ARGUMENT, "config.image.image is empty");
+        int stop_signal = 0;
+        if (rm__stop_signal_from_cri(cfg->stop_signal, &stop_signal, err) < 0)
+                return -1;
         struct rm_ctr_image img;
         memset(&img, 0, sizeof(img));
         if (mgr->ops.image_lookup(mgr->ops.ctx, ref, a, &img, err) < 0)
                 return rm_error_wrap(err, "config.image.image");
+        /* The container's stop signal overrides the image's (KEP-4960). */
+        if (stop_signal == 0)
+                stop_signal = rm__stop_signal_from_image(img.config.stop_signal);
 
         /* The container's PID namespace: its own, the host's, the pod's or a target's. */
         const Runtime__V1__LinuxContainerSecurityContext *sc =
@@ -331,8 +310,13 @@ static int build_and_create(struct rm_container_manager *mgr, struct ctr *c,
                 if (rm_rootfs_mkdir(p->rootfs, img.volumes[i], 0755, err) < 0)
                         return rm_error_wrap(err, "image volume %s", img.volumes[i]);
         }
+        /* Image volumes are mounted under the bundle; the spec binds them read-only. */
+        const Runtime__V1__ContainerConfig *eff = cfg;
+        cleanup_json struct json_object *vols = json_object_new_array();
+        if (rm__imgvol_prepare(mgr, p->bundle, cfg, a, &eff, vols, err) < 0)
+                return -1;
         cleanup_json struct json_object *spec =
-            rm_spec_build(c->id, cfg, &img.config, &pod.spec, &mgr->host, p->rootfs, err);
+            rm_spec_build(c->id, eff, &img.config, &pod.spec, &mgr->host, p->rootfs, err);
         if (spec == NULL)
                 return -1;
         cleanup_free char *config = xasprintf("%s/config.json", p->bundle);
@@ -359,9 +343,9 @@ static int build_and_create(struct rm_container_manager *mgr, struct ctr *c,
         c->gid = (uint32_t)json_object_get_int64(gid);
         rm__replace_str(&c->log_path, log);
         rm__replace_str(&c->cgroup_path, cgpath ? json_object_get_string(cgpath) : "");
-        c->stop_signal = cri_signal(cfg->stop_signal);
-        if (c->stop_signal == 0)
-                c->stop_signal = image_signal(img.config.stop_signal);
+        c->stop_signal = stop_signal;
+        json_object_put(c->image_volumes);
+        c->image_volumes = json_object_get(vols);
         pthread_mutex_unlock(&mgr->lock);
         return 0;
 }
@@ -414,6 +398,7 @@ static struct ctr *reserve(struct rm_container_manager *mgr,
         c->labels = json_map(cfg->n_labels, (void *const *)cfg->labels);
         c->annotations = json_map(cfg->n_annotations, (void *const *)cfg->annotations);
         c->mounts = json_mounts(cfg);
+        c->image_volumes = json_object_new_array();
         c->cgroup_path = xstrdup("");
         c->resources = rm__resources_to_json(cfg->linux ? cfg->linux->resources : NULL);
         c->state = RUNTIME__V1__CONTAINER_STATE__CONTAINER_CREATED;
@@ -508,8 +493,11 @@ int rm_containers_create(struct rm_container_manager *mgr,
         pthread_mutex_lock(&c->op);
         c->created_at = rm__now_ns();
         int rc = build_and_create(mgr, c, req, &p, &u, a, err);
-        if (rc == 0)
+        if (rc == 0) {
+                /* Everything is mounted, nothing recorded: the start-up sweep's case. */
+                rm_crashpoint("container.create.before_record");
                 rc = rm__ctr_save(mgr, c, err);
+        }
         if (rc < 0)
                 rollback(mgr, c->id, &p, &u);
         pthread_mutex_unlock(&c->op);
@@ -729,6 +717,8 @@ int rm_containers_remove(struct rm_container_manager *mgr, const char *id, struc
         if (rc == 0 && *c->image_id &&
             mgr->ops.rootfs_unmount(mgr->ops.ctx, c->image_id, p.dir, p.rootfs, err) < 0)
                 rc = rm_error_wrap(err, "remove container %s", c->id);
+        if (rc == 0 && rm__imgvol_unmount_all(p.bundle, err) < 0)
+                rc = rm_error_wrap(err, "remove container %s", c->id);
         if (rc == 0 && (rm_remove_tree(p.bundle, err) < 0 || rm_remove_tree(p.dir, err) < 0))
                 rc = -1;
         if (rc == 0)
@@ -781,6 +771,23 @@ Runtime__V1__ListContainersResponse *rm_containers_list(struct rm_container_mana
         }
         pthread_mutex_unlock(&mgr->lock);
         return r;
+}
+
+bool rm_containers_use_image(struct rm_container_manager *mgr, const char *image_id)
+{
+        bool used = false;
+        pthread_mutex_lock(&mgr->lock);
+        for (size_t i = 0; i < mgr->n && !used; i++) {
+                const struct ctr *c = mgr->ctrs[i];
+                used = c->image_id && strcmp(c->image_id, image_id) == 0;
+                size_t n = c->image_volumes ? json_object_array_length(c->image_volumes) : 0;
+                for (size_t k = 0; k < n && !used; k++)
+                        used = strcmp(json_object_get_string(
+                                          json_object_array_get_idx(c->image_volumes, k)),
+                                      image_id) == 0;
+        }
+        pthread_mutex_unlock(&mgr->lock);
+        return used;
 }
 
 char **rm_containers_of_pod(struct rm_container_manager *mgr, const char *pod_id)
@@ -846,6 +853,10 @@ static void sweep_orphans(struct rm_container_manager *mgr, const char *dir, boo
                 if (bundles) {
                         cleanup_free char *rootfs = xasprintf("%s/rootfs", path);
                         umount2(rootfs, MNT_DETACH); /* may not be mounted: fine */
+                        cleanup_error struct rm_error *vol_err = NULL;
+                        if (rm__imgvol_unmount_all(path, &vol_err) < 0)
+                                rm_log_warn("leftover of container %s: %s", e->d_name,
+                                            vol_err->msg);
                         cleanup_error struct rm_error *ignored = NULL;
                         mgr->ops.delete(mgr->ops.ctx, e->d_name, true, &ignored);
                 }

@@ -22,7 +22,11 @@ struct ctr {
         uint64_t request_hash; /* of the CreateContainer request, for identical retries */
         struct json_object *labels;
         struct json_object *annotations;
-        struct json_object *mounts; /* [{container_path, host_path, readonly, propagation}] */
+        struct json_object *mounts; /* [{container_path, host_path, readonly, propagation,
+                                       image, image_sub_path}] */
+        /* IDs of the images mounted as image volumes (Mount.image), each once: the image
+         * service counts them as users of those images, as it counts image_id. */
+        struct json_object *image_volumes;
         Runtime__V1__ContainerState state;
         int64_t created_at;
         int64_t started_at;
@@ -139,6 +143,26 @@ Runtime__V1__Container *rm__ctr_summary(const struct ctr *c, struct rm_arena *a)
 bool rm__ctr_matches(const struct ctr *c, const Runtime__V1__ContainerFilter *f);
 /* Shared with stats.c. */
 Runtime__V1__ContainerMetadata *rm__ctr_metadata(const struct ctr *c, struct rm_arena *a);
+
+/* Image volumes (imgvol.c). prepare checks every mount's image fields (INVALID_ARGUMENT
+ * naming mounts[i].image_sub_path and the like), mounts each image volume read-only
+ * under bundle and points *out at a copy of cfg (in the arena) whose image mounts are
+ * read-only binds of the prepared paths; the images' IDs are added to ids. On failure
+ * what it mounted stays under bundle: unmount_all removes every image volume mount
+ * there (also those a crash left). */
+int rm__imgvol_prepare(struct rm_container_manager *mgr, const char *bundle,
+                       const Runtime__V1__ContainerConfig *cfg, struct rm_arena *a,
+                       const Runtime__V1__ContainerConfig **out, struct json_object *ids,
+                       struct rm_error **err);
+int rm__imgvol_unmount_all(const char *bundle, struct rm_error **err);
+
+/* Stop signals (stopsig.c). from_cri: the signal of a CRI Signal enum value, *sig 0 for
+ * RUNTIME_DEFAULT, INVALID_ARGUMENT naming config.stop_signal for a value it does not
+ * know. from_image: the image's STOPSIGNAL ("SIGQUIT", "QUIT", "3", "SIGRTMIN+2"), 0 when
+ * unset or unknown. to_cri: the enum value of a signal (0 meaning SIGTERM). */
+int rm__stop_signal_from_cri(int value, int *sig, struct rm_error **err);
+int rm__stop_signal_from_image(const char *s);
+int rm__stop_signal_to_cri(int sig);
 
 /* Bounds on what a request puts into the record (limits.c): INVALID_ARGUMENT naming the
  * field. field prefixes the resources' field names ("config.linux.resources"). */

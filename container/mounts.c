@@ -202,13 +202,14 @@ static int add_request_mount(struct json_object *list, const Runtime__V1__Mount 
                 return rm_error_set(err, RM_INVALID_ARGUMENT,
                                     "mounts[%zu].container_path \"%s\" must be an absolute path", i,
                                     dest ? dest : "");
+        /* The manager mounts image volumes and hands them here as read-only binds. */
+        if (m->image && m->image->image && *m->image->image)
+                return rm_error_set(err, RM_INTERNAL,
+                                    "mounts[%zu].image: the image volume was not prepared", i);
         if (m->host_path == NULL || m->host_path[0] != '/')
                 return rm_error_set(err, RM_INVALID_ARGUMENT,
                                     "mounts[%zu].host_path \"%s\" must be an absolute path", i,
                                     m->host_path ? m->host_path : "");
-        if (m->image && m->image->image && *m->image->image)
-                return rm_error_set(err, RM_INVALID_ARGUMENT,
-                                    "mounts[%zu]: image volumes are not supported by remora", i);
         /* Resolve symlinks on the host now: runc would follow them at start, after any
          * check made here, and a missing source is better refused by name. */
         char real[PATH_MAX];

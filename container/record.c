@@ -27,6 +27,9 @@ struct json_object *rm__ctr_to_json(const struct ctr *c)
         json_object_object_add(o, "labels", json_object_get(c->labels));
         json_object_object_add(o, "annotations", json_object_get(c->annotations));
         json_object_object_add(o, "mounts", json_object_get(c->mounts));
+        json_object_object_add(o, "image_volumes",
+                               c->image_volumes ? json_object_get(c->image_volumes)
+                                                : json_object_new_array());
         json_object_object_add(o, "state", json_object_new_int(c->state));
         json_object_object_add(o, "created_at", json_object_new_int64(c->created_at));
         json_object_object_add(o, "started_at", json_object_new_int64(c->started_at));
@@ -225,6 +228,12 @@ struct ctr *rm__ctr_from_json(const char *id, struct json_object *doc, struct rm
         c->labels = obj(&r, "labels", json_type_object);
         c->annotations = obj(&r, "annotations", json_type_object);
         c->mounts = obj(&r, "mounts", json_type_array);
+        /* Records written before image volumes existed have none. */
+        struct json_object *vols = NULL;
+        c->image_volumes = json_object_object_get_ex(doc, "image_volumes", &vols) &&
+                                   json_object_is_type(vols, json_type_array)
+                               ? json_object_get(vols)
+                               : json_object_new_array();
         c->state = (Runtime__V1__ContainerState)num(&r, "state");
         c->created_at = num(&r, "created_at");
         c->started_at = num(&r, "started_at");
@@ -262,6 +271,7 @@ void rm__ctr_free(struct ctr *c)
         json_object_put(c->labels);
         json_object_put(c->annotations);
         json_object_put(c->mounts);
+        json_object_put(c->image_volumes);
         free(c->cgroup_path);
         json_object_put(c->resources);
         free(c->reason);

@@ -44,6 +44,12 @@ static Runtime__V1__Mount **mounts(const struct ctr *c, struct rm_arena *a, size
                         pm->readonly = json_object_get_boolean(v);
                 if (json_object_object_get_ex(m, "propagation", &v))
                         pm->propagation = json_object_get_int(v);
+                if (json_object_object_get_ex(m, "image", &v)) {
+                        pm->image = rm_arena_alloc(a, sizeof(*pm->image));
+                        runtime__v1__image_spec__init(pm->image);
+                        pm->image->image = rm_arena_strdup(a, json_object_get_string(v));
+                        pm->image_sub_path = rm_arena_strdup(a, jstr(m, "image_sub_path"));
+                }
                 out[i] = pm;
         }
         return out;
@@ -99,6 +105,7 @@ Runtime__V1__ContainerStatusResponse *rm__ctr_status(const struct rm_container_m
         s->mounts = mounts(c, a, &s->n_mounts);
         s->log_path = rm_arena_strdup(a, c->log_path);
         s->user = user(c, a);
+        s->stop_signal = rm__stop_signal_to_cri(c->stop_signal);
         if (c->resources) {
                 s->resources = rm_arena_alloc(a, sizeof(*s->resources));
                 runtime__v1__container_resources__init(s->resources);

@@ -543,6 +543,30 @@ int rm_image_mount(struct rm_image_service *svc, const char *id, const char *dir
         return 0;
 }
 
+int rm_image_layer_dirs(struct rm_image_service *svc, const char *id, struct rm_arena *a,
+                        char ***dirs, size_t *n, struct rm_error **err)
+{
+        pthread_mutex_lock(&svc->lock);
+        struct rm_img *m = rm__img_find_locked(svc, id);
+        if (m == NULL) {
+                pthread_mutex_unlock(&svc->lock);
+                return rm_error_set(err, RM_NOT_FOUND, "image %s is not pulled", id);
+        }
+        struct json_object *chain = jget(m->doc, "chain");
+        size_t k = json_object_array_length(chain);
+        *n = k ? k : 1;
+        *dirs = (char **)rm_arena_ptrs(a, *n + 1);
+        if (k == 0)
+                (*dirs)[0] = rm_arena_printf(a, "%s/empty", svc->layers);
+        /* Top layer first, as overlayfs's lowerdir lists them. */
+        for (size_t i = 0; i < k; i++)
+                (*dirs)[i] = rm_arena_printf(
+                    a, "%s/%s", svc->layers,
+                    json_object_get_string(json_object_array_get_idx(chain, k - 1 - i)) + 7);
+        pthread_mutex_unlock(&svc->lock);
+        return 0;
+}
+
 int rm_image_unmount(struct rm_image_service *svc, const char *target, struct rm_error **err)
 {
         (void)svc;

@@ -38,6 +38,13 @@ static int image_lookup(void *ctx, const char *ref, struct rm_arena *a, struct r
         return 0;
 }
 
+static int image_layers(void *ctx, const char *image_id, struct rm_arena *a, char ***dirs,
+                        size_t *n, struct rm_error **err)
+{
+        struct rm_daemon *d = ctx;
+        return rm_image_layer_dirs(d->images, image_id, a, dirs, n, err);
+}
+
 static int rootfs_mount(void *ctx, const char *image_id, const char *dir, const char *target,
                         struct rm_error **err)
 {
@@ -248,6 +255,7 @@ void rm__container_ops(struct rm_daemon *d, struct rm_container_ops *ops)
         ops->image_lookup = image_lookup;
         ops->rootfs_mount = rootfs_mount;
         ops->rootfs_unmount = rootfs_unmount;
+        ops->image_layers = image_layers;
         ops->create = create;
         ops->start = start;
         ops->kill = kill_ctr;

@@ -68,6 +68,10 @@ struct rm_container_ops {
                             struct rm_error **err);
         int (*rootfs_unmount)(void *ctx, const char *image_id, const char *dir, const char *target,
                               struct rm_error **err);
+        /* The unpacked layer directories of a pulled image, top first, for an image
+         * volume; NOT_FOUND when not pulled. May be NULL: image volumes are refused. */
+        int (*image_layers)(void *ctx, const char *image_id, struct rm_arena *a, char ***dirs,
+                            size_t *n, struct rm_error **err);
         /* The pod a container joins, by ID or unique prefix; NOT_FOUND when there is none.
          * out->spec.pod_id is the pod's full ID. */
         int (*pod_lookup)(void *ctx, const char *pod_id, struct rm_arena *a, struct rm_ctr_pod *out,
@@ -211,6 +215,11 @@ int rm_containers_pod_usage(struct rm_container_manager *mgr, const struct rm_cg
  * for the first sample of that key. */
 bool rm_containers_cpu_rate(struct rm_container_manager *mgr, const char *key, int64_t now_ns,
                             uint64_t usage_ns, uint64_t *nano_cores);
+
+/* Whether any container (in whatever state, one being created included) uses image_id:
+ * as its root filesystem (image_id) or as an image volume (the record's image_volumes).
+ * RemoveImage keeps such an image's layers until the last user is removed. */
+bool rm_containers_use_image(struct rm_container_manager *mgr, const char *image_id);
 
 /* IDs of the containers in pod_id (for pod stop/remove); a malloc'd NULL-terminated
  * array. */

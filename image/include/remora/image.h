@@ -115,4 +115,11 @@ int rm_image_mount(struct rm_image_service *svc, const char *id, const char *dir
                    const char *target, struct rm_error **err);
 int rm_image_unmount(struct rm_image_service *svc, const char *target, struct rm_error **err);
 
+/* The unpacked layer directories of pulled image id, top layer first (one empty
+ * directory for an image without layers), in the arena; NOT_FOUND when not pulled. They
+ * are read-only to every caller: an image volume mounts them as an overlay without an
+ * upper directory. */
+int rm_image_layer_dirs(struct rm_image_service *svc, const char *id, struct rm_arena *a,
+                        char ***dirs, size_t *n, struct rm_error **err);
+
 #endif

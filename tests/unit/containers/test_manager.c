@@ -414,6 +414,53 @@ static void test_lifecycle(void **state)
         rm_arena_free(a);
 }
 
+/* ContainerConfig.stop_signal overrides the image's STOPSIGNAL, the status reports the
+ * one in effect, and a value outside the CRI enum is refused by name. */
+static void test_stop_signal_from_config(void **state)
+{
+        struct world *w = *state;
+        static const struct {
+                Runtime__V1__Signal cri;
+                int sig;
+        } cases[] = {
+            {RUNTIME__V1__SIGNAL__SIGUSR1, SIGUSR1},   {RUNTIME__V1__SIGNAL__SIGIOT, SIGABRT},
+            {RUNTIME__V1__SIGNAL__SIGRTMIN, 34},       {RUNTIME__V1__SIGNAL__SIGRTMINPLUS2, 36},
+            {RUNTIME__V1__SIGNAL__SIGRTMAXMINUS1, 63}, {RUNTIME__V1__SIGNAL__SIGRTMAX, 64},
+        };
+        struct rm_arena *a = rm_arena_new();
+        struct rm_error *err = NULL;
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                struct request r;
+                char name[16];
+                snprintf(name, sizeof(name), "sig%zu", i);
+                request_init(&r, name, "t");
+                r.cfg.stop_signal = cases[i].cri;
+                cleanup_free char *id = create(w, &r);
+                Runtime__V1__ContainerStatus *s = status(w, id, a);
+                /* SIGIOT is reported by its primary name, SIGABRT. */
+                assert_int_equal(s->stop_signal, cases[i].cri == RUNTIME__V1__SIGNAL__SIGIOT
+                                                     ? RUNTIME__V1__SIGNAL__SIGABRT
+                                                     : cases[i].cri);
+                assert_int_equal(rm_containers_start(w->mgr, id, &err), 0);
+                assert_int_equal(rm_containers_stop(w->mgr, id, 10, NULL, &err), 0);
+                assert_int_equal(F.last_signal, cases[i].sig);
+                assert_int_equal(rm_containers_remove(w->mgr, id, &err), 0);
+        }
+        /* Unset: the image's SIGQUIT. */
+        struct request r;
+        request_init(&r, "fromimage", "t");
+        cleanup_free char *id = create(w, &r);
+        assert_int_equal(status(w, id, a)->stop_signal, RUNTIME__V1__SIGNAL__SIGQUIT);
+
+        request_init(&r, "bad", "t");
+        r.cfg.stop_signal = (Runtime__V1__Signal)999;
+        char *bad = NULL;
+        assert_int_equal(rm_containers_create(w->mgr, &r.req, &bad, &err), -1);
+        expect_code(&err, RM_INVALID_ARGUMENT, "config.stop_signal 999");
+        assert_null(bad);
+        rm_arena_free(a);
+}
+
 static void test_stop_escalates_to_sigkill(void **state)
 {
         struct world *w = *state;
@@ -728,6 +775,7 @@ int main(void)
         const struct CMUnitTest tests[] = {
             cmocka_unit_test_setup_teardown(test_lifecycle, setup, teardown),
             cmocka_unit_test_setup_teardown(test_stop_escalates_to_sigkill, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_stop_signal_from_config, setup, teardown),
             cmocka_unit_test_setup_teardown(test_exit_noticed_without_a_call, setup, teardown),
             cmocka_unit_test_setup_teardown(test_names_and_retries, setup, teardown),
             cmocka_unit_test_setup_teardown(test_stop_before_start, setup, teardown),
