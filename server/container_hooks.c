@@ -66,14 +66,7 @@ bool rm__image_in_use(void *ctx, const char *image_id)
         struct rm_daemon *d = ctx;
         if (d->containers == NULL)
                 return true; /* not known yet: keep everything */
-        struct rm_arena *a = rm_arena_new();
-        Runtime__V1__ListContainersResponse *l = rm_containers_list(d->containers, NULL, a);
-        bool used = false;
-        for (size_t i = 0; i < l->n_containers && !used; i++)
-                used =
-                    l->containers[i]->image_id && strcmp(l->containers[i]->image_id, image_id) == 0;
-        rm_arena_free(a);
-        return used;
+        return rm_containers_use_image(d->containers, image_id);
 }
 
 static char *exit_file(const struct rm_daemon *d, const char *id)
