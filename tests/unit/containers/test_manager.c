@@ -455,7 +455,7 @@ static void test_stop_signal_from_config(void **state)
         request_init(&r, "bad", "t");
         r.cfg.stop_signal = (Runtime__V1__Signal)999;
         char *bad = NULL;
-        assert_int_equal(rm_containers_create(w->mgr, &r.req, &bad, &err), -1);
+        assert_int_equal(rm_containers_create(w->mgr, &r.req, NULL, &bad, &err), -1);
         expect_code(&err, RM_INVALID_ARGUMENT, "config.stop_signal 999");
         assert_null(bad);
         rm_arena_free(a);
