@@ -33,9 +33,12 @@ static bool refresh_exit_locked(struct rm_container_manager *mgr, struct ctr *c)
         pthread_mutex_lock(&mgr->lock);
         Runtime__V1__ContainerState state = c->state;
         pid_t pid = c->pid;
+        bool starting = c->starting;
         pthread_mutex_unlock(&mgr->lock);
         if (state == RUNTIME__V1__CONTAINER_STATE__CONTAINER_EXITED)
                 return true;
+        if (starting)
+                return false; /* StartContainer looks again once it has said STARTED */
         if (state != RUNTIME__V1__CONTAINER_STATE__CONTAINER_RUNNING &&
             (state != RUNTIME__V1__CONTAINER_STATE__CONTAINER_CREATED || pid == 0))
                 return false; /* a created container is in the runtime only once started */

@@ -604,17 +604,34 @@ int rm_containers_start(struct rm_container_manager *mgr, const char *id, struct
                                   protobuf_c_enum_descriptor_get_value(
                                       &runtime__v1__container_state__descriptor, state)
                                       ->name);
-        } else if (runtime_create_start(mgr, c, &started, err) < 0) {
-                rc = -1;
         } else {
+                /* An exit is not recorded while the start is under way (the watcher would
+                 * announce STOPPED before STARTED, and the start then overwrite EXITED);
+                 * a quick exit is picked up right after STARTED instead. */
                 pthread_mutex_lock(&mgr->lock);
-                c->state = RUNTIME__V1__CONTAINER_STATE__CONTAINER_RUNNING;
-                c->started_at = started;
+                c->starting = true;
                 pthread_mutex_unlock(&mgr->lock);
-                rc = rm__ctr_save(mgr, c, err);
-                if (rc == 0)
-                        rm__ctr_emit(mgr, c->id, c->pod_id,
-                                     RUNTIME__V1__CONTAINER_EVENT_TYPE__CONTAINER_STARTED_EVENT);
+                if (runtime_create_start(mgr, c, &started, err) < 0) {
+                        rc = -1;
+                        pthread_mutex_lock(&mgr->lock);
+                        c->starting = false;
+                        pthread_mutex_unlock(&mgr->lock);
+                } else {
+                        /* exit_lock: no exit is recorded until STARTED is out. */
+                        pthread_mutex_lock(&mgr->exit_lock);
+                        pthread_mutex_lock(&mgr->lock);
+                        c->state = RUNTIME__V1__CONTAINER_STATE__CONTAINER_RUNNING;
+                        c->started_at = started;
+                        c->starting = false;
+                        pthread_mutex_unlock(&mgr->lock);
+                        rc = rm__ctr_save(mgr, c, err);
+                        if (rc == 0)
+                                rm__ctr_emit(
+                                    mgr, c->id, c->pod_id,
+                                    RUNTIME__V1__CONTAINER_EVENT_TYPE__CONTAINER_STARTED_EVENT);
+                        pthread_mutex_unlock(&mgr->exit_lock);
+                        rm__ctr_refresh_exit(mgr, c);
+                }
         }
         pthread_mutex_unlock(&c->op);
         rm__ctr_put(mgr, c);

@@ -44,6 +44,7 @@ struct ctr {
 
         /* Not persisted. */
         bool creating;        /* reserved by a CreateContainer still in progress */
+        bool starting;        /* a StartContainer is between runc create and RUNNING */
         bool removed;         /* gone from the index; freed when the last reference drops */
         bool runtime_deleted; /* exited and already deleted from the runtime */
         int refs;

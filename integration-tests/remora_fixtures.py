@@ -179,8 +179,12 @@ class Daemon:
                                                       -signal.SIGTERM):
                 # It died by itself (a crash, a sanitizer report): show why before the
                 # directory and its log go.
+                try:
+                    log = self.read_log()[-20000:]
+                except OSError as e:  # a test sharing the directory already removed it
+                    log = str(e)
                 print("remorad exited with %s; the end of its log:\n%s" % (
-                    self.proc.returncode, self.read_log()[-20000:]))
+                    self.proc.returncode, log))
             self.stop(signal.SIGKILL)
         finally:
             shutil.rmtree(self.base, ignore_errors=True)

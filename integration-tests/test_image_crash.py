@@ -82,17 +82,18 @@ def test_kill_at_each_pull_step(make_daemon, monkeypatch, point):
 
 
 def test_startup_sweep_keeps_what_any_record_names(make_daemon):
-    """The sweep reads every image record, whatever else it says: a record flagged as
-    removed (as a "removed but still in use" image would be) keeps its layer and config
-    blob; a layer, blob and temporary file no record names are removed and logged."""
+    """The sweep reads every image record, whatever else it says: a record with flags this
+    version does not know keeps its layer and config blob; a layer, blob and temporary
+    file no record names are removed and logged. (A record flagged "removed" that no
+    container uses is dropped at start with its layers: see test_client_rules.py.)"""
     d = make_daemon().start()
     d.stop()
     images = os.path.join(d.root, "images")
     kept_id, kept_chain = "1" * 64, "2" * 64
     with open(os.path.join(images, kept_id + ".json"), "w") as f:
         json.dump({"id": "sha256:" + kept_id, "chain": ["sha256:" + kept_chain], "size": 1,
-                   "config": {}, "repo_tags": [], "repo_digests": [], "removed": True,
-                   "hidden": True}, f)
+                   "config": {}, "repo_tags": [], "repo_digests": [],
+                   "hidden": True, "from_a_later_version": True}, f)
     os.makedirs(os.path.join(images, "layers", kept_chain, "etc"))
     open(os.path.join(images, "blobs", kept_id), "w").close()
     os.makedirs(os.path.join(images, "layers", "3" * 64, "bin"))
