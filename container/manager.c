@@ -213,6 +213,7 @@ static int image_signal(const char *s)
 struct undo {
         bool dirs;
         bool mounted;
+        bool idmapped; /* bind sources under <bundle>/idmap */
         const char *image_id;
 };
 
@@ -220,6 +221,8 @@ static void rollback(struct rm_container_manager *mgr, const char *id, const str
                      const struct undo *u)
 {
         struct rm_error *e = NULL;
+        if (u->idmapped)
+                rm__ctr_userns_release(p->bundle);
         if (u->mounted &&
             mgr->ops.rootfs_unmount(mgr->ops.ctx, u->image_id, p->dir, p->rootfs, &e) < 0) {
                 rm_log_warn("container %s: undoing a failed create: %s", id, e->msg);
@@ -316,7 +319,8 @@ static int build_and_create(struct rm_container_manager *mgr, struct ctr *c,
         cleanup_free char *log = log_path_for(pod.log_directory, cfg->log_path, err);
         if (log == NULL)
                 return -1;
-        if (mgr->ops.rootfs_mount(mgr->ops.ctx, img.id, p->dir, p->rootfs, err) < 0)
+        if (mgr->ops.rootfs_mount(mgr->ops.ctx, img.id, p->dir, p->rootfs, pod.spec.userns, err) <
+            0)
                 return rm_error_wrap(err, "mount the root filesystem of image %s", img.id);
         u->mounted = true;
         u->image_id = rm_arena_strdup(a, img.id);
@@ -331,6 +335,11 @@ static int build_and_create(struct rm_container_manager *mgr, struct ctr *c,
             rm_spec_build(c->id, cfg, &img.config, &pod.spec, &mgr->host, p->rootfs, err);
         if (spec == NULL)
                 return -1;
+        if (pod.spec.userns) {
+                u->idmapped = true;
+                if (rm__ctr_userns_prepare(spec, p->bundle, pod.spec.userns, err) < 0)
+                        return -1;
+        }
         cleanup_free char *config = xasprintf("%s/config.json", p->bundle);
         if (json_object_to_file_ext(config, spec, JSON_C_TO_STRING_PLAIN) < 0)
                 return rm_error_set(err, RM_INTERNAL, "write %s: %s", config,
@@ -672,6 +681,8 @@ int rm_containers_remove(struct rm_container_manager *mgr, const char *id, struc
         if (rc == 0 && *c->image_id &&
             mgr->ops.rootfs_unmount(mgr->ops.ctx, c->image_id, p.dir, p.rootfs, err) < 0)
                 rc = rm_error_wrap(err, "remove container %s", c->id);
+        if (rc == 0)
+                rm__ctr_userns_release(p.bundle);
         if (rc == 0 && (rm_remove_tree(p.bundle, err) < 0 || rm_remove_tree(p.dir, err) < 0))
                 rc = -1;
         if (rc == 0)
@@ -788,6 +799,7 @@ static void sweep_orphans(struct rm_container_manager *mgr, const char *dir, boo
                 if (bundles) {
                         cleanup_free char *rootfs = xasprintf("%s/rootfs", path);
                         umount2(rootfs, MNT_DETACH); /* may not be mounted: fine */
+                        rm__ctr_userns_release(path);
                         cleanup_error struct rm_error *ignored = NULL;
                         mgr->ops.delete(mgr->ops.ctx, e->d_name, true, &ignored);
                 }

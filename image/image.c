@@ -1,5 +1,6 @@
 /* The image store: records and the in-memory index, the CRI views of images, removal
  * with layer garbage collection, filesystem usage, and root filesystems for containers. */
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +16,7 @@
 #include "remora/cleanup.h"
 #include "remora/confsect.h"
 #include "remora/fsutil.h"
+#include "remora/idmap.h"
 #include "remora/log.h"
 #include "remora/xalloc.h"
 
@@ -416,14 +418,52 @@ int rm_image_lookup(struct rm_image_service *svc, const char *ref, struct rm_are
         return 0;
 }
 
+/* Undo the idmapped layer mounts under <dir>/idmap; missing is fine. */
+static void idmap_release(const char *dir)
+{
+        cleanup_free char *base = xasprintf("%s/idmap", dir);
+        cleanup_dir DIR *d = opendir(base);
+        struct dirent *e;
+        while (d && (e = readdir(d))) {
+                if (e->d_name[0] == '.')
+                        continue;
+                cleanup_free char *path = xasprintf("%s/%s", base, e->d_name);
+                if (umount2(path, MNT_DETACH) < 0 && errno != EINVAL && errno != ENOENT)
+                        rm_log_warn("unmount %s: %s", path, strerror(errno));
+                rmdir(path);
+        }
+        rmdir(base);
+}
+
+/* Attach layer (a directory) through an idmapped mount at <dir>/idmap/<n>; the path
+ * to use as a lower directory, or NULL and *err. */
+static char *idmap_layer(const char *layer, const char *dir, size_t n,
+                         const struct rm_image_idmap *idmap, struct rm_error **err)
+{
+        char *at = xasprintf("%s/idmap/%zu", dir, n);
+        if (rm_mkdir_p(at, 0700, err) < 0 ||
+            rm_idmap_mount(layer, at, idmap->userns_fd, false, err) < 0) {
+                free(at);
+                return NULL;
+        }
+        return at;
+}
+
 int rm_image_mount(struct rm_image_service *svc, const char *id, const char *dir,
-                   const char *target, struct rm_error **err)
+                   const char *target, const struct rm_image_idmap *idmap, struct rm_error **err)
 {
         cleanup_free char *upper = xasprintf("%s/upper", dir);
         cleanup_free char *work = xasprintf("%s/work", dir);
         if (rm_mkdir_p(upper, 0755, err) < 0 || rm_mkdir_p(work, 0700, err) < 0 ||
             rm_mkdir_p(target, 0755, err) < 0)
                 return -1;
+        /* The upper and work directories are not idmapped: overlayfs works in them with
+         * the mounter's (host root's) IDs, which an idmapped mount cannot represent (the
+         * overlay would come up read-only). They belong to the namespace's root instead,
+         * so what the container writes is owned by its mapped IDs on the host. */
+        if (idmap &&
+            (chown(upper, idmap->uid, idmap->gid) < 0 || chown(work, idmap->uid, idmap->gid) < 0))
+                return rm_error_sys(err, "give %s to the pod's user namespace root", dir);
         pthread_mutex_lock(&svc->lock);
         struct rm_img *m = rm__img_find_locked(svc, id);
         if (m == NULL) {
@@ -433,33 +473,53 @@ int rm_image_mount(struct rm_image_service *svc, const char *id, const char *dir
         /* lowerdir lists the top layer first. */
         struct json_object *chain = jget(m->doc, "chain");
         size_t n = json_object_array_length(chain);
-        size_t cap = 64 + strlen(upper) + strlen(work) + (n + 1) * (strlen(svc->layers) + 72);
+        size_t count = n ? n : 1;
+        char **layers = xzalloc(sizeof(char *) * count);
+        if (n == 0)
+                layers[0] = xasprintf("%s/empty", svc->layers);
+        for (size_t i = 0; i < n; i++)
+                layers[n - 1 - i] =
+                    xasprintf("%s/%s", svc->layers,
+                              json_object_get_string(json_object_array_get_idx(chain, i)) + 7);
+        pthread_mutex_unlock(&svc->lock);
+        int rc = 0;
+        for (size_t i = 0; idmap && i < count && rc == 0; i++) {
+                char *at = idmap_layer(layers[i], dir, i, idmap, err);
+                free(layers[i]);
+                layers[i] = at;
+                if (at == NULL)
+                        rc = rm_error_wrap(err, "layer %zu of image %s", count - i, id);
+        }
+        size_t cap = 64 + strlen(upper) + strlen(work);
+        for (size_t i = 0; i < count; i++)
+                cap += (layers[i] ? strlen(layers[i]) : 0) + 1;
         cleanup_free char *opts = xzalloc(cap);
         strcat(opts, "lowerdir=");
-        if (n == 0) {
-                strcat(opts, svc->layers);
-                strcat(opts, "/empty");
-        }
-        for (size_t i = n; i-- > 0;) {
-                strcat(opts, svc->layers);
-                strcat(opts, "/");
-                strcat(opts, json_object_get_string(json_object_array_get_idx(chain, i)) + 7);
-                if (i > 0)
+        for (size_t i = 0; i < count; i++) {
+                if (layers[i])
+                        strcat(opts, layers[i]);
+                if (i + 1 < count)
                         strcat(opts, ":");
+                free(layers[i]);
         }
-        pthread_mutex_unlock(&svc->lock);
+        free(layers);
         size_t len = strlen(opts);
         snprintf(opts + len, cap - len, ",upperdir=%s,workdir=%s", upper, work);
-        if (mount("overlay", target, "overlay", 0, opts) < 0)
-                return rm_error_sys(err, "mount the root filesystem of image %s at %s", id, target);
-        return 0;
+        if (rc == 0 && mount("overlay", target, "overlay", 0, opts) < 0)
+                rc = rm_error_sys(err, "mount the root filesystem of image %s at %s", id, target);
+        if (rc < 0 && idmap)
+                idmap_release(dir);
+        return rc;
 }
 
-int rm_image_unmount(struct rm_image_service *svc, const char *target, struct rm_error **err)
+int rm_image_unmount(struct rm_image_service *svc, const char *dir, const char *target,
+                     struct rm_error **err)
 {
         (void)svc;
         if (umount2(target, MNT_DETACH) < 0 && errno != EINVAL && errno != ENOENT)
                 return rm_error_sys(err, "unmount %s", target);
+        if (dir)
+                idmap_release(dir);
         return 0;
 }
 

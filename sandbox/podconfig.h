@@ -3,6 +3,8 @@
 #define REMORA_SANDBOX_PODCONFIG_H
 
 #include <stdbool.h>
+#include <stddef.h>
+#include <json-c/json.h>
 
 #include "api.pb-c.h"
 #include "remora/error.h"
@@ -21,5 +23,10 @@ int rm__sysctl_check(const char *key, const char *value, bool host_net, bool hos
 /* Write hostname, hosts and resolv.conf into dir (atomically, each). ip may be NULL. */
 int rm__pod_files_write(const char *dir, const Runtime__V1__PodSandboxConfig *c,
                         const char *hostname, const char *ip, bool host_net, struct rm_error **err);
+
+/* A label or annotation map as a JSON object, and the parts of the config that
+ * PodSandboxStatus' verbose info shows. */
+struct json_object *rm__pod_map_json(size_t n, void *const *entries);
+struct json_object *rm__pod_config_json(const Runtime__V1__PodSandboxConfig *c);
 
 #endif

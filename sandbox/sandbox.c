@@ -26,9 +26,10 @@
 #include "remora/sandbox.h"
 #include "remora/xalloc.h"
 #include "sandbox_internal.h"
+#include "userns.h"
 
-enum { PIN_NET, PIN_IPC, PIN_UTS };
-static const char *const pin_kinds[] = {"netns", "ipcns", "utsns"};
+enum { PIN_NET, PIN_IPC, PIN_UTS, PIN_USER, N_PINS };
+static const char *const pin_kinds[N_PINS] = {"netns", "ipcns", "utsns", "userns"};
 
 static int64_t now_ns(void)
 {
@@ -194,63 +195,9 @@ static uint64_t request_hash(const Runtime__V1__RunPodSandboxRequest *req)
         return rm_pb_canonical_hash((ProtobufCMessage *)&req->base);
 }
 
-static struct json_object *map_json(size_t n, void *const *entries)
-{
-        struct json_object *o = json_object_new_object();
-        for (size_t i = 0; i < n; i++) {
-                const Runtime__V1__PodSandboxConfig__LabelsEntry *e = entries[i];
-                json_object_object_add(o, e->key, json_object_new_string(e->value ? e->value : ""));
-        }
-        return o;
-}
-
-static struct json_object *strings_json(char *const *v, size_t n)
-{
-        struct json_object *a = json_object_new_array();
-        for (size_t i = 0; i < n; i++)
-                json_object_array_add(a, json_object_new_string(v[i]));
-        return a;
-}
-
-/* The parts of the config Status' verbose info shows, as JSON. */
-static struct json_object *config_json(const Runtime__V1__PodSandboxConfig *c)
-{
-        struct json_object *o = json_object_new_object();
-        json_object_object_add(o, "hostname",
-                               json_object_new_string(c->hostname ? c->hostname : ""));
-        json_object_object_add(o, "log_directory",
-                               json_object_new_string(c->log_directory ? c->log_directory : ""));
-        struct json_object *dns = json_object_new_object();
-        if (c->dns_config) {
-                const Runtime__V1__DNSConfig *d = c->dns_config;
-                json_object_object_add(dns, "servers", strings_json(d->servers, d->n_servers));
-                json_object_object_add(dns, "searches", strings_json(d->searches, d->n_searches));
-                json_object_object_add(dns, "options", strings_json(d->options, d->n_options));
-        }
-        json_object_object_add(o, "dns", dns);
-        struct json_object *ports = json_object_new_array();
-        for (size_t i = 0; i < c->n_port_mappings; i++) {
-                const Runtime__V1__PortMapping *p = c->port_mappings[i];
-                struct json_object *m = json_object_new_object();
-                json_object_object_add(m, "protocol", json_object_new_int(p->protocol));
-                json_object_object_add(m, "container_port", json_object_new_int(p->container_port));
-                json_object_object_add(m, "host_port", json_object_new_int(p->host_port));
-                json_object_object_add(m, "host_ip",
-                                       json_object_new_string(p->host_ip ? p->host_ip : ""));
-                json_object_array_add(ports, m);
-        }
-        json_object_object_add(o, "port_mappings", ports);
-        struct json_object *sysctls = json_object_new_object();
-        for (size_t i = 0; c->linux && i < c->linux->n_sysctls; i++)
-                json_object_object_add(sysctls, c->linux->sysctls[i]->key,
-                                       json_object_new_string(c->linux->sysctls[i]->value));
-        json_object_object_add(o, "sysctls", sysctls);
-        return o;
-}
-
 /* What a failed run must undo, in reverse order. */
 struct undo {
-        bool dirs, pins[3], shm, net, infra, cgroup;
+        bool dirs, pins[N_PINS], shm, net, infra, cgroup;
 };
 
 static void warn_undo(struct pod *p, struct rm_error **e)
@@ -271,7 +218,7 @@ static void rollback(struct rm_sandbox_manager *mgr, struct pod *p, const struct
                 warn_undo(p, &e);
         if (u->shm)
                 unmount_shm(s_get(p, "shm"));
-        for (int k = 0; k < 3; k++) {
+        for (int k = 0; k < N_PINS; k++) {
                 if (u->pins[k]) {
                         cleanup_free char *path = pin_path(mgr, k, p->id);
                         rm_pinns_unpin(path);
@@ -288,6 +235,8 @@ static void rollback(struct rm_sandbox_manager *mgr, struct pod *p, const struct
 /* How the pod uses the host's namespaces. */
 struct pod_modes {
         bool host_net, host_ipc, share_pid;
+        bool userns; /* its own user namespace, mapped by uids and gids */
+        struct rm_idrange uids, gids;
 };
 
 static int make_pod(struct rm_sandbox_manager *mgr, struct pod *p,
@@ -305,7 +254,8 @@ static int make_pod(struct rm_sandbox_manager *mgr, struct pod *p,
         cleanup_free char *dir = xasprintf("%s/%s", mgr->dir, p->id);
         cleanup_free char *sdir = xasprintf("%s/%s", mgr->state, p->id);
         cleanup_free char *shm = xasprintf("%s/shm", sdir);
-        bool want[3] = {!m->host_net, !m->host_ipc, !m->host_net};
+        bool want[N_PINS] = {!m->host_net, !m->host_ipc, !m->host_net, m->userns};
+        cleanup_free char *user_pin = want[PIN_USER] ? pin_path(mgr, PIN_USER, p->id) : NULL;
         cleanup_free char *net_pin = want[PIN_NET] ? pin_path(mgr, PIN_NET, p->id) : NULL;
         cleanup_free char *ipc_pin = want[PIN_IPC] ? pin_path(mgr, PIN_IPC, p->id) : NULL;
         cleanup_free char *uts_pin = want[PIN_UTS] ? pin_path(mgr, PIN_UTS, p->id) : NULL;
@@ -314,6 +264,10 @@ static int make_pod(struct rm_sandbox_manager *mgr, struct pod *p,
         u->dirs = true;
 
         struct rm_pinns_request pr = {
+            .user = want[PIN_USER],
+            .uids = m->uids,
+            .gids = m->gids,
+            .user_path = user_pin,
             .net = want[PIN_NET],
             .ipc = want[PIN_IPC],
             .uts = want[PIN_UTS],
@@ -339,16 +293,20 @@ static int make_pod(struct rm_sandbox_manager *mgr, struct pod *p,
                                        rm__pod_resources_json(lc->overhead, lc->resources));
                 pthread_mutex_unlock(&mgr->lock);
         }
-        if (want[PIN_NET] || want[PIN_IPC] || n_sys) {
+        if (want[PIN_NET] || want[PIN_IPC] || want[PIN_USER] || n_sys) {
                 if (rm_pinns_create(&pr, err) < 0)
                         return -1;
-                for (int k = 0; k < 3; k++)
+                for (int k = 0; k < N_PINS; k++)
                         u->pins[k] = want[k];
         }
         pthread_mutex_lock(&mgr->lock);
         s_set(p, "netns", net_pin);
         s_set(p, "ipcns", ipc_pin);
         s_set(p, "utsns", uts_pin);
+        s_set(p, "userns", user_pin);
+        if (m->userns)
+                json_object_object_add(p->doc, "userns_map",
+                                       rm__pod_userns_json(&m->uids, &m->gids));
         s_set(p, "shm", m->host_ipc ? "/dev/shm" : shm);
         s_set(p, "hostname", hostname);
         pthread_mutex_unlock(&mgr->lock);
@@ -391,6 +349,11 @@ static int make_pod(struct rm_sandbox_manager *mgr, struct pod *p,
                     .netns_path = net_pin,
                     .ipcns_path = ipc_pin,
                     .utsns_path = uts_pin,
+                    .userns_path = user_pin,
+                    .uid_host = m->uids.host,
+                    .uid_len = m->uids.len,
+                    .gid_host = m->gids.host,
+                    .gid_len = m->gids.len,
                     .cgroup_parent = c->linux ? c->linux->cgroup_parent : NULL,
                     .hostname = hostname,
                 };
@@ -418,6 +381,13 @@ static int setup_pod(struct rm_sandbox_manager *mgr, struct pod *p,
             .host_ipc = mode_is(ns, 1, RUNTIME__V1__NAMESPACE_MODE__NODE),
             .share_pid = mode_is(ns, 2, RUNTIME__V1__NAMESPACE_MODE__POD),
         };
+        if (rm__pod_userns_parse(ns, &m.userns, &m.uids, &m.gids, err) < 0)
+                return -1;
+        if (m.userns && mgr->hooks.userns_unavailable)
+                return rm_error_set(err, RM_FAILED_PRECONDITION,
+                                    "namespace_options.userns_options mode POD: this host cannot "
+                                    "give pods their own user namespace: %s",
+                                    mgr->hooks.userns_unavailable);
         if (ns && ns->pid == RUNTIME__V1__NAMESPACE_MODE__TARGET)
                 return rm_error_set(err, RM_INVALID_ARGUMENT,
                                     "namespace_options.pid TARGET applies to containers, not pods");
@@ -501,10 +471,11 @@ static struct pod *reserve(struct rm_sandbox_manager *mgr,
         s_set(p, "log_directory", c->log_directory);
         s_set(p, "cgroup_parent", c->linux ? c->linux->cgroup_parent : "");
         set_namespaces(p, c);
-        json_object_object_add(p->doc, "labels", map_json(c->n_labels, (void *const *)c->labels));
+        json_object_object_add(p->doc, "labels",
+                               rm__pod_map_json(c->n_labels, (void *const *)c->labels));
         json_object_object_add(p->doc, "annotations",
-                               map_json(c->n_annotations, (void *const *)c->annotations));
-        json_object_object_add(p->doc, "config", config_json(c));
+                               rm__pod_map_json(c->n_annotations, (void *const *)c->annotations));
+        json_object_object_add(p->doc, "config", rm__pod_config_json(c));
         mgr->pods = xrealloc(mgr->pods, sizeof(*mgr->pods) * (mgr->n + 1));
         mgr->pods[mgr->n++] = p;
         pthread_mutex_unlock(&mgr->lock);
@@ -570,7 +541,7 @@ static int stop_locked(struct rm_sandbox_manager *mgr, struct pod *p, struct rm_
                         return rm_error_wrap(err, "stop pod sandbox %s: network", p->id);
                 note_net_time(mgr, p, "net_teardown_us", t0);
         }
-        for (int k = 0; k < 3; k++) {
+        for (int k = 0; k < N_PINS; k++) {
                 const char *pin = s_get(p, pin_kinds[k]);
                 if (*pin)
                         rm_pinns_unpin(pin);
@@ -681,6 +652,7 @@ static Runtime__V1__LinuxPodSandboxStatus *linux_status(const struct pod *p, str
         opt->network = (Runtime__V1__NamespaceMode)i_get(p, "ns_network");
         opt->pid = (Runtime__V1__NamespaceMode)i_get(p, "ns_pid");
         opt->ipc = (Runtime__V1__NamespaceMode)i_get(p, "ns_ipc");
+        opt->userns_options = rm__pod_userns_status(o_get(p, "userns_map"), a);
         Runtime__V1__Namespace *ns = rm_arena_alloc(a, sizeof(*ns));
         runtime__v1__namespace__init(ns);
         ns->options = opt;
@@ -838,6 +810,14 @@ int rm_sandbox_view(struct rm_sandbox_manager *mgr, const char *id, struct rm_ar
         out->netns_path = or_null(a, s_get(p, "netns"));
         out->ipcns_path = or_null(a, s_get(p, "ipcns"));
         out->utsns_path = or_null(a, s_get(p, "utsns"));
+        out->userns_path = or_null(a, s_get(p, "userns"));
+        struct rm_idrange uids, gids;
+        if (out->userns_path && rm__pod_userns_from_json(o_get(p, "userns_map"), &uids, &gids)) {
+                out->uid_host = uids.host;
+                out->uid_len = uids.len;
+                out->gid_host = gids.host;
+                out->gid_len = gids.len;
+        }
         int infra = (int)i_get(p, "infra_pid");
         out->pidns_path = infra > 0 ? rm_arena_printf(a, "/proc/%d/ns/pid", infra) : NULL;
         out->hostname_file = rm_arena_printf(a, "%s/%s/hostname", mgr->dir, p->id);
@@ -878,7 +858,8 @@ static int load_one(const char *id, struct json_object *doc, const struct rm_err
         json_object_deep_copy(doc, &p->doc, NULL);
         p->state = (Runtime__V1__PodSandboxState)i_get(p, "state");
         /* A ready pod needs its pins; after a reboot (or a lost mount) they are gone. */
-        for (int k = 0; k < 3 && p->state == RUNTIME__V1__POD_SANDBOX_STATE__SANDBOX_READY; k++) {
+        for (int k = 0; k < N_PINS && p->state == RUNTIME__V1__POD_SANDBOX_STATE__SANDBOX_READY;
+             k++) {
                 const char *pin = s_get(p, pin_kinds[k]);
                 if (*pin && !pinned(pin)) {
                         rm_log_warn("pod sandbox %s lost its %s pin %s; marking it NOTREADY", id,
@@ -904,7 +885,7 @@ static bool known(const struct rm_sandbox_manager *mgr, const char *id, bool nee
 /* Pins, shm mounts and directories that no pod owns: left by a crash mid-run. */
 static void sweep(struct rm_sandbox_manager *mgr)
 {
-        for (int k = 0; k < 3; k++) {
+        for (int k = 0; k < N_PINS; k++) {
                 cleanup_dir DIR *d = opendir(mgr->pins[k]);
                 struct dirent *e;
                 while (d && (e = readdir(d))) {
@@ -956,14 +937,14 @@ struct rm_sandbox_manager *rm_sandbox_manager_open(const char *root, const char 
         pthread_mutex_init(&mgr->lock, NULL);
         mgr->dir = xasprintf("%s/sandboxes", root);
         mgr->state = xasprintf("%s/sandboxes", state);
-        for (int k = 0; k < 3; k++)
+        for (int k = 0; k < N_PINS; k++)
                 mgr->pins[k] = xasprintf("%s/%s", state, pin_kinds[k]);
         mgr->store = store;
         if (hooks)
                 mgr->hooks = *hooks;
         int rc =
             rm_mkdir_p(mgr->dir, 0700, err) < 0 || rm_mkdir_p(mgr->state, 0700, err) < 0 ? -1 : 0;
-        for (int k = 0; k < 3 && rc == 0; k++)
+        for (int k = 0; k < N_PINS && rc == 0; k++)
                 rc = rm_mkdir_p(mgr->pins[k], 0700, err);
         if (rc == 0 && rm_store_list(store, POD_KIND, load_one, mgr, err) < 0)
                 rc = -1;
@@ -987,7 +968,7 @@ void rm_sandbox_manager_close(struct rm_sandbox_manager *mgr)
         free(mgr->pods);
         free(mgr->dir);
         free(mgr->state);
-        for (int k = 0; k < 3; k++)
+        for (int k = 0; k < N_PINS; k++)
                 free(mgr->pins[k]);
         pthread_mutex_destroy(&mgr->lock);
         free(mgr);
