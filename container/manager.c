@@ -799,10 +799,12 @@ static void sweep_orphans(struct rm_container_manager *mgr, const char *dir, boo
                 if (bundles) {
                         cleanup_free char *rootfs = xasprintf("%s/rootfs", path);
                         umount2(rootfs, MNT_DETACH); /* may not be mounted: fine */
-                        rm__ctr_userns_release(path);
                         cleanup_error struct rm_error *ignored = NULL;
                         mgr->ops.delete(mgr->ops.ctx, e->d_name, true, &ignored);
                 }
+                /* Idmapped mounts under <path>/idmap: bind sources in a bundle, image
+                 * layers in a container directory (a pod with its own user namespace). */
+                rm__ctr_userns_release(path);
                 cleanup_error struct rm_error *why = NULL;
                 if (rm_remove_tree(path, &why) < 0)
                         rm_log_warn("leftover of container %s: %s", e->d_name, why->msg);

@@ -5,12 +5,15 @@ import fcntl
 import json
 import os
 import re
+import socket
+import time
 
 import grpc
 import pytest
 from google.protobuf import json_format
 
 from ctr_helpers import container_config, create, image_ref, status, wait_until  # noqa: F401
+from test_streaming import Spdy
 
 HOST_ID = 1 << 20  # a multiple of 65536 away from the host's own IDs, as kubelet picks
 LEN = 65536
@@ -255,3 +258,83 @@ def test_unreachable_state_dir_is_failed_precondition(daemon, cri, image_ref, tm
     assert daemon.base in e.value.details()
     remove_pod(cri, pod_id)
     assert not mounts_under(daemon.base + "/")
+
+
+def tcp_get(host, port, timeout=5):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=2) as s:
+                data = b""
+                while True:
+                    chunk = s.recv(100)
+                    if not chunk:
+                        return data
+                    data += chunk
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def test_userns_pod_network_hostport_port_forward_stats(reachable, cri, image_ref,  # noqa: F811
+                                                        tmp_path):
+    cri.call("PullImage", image=cri.message("ImageSpec", image=image_ref), timeout=60)
+    doc = userns_pod("unet", tmp_path)
+    doc["port_mappings"] = [{"protocol": "TCP", "container_port": 8080, "host_port": 18593}]
+    pod_id, pod_cfg = run_pod(cri, doc)
+    cid = create(cri, (pod_id, pod_cfg), container_config(
+        cri, image_ref, "srv", ["/bin/sh", "-c",
+                                "while true; do echo pong-from-userns | nc -l -p 8080; done"]))
+    cri.call("StartContainer", container_id=cid)
+    ip = cri.call("PodSandboxStatus", pod_sandbox_id=pod_id).status.network.ip
+    assert ip
+    assert tcp_get(ip, 8080) == b"pong-from-userns\n"
+    assert tcp_get("127.0.0.1", 18593) == b"pong-from-userns\n"
+
+    url = cri.call("PortForward", pod_sandbox_id=pod_id).url
+    c = Spdy(url, ["portforward.k8s.io"])
+    assert c.status == 101
+    e = c.syn(streamtype="error", port="8080", requestid="0")
+    d = c.syn(streamtype="data", port="8080", requestid="0")
+    assert c.until(lambda: d in c.replied and e in c.replied)
+    assert c.until(lambda: c.data.get(d, b"").endswith(b"pong-from-userns\n"))
+    c.close()
+
+    s = cri.call("PodSandboxStats", pod_sandbox_id=pod_id).stats
+    assert s.attributes.id == pod_id
+    assert [x.attributes.id for x in s.linux.containers] == [cid]
+    cri.call("StopContainer", container_id=cid, timeout=1)
+    cri.call("RemoveContainer", container_id=cid)
+    remove_pod(cri, pod_id)
+
+
+def test_userns_pod_sharing_one_pid_namespace(reachable, cri, image_ref, tmp_path):  # noqa: F811
+    # pid POD (crictl's default, kubelet's shareProcessNamespace): the infra process runs
+    # in the pod's user namespace too, and containers see it.
+    cri.call("PullImage", image=cri.message("ImageSpec", image=image_ref), timeout=60)
+    pod_id, pod_cfg = run_pod(cri, userns_pod("unpid", tmp_path, pid="POD"))
+    cfg = container_config(cri, image_ref, "c", ["/bin/sleep", "1000"],
+                           linux={"security_context": {"namespace_options": {"pid": "POD"}}})
+    cid = create(cri, (pod_id, pod_cfg), cfg)
+    cri.call("StartContainer", container_id=cid)
+    ps = exec_out(cri, cid, ["/bin/ps", "-o", "pid,user,args"])
+    assert "/pause" in ps
+    assert exec_out(cri, cid, ["/bin/cat", "/proc/1/uid_map"]).split()[1] == str(HOST_ID)
+    cri.call("StopContainer", container_id=cid, timeout=1)
+    cri.call("RemoveContainer", container_id=cid)
+    remove_pod(cri, pod_id)
+    assert not mounts_under(reachable.base + "/")
+
+
+def test_image_in_use_by_a_userns_container(reachable, cri, image_ref, tmp_path):  # noqa: F811
+    cri.call("PullImage", image=cri.message("ImageSpec", image=image_ref), timeout=60)
+    pod_id, pod_cfg = run_pod(cri, userns_pod("unimg", tmp_path))
+    cid = create(cri, (pod_id, pod_cfg),
+                 container_config(cri, image_ref, "c", ["/bin/sleep", "1000"]))
+    with pytest.raises(grpc.RpcError) as e:
+        cri.call("RemoveImage", image=cri.message("ImageSpec", image=image_ref))
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    cri.call("RemoveContainer", container_id=cid)
+    remove_pod(cri, pod_id)
+    cri.call("RemoveImage", image=cri.message("ImageSpec", image=image_ref))
