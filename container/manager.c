@@ -14,6 +14,7 @@
 
 #include "manager_internal.h"
 #include "remora/cleanup.h"
+#include "remora/crashpoint.h"
 #include "remora/fsutil.h"
 #include "remora/log.h"
 #include "remora/pbcanon.h"
@@ -339,6 +340,7 @@ static int build_and_create(struct rm_container_manager *mgr, struct ctr *c,
                 u->idmapped = true;
                 if (rm__ctr_userns_prepare(spec, p->bundle, pod.spec.userns, err) < 0)
                         return -1;
+                rm_crashpoint("create.idmapped");
         }
         cleanup_free char *config = xasprintf("%s/config.json", p->bundle);
         if (json_object_to_file_ext(config, spec, JSON_C_TO_STRING_PLAIN) < 0)

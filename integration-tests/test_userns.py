@@ -338,3 +338,35 @@ def test_image_in_use_by_a_userns_container(reachable, cri, image_ref, tmp_path)
     cri.call("RemoveContainer", container_id=cid)
     remove_pod(cri, pod_id)
     cri.call("RemoveImage", image=cri.message("ImageSpec", image=image_ref))
+
+
+@pytest.mark.parametrize("point", ["runp.pinned", "create.idmapped"])
+def test_kill_9_mid_userns_setup_leaves_nothing(make_daemon, image_ref, tmp_path,  # noqa: F811
+                                                monkeypatch, point):
+    d = make_daemon()
+    os.chmod(d.base, 0o711)
+    monkeypatch.setenv("REMORA_CRASH_AT", point)
+    d.start()
+    monkeypatch.delenv("REMORA_CRASH_AT")
+    cri = d.client()
+    cri.call("PullImage", image=cri.message("ImageSpec", image=image_ref), timeout=60)
+    pod_id = None
+    with pytest.raises(grpc.RpcError):
+        pod_id, pod_cfg = run_pod(cri, userns_pod("crash", tmp_path))
+        create(cri, (pod_id, pod_cfg),
+               container_config(cri, image_ref, "c", ["/bin/sleep", "1000"]))
+    d.proc.wait(timeout=10)
+    cri.close()
+    assert mounts_under(d.base + "/"), "the crash point is after the mounts are made"
+    d2 = make_daemon(base=d.base).start()
+    cri = d2.client()
+    try:
+        if pod_id:
+            # The pod was ready before the crash; its containers' leftovers are gone.
+            assert [m for m in mounts_under(d.base + "/") if "/containers/" in m] == []
+            remove_pod(cri, pod_id)
+        wait_until(lambda: not mounts_under(d.base + "/"),
+                   "left after the restart: %s" % mounts_under(d.base + "/"))
+        assert os.listdir(os.path.join(d.state, "userns")) == []
+    finally:
+        cri.close()

@@ -19,6 +19,7 @@
 #include "remora/cleanup.h"
 #include "remora/pbmap.h"
 #include "remora/confsect.h"
+#include "remora/crashpoint.h"
 #include "remora/fsutil.h"
 #include "remora/ids.h"
 #include "remora/log.h"
@@ -298,6 +299,7 @@ static int make_pod(struct rm_sandbox_manager *mgr, struct pod *p,
                         return -1;
                 for (int k = 0; k < N_PINS; k++)
                         u->pins[k] = want[k];
+                rm_crashpoint("runp.pinned");
         }
         pthread_mutex_lock(&mgr->lock);
         s_set(p, "netns", net_pin);
