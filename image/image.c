@@ -264,15 +264,18 @@ Runtime__V1__ImageStatusResponse *rm_image_status(struct rm_image_service *svc, 
 
 /* ---- removal ---- */
 
-/* True when an overlay mount uses the layer directory. */
+/* True when an overlay mount uses the layer directory, or an idmapped mount of it is
+ * attached for one (at <container dir>/idmap/<chain ID>, see rm_image_mount). */
 static bool layer_mounted(const char *layer_dir)
 {
         cleanup_file FILE *f = fopen("/proc/self/mountinfo", "re");
         char *line = NULL;
         size_t cap = 0;
         bool used = false;
+        const char *slash = strrchr(layer_dir, '/');
+        cleanup_free char *idmapped = xasprintf("/idmap%s ", slash ? slash : "/");
         while (f && !used && getline(&line, &cap, f) > 0)
-                used = strstr(line, layer_dir) != NULL;
+                used = strstr(line, layer_dir) != NULL || strstr(line, idmapped) != NULL;
         free(line);
         return used;
 }
@@ -435,12 +438,13 @@ static void idmap_release(const char *dir)
         rmdir(base);
 }
 
-/* Attach layer (a directory) through an idmapped mount at <dir>/idmap/<n>; the path
- * to use as a lower directory, or NULL and *err. */
-static char *idmap_layer(const char *layer, const char *dir, size_t n,
-                         const struct rm_image_idmap *idmap, struct rm_error **err)
+/* Attach layer (a directory) through an idmapped mount at <dir>/idmap/<its name>, the
+ * chain ID: RemoveImage finds the layer in use by that name. The path to use as a lower
+ * directory, or NULL and *err. */
+static char *idmap_layer(const char *layer, const char *dir, const struct rm_image_idmap *idmap,
+                         struct rm_error **err)
 {
-        char *at = xasprintf("%s/idmap/%zu", dir, n);
+        char *at = xasprintf("%s/idmap%s", dir, strrchr(layer, '/'));
         if (rm_mkdir_p(at, 0700, err) < 0 ||
             rm_idmap_mount(layer, at, idmap->userns_fd, false, err) < 0) {
                 free(at);
@@ -484,7 +488,7 @@ int rm_image_mount(struct rm_image_service *svc, const char *id, const char *dir
         pthread_mutex_unlock(&svc->lock);
         int rc = 0;
         for (size_t i = 0; idmap && i < count && rc == 0; i++) {
-                char *at = idmap_layer(layers[i], dir, i, idmap, err);
+                char *at = idmap_layer(layers[i], dir, idmap, err);
                 free(layers[i]);
                 layers[i] = at;
                 if (at == NULL)
