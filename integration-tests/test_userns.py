@@ -289,6 +289,7 @@ def test_userns_pod_network_hostport_port_forward_stats(reachable, cri, image_re
     cri.call("StartContainer", container_id=cid)
     ip = cri.call("PodSandboxStatus", pod_sandbox_id=pod_id).status.network.ip
     assert ip
+    assert exec_out(cri, cid, ["/bin/cat", "/proc/self/uid_map"]).split()[1] == str(HOST_ID)
     assert tcp_get(ip, 8080) == b"pong-from-userns\n"
     assert tcp_get("127.0.0.1", 18593) == b"pong-from-userns\n"
 
@@ -332,6 +333,8 @@ def test_image_in_use_by_a_userns_container(reachable, cri, image_ref, tmp_path)
     pod_id, pod_cfg = run_pod(cri, userns_pod("unimg", tmp_path))
     cid = create(cri, (pod_id, pod_cfg),
                  container_config(cri, image_ref, "c", ["/bin/sleep", "1000"]))
+    # The container's layers are held through idmapped mounts named after them.
+    assert [m for m in mounts_under(os.path.join(reachable.root, "containers", cid, "idmap"))]
     with pytest.raises(grpc.RpcError) as e:
         cri.call("RemoveImage", image=cri.message("ImageSpec", image=image_ref))
     assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
