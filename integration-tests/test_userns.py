@@ -13,7 +13,7 @@ import pytest
 from google.protobuf import json_format
 
 from ctr_helpers import container_config, create, image_ref, status, wait_until  # noqa: F401
-from test_streaming import Spdy
+from test_streaming import STDIN, STDOUT, Spdy, collect, connect, send
 
 HOST_ID = 1 << 20  # a multiple of 65536 away from the host's own IDs, as kubelet picks
 LEN = 65536
@@ -373,3 +373,28 @@ def test_kill_9_mid_userns_setup_leaves_nothing(make_daemon, image_ref, tmp_path
         assert os.listdir(os.path.join(d.state, "userns")) == []
     finally:
         cri.close()
+
+
+def test_userns_attach_and_streaming_exec(reachable, cri, image_ref, tmp_path):  # noqa: F811
+    cri.call("PullImage", image=cri.message("ImageSpec", image=image_ref), timeout=60)
+    pod_id, pod_cfg = run_pod(cri, userns_pod("unatt", tmp_path))
+    cid = create(cri, (pod_id, pod_cfg), container_config(
+        cri, image_ref, "shell", ["/bin/sh"], tty=True, stdin=True))
+    cri.call("StartContainer", container_id=cid)
+    a = connect(cri.call("Attach", container_id=cid, stdin=True, tty=True, stdout=True).url)
+    send(a, STDIN, b"echo uid-$(id -u)-$((40+2))\r")
+    got = b""
+    a.settimeout(10)
+    while b"uid-0-42" not in got:
+        op, data = a.recv_data()
+        assert op != 8, got
+        if data and data[0] == STDOUT:
+            got += data[1:]
+    a.close()
+    e = connect(cri.call("Exec", container_id=cid, cmd=["/bin/cat", "/proc/self/uid_map"],
+                         stdout=True).url)
+    out = collect(e)
+    assert out[STDOUT].split()[1] == str(HOST_ID).encode()
+    cri.call("StopContainer", container_id=cid, timeout=1)
+    cri.call("RemoveContainer", container_id=cid)
+    remove_pod(cri, pod_id)
