@@ -6,6 +6,7 @@ import json
 import os
 import re
 import socket
+import subprocess
 import time
 
 import grpc
@@ -398,3 +399,48 @@ def test_userns_attach_and_streaming_exec(reachable, cri, image_ref, tmp_path): 
     cri.call("StopContainer", container_id=cid, timeout=1)
     cri.call("RemoveContainer", container_id=cid)
     remove_pod(cri, pod_id)
+
+
+def test_bind_source_without_idmapped_mounts_is_failed_precondition(
+        reachable, cri, image_ref, tmp_path):  # noqa: F811
+    # sysfs cannot be idmapped: the container is refused by name, never run without it.
+    cri.call("PullImage", image=cri.message("ImageSpec", image=image_ref), timeout=60)
+    pod_id, pod_cfg = run_pod(cri, userns_pod("unsys", tmp_path))
+    before = len(mounts_under(reachable.base + "/"))
+    with pytest.raises(grpc.RpcError) as e:
+        create(cri, (pod_id, pod_cfg), container_config(
+            cri, image_ref, "c", ["/bin/true"],
+            mounts=[{"container_path": "/k", "host_path": "/sys/kernel/mm"}]))
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "/sys/kernel/mm" in e.value.details()
+    assert "idmapped" in e.value.details()
+    assert len(cri.call("ListContainers").containers) == 0
+    assert len(mounts_under(reachable.base + "/")) == before
+    remove_pod(cri, pod_id)
+
+
+def test_host_without_idmapped_mounts_refuses_userns_pods(make_daemon, tmp_path):
+    # ramfs has no idmapped mounts: with the root directory there, Status says so and a
+    # userns pod is FAILED_PRECONDITION naming the reason; a plain pod still runs.
+    d = make_daemon()
+    root = os.path.join(d.base, "root")
+    os.makedirs(root)
+    subprocess.run(["mount", "-t", "ramfs", "ramfs", root], check=True)
+    try:
+        d.start()
+        cri = d.client()
+        r = cri.call("Status")
+        assert [h.features.user_namespaces for h in r.runtime_handlers] == [False]
+        with pytest.raises(grpc.RpcError) as e:
+            run_pod(cri, userns_pod("noidmap", tmp_path))
+        assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "idmapped" in e.value.details() and root in e.value.details()
+        assert len(cri.call("ListPodSandbox").items) == 0
+        doc = userns_pod("plain", tmp_path)
+        del doc["linux"]["security_context"]["namespace_options"]["userns_options"]
+        pod_id, _ = run_pod(cri, doc)
+        remove_pod(cri, pod_id)
+        cri.close()
+        d.stop()
+    finally:
+        subprocess.run(["umount", "-l", root], check=False)
