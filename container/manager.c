@@ -343,9 +343,12 @@ static int build_and_create(struct rm_container_manager *mgr, struct ctr *c,
                 rm_crashpoint("create.idmapped");
         }
         cleanup_free char *config = xasprintf("%s/config.json", p->bundle);
-        if (json_object_to_file_ext(config, spec, JSON_C_TO_STRING_PLAIN) < 0)
+        /* Made 0600 before anything is written (json-c keeps an existing file's mode): the
+         * environment may hold secrets, and a userns pod's bundle is searchable by all. */
+        cleanup_close int cfd = open(config, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+        if (cfd < 0 || json_object_to_file_ext(config, spec, JSON_C_TO_STRING_PLAIN) < 0)
                 return rm_error_set(err, RM_INTERNAL, "write %s: %s", config,
-                                    json_util_get_last_err());
+                                    cfd < 0 ? strerror(errno) : json_util_get_last_err());
         struct json_object *uid = NULL, *gid = NULL, *user = NULL, *process = NULL, *linux = NULL,
                            *cgpath = NULL;
         json_object_object_get_ex(spec, "linux", &linux);

@@ -99,6 +99,11 @@ def test_userns_pod_end_to_end(reachable, cri, image_ref, tmp_path):  # noqa: F8
     cid = create(cri, (pod_id, pod_cfg), cfg)
     cri.call("StartContainer", container_id=cid)
     wait_until(lambda: os.path.exists(vol / "new"), "the container wrote its bind mount")
+    # The bundle is searchable by all (runc resolves it from inside the namespace), its
+    # config.json, with the environment, readable by root only.
+    bundle = os.path.join(daemon.state, "containers", cid)
+    assert os.stat(bundle).st_mode & 0o777 == 0o711
+    assert os.stat(os.path.join(bundle, "config.json")).st_mode & 0o777 == 0o600
     # Inside: root. On the host: the mapped IDs.
     assert exec_out(cri, cid, ["/bin/id", "-u"]).strip() == "0"
     assert exec_out(cri, cid, ["/bin/cat", "/proc/self/uid_map"]).split() == [
