@@ -2,7 +2,7 @@
  * mounts from inside that namespace, where host files show as unmapped and host
  * directories are closed to it, so every bind mount source is first attached through an
  * idmapped mount under <bundle>/idmap (the container sees a host root-owned file as owned
- * by its own root), and the bundle's directories are made searchable. */
+ * by its own root), and the bundle is made reachable for that root alone. */
 #include <errno.h>
 #include <fcntl.h>
 #include <dirent.h>
@@ -21,23 +21,29 @@
 #include "remora/xalloc.h"
 
 /* runc resolves the rootfs and mount sources as the namespace's root, which has no
- * power over host directories: each ancestor of the bundle must let others search it.
- * The bundle and Remora's own two levels above it are opened up (0711, no listing);
- * anything higher is the operator's, so it is named instead. */
-static int make_reachable(const char *bundle, struct rm_error **err)
+ * power over host directories. The bundle is given to that root (0700: host users other
+ * than root cannot reach the rootfs or the idmapped sources through it); Remora's two
+ * levels above are made searchable (0711, no listing), and anything higher is the
+ * operator's, so it is named instead. */
+static int make_reachable(const char *bundle, const struct rm_spec_userns *userns,
+                          struct rm_error **err)
 {
+        if (chown(bundle, userns->uid_host, userns->gid_host) < 0 || chmod(bundle, 0700) < 0)
+                return rm_error_sys(err, "give %s to the pod's user namespace root", bundle);
         cleanup_free char *path = xstrdup(bundle);
         for (int level = 0; level < 3; level++) {
+                char *slash = strrchr(path, '/');
+                if (slash == NULL || slash == path)
+                        return 0;
+                *slash = '\0';
+                if (level == 2)
+                        break;
                 struct stat st;
                 if (stat(path, &st) < 0)
                         return rm_error_sys(err, "stat %s", path);
                 if ((st.st_mode & 0011) != 0011 && chmod(path, (st.st_mode & 0777) | 0011) < 0)
                         return rm_error_sys(err, "make %s searchable for the pod's user namespace",
                                             path);
-                char *slash = strrchr(path, '/');
-                if (slash == NULL || slash == path)
-                        return 0;
-                *slash = '\0';
         }
         while (*path) {
                 struct stat st;
@@ -71,7 +77,7 @@ static bool has_option(struct json_object *m, const char *opt)
 int rm__ctr_userns_prepare(struct json_object *spec, const char *bundle,
                            const struct rm_spec_userns *userns, struct rm_error **err)
 {
-        if (make_reachable(bundle, err) < 0)
+        if (make_reachable(bundle, userns, err) < 0)
                 return -1;
         cleanup_close int ns = open(userns->path, O_RDONLY | O_CLOEXEC);
         if (ns < 0)

@@ -99,11 +99,13 @@ def test_userns_pod_end_to_end(reachable, cri, image_ref, tmp_path):  # noqa: F8
     cid = create(cri, (pod_id, pod_cfg), cfg)
     cri.call("StartContainer", container_id=cid)
     wait_until(lambda: os.path.exists(vol / "new"), "the container wrote its bind mount")
-    # The bundle is searchable by all (runc resolves it from inside the namespace), its
-    # config.json, with the environment, readable by root only.
+    # runc resolves the bundle from inside the namespace: it belongs to the namespace's
+    # root, closed to other host users; config.json (the environment) is root's only.
     bundle = os.path.join(daemon.state, "containers", cid)
-    assert os.stat(bundle).st_mode & 0o777 == 0o711
+    b = os.stat(bundle)
+    assert (b.st_mode & 0o777, b.st_uid, b.st_gid) == (0o700, HOST_ID, HOST_ID)
     assert os.stat(os.path.join(bundle, "config.json")).st_mode & 0o777 == 0o600
+    assert os.stat(os.path.dirname(bundle)).st_mode & 0o777 == 0o711
     # Inside: root. On the host: the mapped IDs.
     assert exec_out(cri, cid, ["/bin/id", "-u"]).strip() == "0"
     assert exec_out(cri, cid, ["/bin/cat", "/proc/self/uid_map"]).split() == [
