@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -145,4 +146,25 @@ bool rm_idmap_supported(const char *dir, char **why)
                 return false;
         }
         return true;
+}
+
+int rm_idmap_reachable(const char *path, struct rm_error **err)
+{
+        cleanup_free char *p = xstrdup(path);
+        while (*p) {
+                struct stat st;
+                if (stat(p, &st) < 0)
+                        return rm_error_sys(err, "stat %s", p);
+                if ((st.st_mode & 0001) == 0)
+                        return rm_error_set(err, RM_FAILED_PRECONDITION,
+                                            "a pod with its own user namespace needs the state "
+                                            "directory's parents searchable by others: %s is "
+                                            "mode %04o (chmod o+x %s)",
+                                            p, st.st_mode & 07777, p);
+                char *slash = strrchr(p, '/');
+                if (slash == NULL)
+                        break;
+                *slash = '\0';
+        }
+        return 0;
 }

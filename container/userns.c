@@ -45,22 +45,7 @@ static int make_reachable(const char *bundle, const struct rm_spec_userns *usern
                         return rm_error_sys(err, "make %s searchable for the pod's user namespace",
                                             path);
         }
-        while (*path) {
-                struct stat st;
-                if (stat(path, &st) < 0)
-                        return rm_error_sys(err, "stat %s", path);
-                if ((st.st_mode & 0001) == 0)
-                        return rm_error_set(err, RM_FAILED_PRECONDITION,
-                                            "a pod with its own user namespace needs the state "
-                                            "directory's parents searchable by others: %s is "
-                                            "mode %04o (chmod o+x %s)",
-                                            path, st.st_mode & 07777, path);
-                char *slash = strrchr(path, '/');
-                if (slash == NULL)
-                        break;
-                *slash = '\0';
-        }
-        return 0;
+        return rm_idmap_reachable(path, err);
 }
 
 static bool has_option(struct json_object *m, const char *opt)

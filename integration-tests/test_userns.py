@@ -265,6 +265,12 @@ def test_unreachable_state_dir_is_failed_precondition(daemon, cri, image_ref, tm
     assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert daemon.base in e.value.details()
     remove_pod(cri, pod_id)
+    # With a shared PID namespace, the pod's infra process is refused the same way.
+    with pytest.raises(grpc.RpcError) as e:
+        run_pod(cri, userns_pod("unr2", tmp_path, pid="POD"))
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert daemon.base in e.value.details()
+    assert len(cri.call("ListPodSandbox").items) == 0
     assert not mounts_under(daemon.base + "/")
 
 

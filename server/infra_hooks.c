@@ -13,6 +13,7 @@
 #include "hooks.h"
 #include "remora/cleanup.h"
 #include "remora/fsutil.h"
+#include "remora/idmap.h"
 #include "remora/log.h"
 #include "remora/xalloc.h"
 
@@ -98,6 +99,8 @@ static int infra_start(void *ctx, const struct rm_infra_request *req, pid_t *pid
                 struct stat st;
                 if (stat(d->cfg->state, &st) == 0 && (st.st_mode & 0011) != 0011)
                         chmod(d->cfg->state, (st.st_mode & 0777) | 0011);
+                if (rm_idmap_reachable(d->cfg->state, err) < 0)
+                        return rm_error_wrap(err, "infra rootfs");
                 pod.userns = &userns;
         }
         cleanup_json struct json_object *spec =

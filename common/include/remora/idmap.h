@@ -24,4 +24,9 @@ bool rm_idmap_supported(const char *dir, char **why);
  * O_RDONLY fd of its nsfs file; -1 and *err when it cannot be made. */
 int rm_userns_new(uint32_t uid, uint32_t gid, uint32_t len, struct rm_error **err);
 
+/* Whether path and every directory above it let others search them, as a process in a
+ * pod's user namespace (which has no power over host files) needs to reach what is below;
+ * FAILED_PRECONDITION naming the first that does not. */
+int rm_idmap_reachable(const char *path, struct rm_error **err);
+
 #endif
