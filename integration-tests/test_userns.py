@@ -39,6 +39,12 @@ def run_pod(cri, doc):
     return cri.call("RunPodSandbox", config=cfg).pod_sandbox_id, cfg
 
 
+def stop(cri, cid):
+    # StopContainer's own timeout (1 s), not the call's deadline (Cri.call's timeout)
+    req = cri.message("StopContainerRequest", container_id=cid, timeout=1)
+    cri.call("StopContainer", req, timeout=30)
+
+
 def remove_pod(cri, pod_id):
     cri.call("StopPodSandbox", pod_sandbox_id=pod_id)
     cri.call("RemovePodSandbox", pod_sandbox_id=pod_id)
@@ -163,7 +169,7 @@ def test_userns_pod_end_to_end(reachable, cri, image_ref, tmp_path):  # noqa: F8
     assert s.cpu.timestamp > 0
 
     # Removal leaves no mount, pin or process.
-    cri.call("StopContainer", container_id=cid, timeout=1)
+    stop(cri, cid)
     cri.call("RemoveContainer", container_id=cid)
     remove_pod(cri, pod_id)
     assert not os.path.exists(pin)
@@ -193,8 +199,8 @@ def test_userns_pod_survives_restart(reachable, cri, image_ref, tmp_path):  # no
                       container_config(c2, image_ref, "d", ["/bin/sleep", "1000"]))
         c2.call("StartContainer", container_id=cid2)
         assert exec_out(c2, cid2, ["/bin/cat", "/proc/self/uid_map"]).split()[1] == str(HOST_ID)
-        c2.call("StopContainer", container_id=cid, timeout=1)
-        c2.call("StopContainer", container_id=cid2, timeout=1)
+        stop(c2, cid)
+        stop(c2, cid2)
         c2.call("RemoveContainer", container_id=cid)
         c2.call("RemoveContainer", container_id=cid2)
         remove_pod(c2, pod_id)
@@ -245,7 +251,7 @@ def test_node_mode_pod_unchanged(daemon, cri, image_ref, tmp_path):  # noqa: F81
     cri.call("StartContainer", container_id=cid)
     assert exec_out(cri, cid, ["/bin/cat", "/proc/self/uid_map"]).split() == [
         "0", "0", "4294967295"]
-    cri.call("StopContainer", container_id=cid, timeout=1)
+    stop(cri, cid)
     cri.call("RemoveContainer", container_id=cid)
     remove_pod(cri, pod_id)
 
@@ -319,7 +325,7 @@ def test_userns_pod_network_hostport_port_forward_stats(reachable, cri, image_re
     s = cri.call("PodSandboxStats", pod_sandbox_id=pod_id).stats
     assert s.attributes.id == pod_id
     assert [x.attributes.id for x in s.linux.containers] == [cid]
-    cri.call("StopContainer", container_id=cid, timeout=1)
+    stop(cri, cid)
     cri.call("RemoveContainer", container_id=cid)
     remove_pod(cri, pod_id)
 
@@ -336,7 +342,7 @@ def test_userns_pod_sharing_one_pid_namespace(reachable, cri, image_ref, tmp_pat
     ps = exec_out(cri, cid, ["/bin/ps", "-o", "pid,user,args"])
     assert "/pause" in ps
     assert exec_out(cri, cid, ["/bin/cat", "/proc/1/uid_map"]).split()[1] == str(HOST_ID)
-    cri.call("StopContainer", container_id=cid, timeout=1)
+    stop(cri, cid)
     cri.call("RemoveContainer", container_id=cid)
     remove_pod(cri, pod_id)
     assert not mounts_under(reachable.base + "/")
@@ -409,7 +415,7 @@ def test_userns_attach_and_streaming_exec(reachable, cri, image_ref, tmp_path): 
                          stdout=True).url)
     out = collect(e)
     assert out[STDOUT].split()[1] == str(HOST_ID).encode()
-    cri.call("StopContainer", container_id=cid, timeout=1)
+    stop(cri, cid)
     cri.call("RemoveContainer", container_id=cid)
     remove_pod(cri, pod_id)
 
