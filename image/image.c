@@ -438,19 +438,22 @@ static void idmap_release(const char *dir)
         rmdir(base);
 }
 
-/* Attach layer (a directory) through an idmapped mount at <dir>/idmap/<its name>, the
- * chain ID: RemoveImage finds the layer in use by that name. The path to use as a lower
- * directory, or NULL and *err. */
-static char *idmap_layer(const char *layer, const char *dir, const struct rm_image_idmap *idmap,
-                         struct rm_error **err)
+/* Append a lower directory to opts: the layer itself, or with idmap the layer attached
+ * through an idmapped mount at <dir>/idmap/<its name> (the chain ID, by which
+ * RemoveImage finds the layer in use). */
+static int append_lower(char *opts, const char *layer, const char *dir,
+                        const struct rm_image_idmap *idmap, struct rm_error **err)
 {
-        char *at = xasprintf("%s/idmap%s", dir, strrchr(layer, '/'));
-        if (rm_mkdir_p(at, 0700, err) < 0 ||
-            rm_idmap_mount(layer, at, idmap->userns_fd, false, err) < 0) {
-                free(at);
-                return NULL;
+        if (idmap == NULL) {
+                strcat(opts, layer);
+                return 0;
         }
-        return at;
+        cleanup_free char *at = xasprintf("%s/idmap%s", dir, strrchr(layer, '/'));
+        if (rm_mkdir_p(at, 0700, err) < 0 ||
+            rm_idmap_mount(layer, at, idmap->userns_fd, false, err) < 0)
+                return -1;
+        strcat(opts, at);
+        return 0;
 }
 
 int rm_image_mount(struct rm_image_service *svc, const char *id, const char *dir,
@@ -477,36 +480,24 @@ int rm_image_mount(struct rm_image_service *svc, const char *id, const char *dir
         /* lowerdir lists the top layer first. */
         struct json_object *chain = jget(m->doc, "chain");
         size_t n = json_object_array_length(chain);
-        size_t count = n ? n : 1;
-        char **layers = xzalloc(sizeof(char *) * count);
-        if (n == 0)
-                layers[0] = xasprintf("%s/empty", svc->layers);
-        for (size_t i = 0; i < n; i++)
-                layers[n - 1 - i] =
-                    xasprintf("%s/%s", svc->layers,
-                              json_object_get_string(json_object_array_get_idx(chain, i)) + 7);
-        pthread_mutex_unlock(&svc->lock);
-        int rc = 0;
-        for (size_t i = 0; idmap && i < count && rc == 0; i++) {
-                char *at = idmap_layer(layers[i], dir, idmap, err);
-                free(layers[i]);
-                layers[i] = at;
-                if (at == NULL)
-                        rc = rm_error_wrap(err, "layer %zu of image %s", count - i, id);
-        }
-        size_t cap = 64 + strlen(upper) + strlen(work);
-        for (size_t i = 0; i < count; i++)
-                cap += (layers[i] ? strlen(layers[i]) : 0) + 1;
+        size_t each = strlen(svc->layers) + strlen(dir) + 80;
+        size_t cap = 64 + strlen(upper) + strlen(work) + (n + 1) * each;
         cleanup_free char *opts = xzalloc(cap);
         strcat(opts, "lowerdir=");
-        for (size_t i = 0; i < count; i++) {
-                if (layers[i])
-                        strcat(opts, layers[i]);
-                if (i + 1 < count)
-                        strcat(opts, ":");
-                free(layers[i]);
+        int rc = 0;
+        if (n == 0) {
+                cleanup_free char *empty = xasprintf("%s/empty", svc->layers);
+                rc = append_lower(opts, empty, dir, idmap, err);
         }
-        free(layers);
+        for (size_t i = n; rc == 0 && i-- > 0;) {
+                cleanup_free char *layer =
+                    xasprintf("%s/%s", svc->layers,
+                              json_object_get_string(json_object_array_get_idx(chain, i)) + 7);
+                rc = append_lower(opts, layer, dir, idmap, err);
+                if (i > 0)
+                        strcat(opts, ":");
+        }
+        pthread_mutex_unlock(&svc->lock);
         size_t len = strlen(opts);
         snprintf(opts + len, cap - len, ",upperdir=%s,workdir=%s", upper, work);
         if (rc == 0 && mount("overlay", target, "overlay", 0, opts) < 0)
