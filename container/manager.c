@@ -189,6 +189,7 @@ static bool name_valid(const char *s)
 struct undo {
         bool dirs;
         bool mounted;
+        bool idmapped; /* bind sources under <bundle>/idmap */
         const char *image_id;
 };
 
@@ -196,6 +197,8 @@ static void rollback(struct rm_container_manager *mgr, const char *id, const str
                      const struct undo *u)
 {
         struct rm_error *e = NULL;
+        if (u->idmapped)
+                rm__ctr_userns_release(p->bundle);
         if (u->mounted &&
             mgr->ops.rootfs_unmount(mgr->ops.ctx, u->image_id, p->dir, p->rootfs, &e) < 0) {
                 rm_log_warn("container %s: undoing a failed create: %s", id, e->msg);
@@ -299,7 +302,8 @@ static int build_and_create(struct rm_container_manager *mgr, struct ctr *c,
         cleanup_free char *log = log_path_for(pod.log_directory, cfg->log_path, err);
         if (log == NULL)
                 return -1;
-        if (mgr->ops.rootfs_mount(mgr->ops.ctx, img.id, p->dir, p->rootfs, err) < 0)
+        if (mgr->ops.rootfs_mount(mgr->ops.ctx, img.id, p->dir, p->rootfs, pod.spec.userns, err) <
+            0)
                 return rm_error_wrap(err, "mount the root filesystem of image %s", img.id);
         u->mounted = true;
         u->image_id = rm_arena_strdup(a, img.id);
@@ -319,10 +323,19 @@ static int build_and_create(struct rm_container_manager *mgr, struct ctr *c,
             rm_spec_build(c->id, eff, &img.config, &pod.spec, &mgr->host, p->rootfs, err);
         if (spec == NULL)
                 return -1;
+        if (pod.spec.userns) {
+                u->idmapped = true;
+                if (rm__ctr_userns_prepare(spec, p->bundle, pod.spec.userns, err) < 0)
+                        return -1;
+                rm_crashpoint("create.idmapped");
+        }
         cleanup_free char *config = xasprintf("%s/config.json", p->bundle);
-        if (json_object_to_file_ext(config, spec, JSON_C_TO_STRING_PLAIN) < 0)
+        /* Made 0600 before anything is written (json-c keeps an existing file's mode): the
+         * environment may hold secrets, and a userns pod's bundle is searchable by all. */
+        cleanup_close int cfd = open(config, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+        if (cfd < 0 || json_object_to_file_ext(config, spec, JSON_C_TO_STRING_PLAIN) < 0)
                 return rm_error_set(err, RM_INTERNAL, "write %s: %s", config,
-                                    json_util_get_last_err());
+                                    cfd < 0 ? strerror(errno) : json_util_get_last_err());
         struct json_object *uid = NULL, *gid = NULL, *user = NULL, *process = NULL, *linux = NULL,
                            *cgpath = NULL;
         json_object_object_get_ex(spec, "linux", &linux);
@@ -736,6 +749,8 @@ int rm_containers_remove(struct rm_container_manager *mgr, const char *id, struc
                 rc = rm_error_wrap(err, "remove container %s", c->id);
         if (rc == 0 && rm__imgvol_unmount_all(p.bundle, err) < 0)
                 rc = rm_error_wrap(err, "remove container %s", c->id);
+        if (rc == 0)
+                rm__ctr_userns_release(p.bundle);
         if (rc == 0 && (rm_remove_tree(p.bundle, err) < 0 || rm_remove_tree(p.dir, err) < 0))
                 rc = -1;
         if (rc == 0)
@@ -877,6 +892,9 @@ static void sweep_orphans(struct rm_container_manager *mgr, const char *dir, boo
                         cleanup_error struct rm_error *ignored = NULL;
                         mgr->ops.delete(mgr->ops.ctx, e->d_name, true, &ignored);
                 }
+                /* Idmapped mounts under <path>/idmap: bind sources in a bundle, image
+                 * layers in a container directory (a pod with its own user namespace). */
+                rm__ctr_userns_release(path);
                 cleanup_error struct rm_error *why = NULL;
                 if (rm_remove_tree(path, &why) < 0)
                         rm_log_warn("leftover of container %s: %s", e->d_name, why->msg);

@@ -171,4 +171,12 @@ int rm__ctr_config_limits(const Runtime__V1__ContainerConfig *cfg, struct rm_err
 int rm__ctr_resources_limits(const Runtime__V1__LinuxContainerResources *r, const char *field,
                              struct rm_error **err);
 
+/* userns.c: for a container in its pod's user namespace, attach every bind mount source
+ * of spec through an idmapped mount under <bundle>/idmap and point the spec at it; make
+ * the bundle reachable from inside the namespace. Release unmounts those (the tree is
+ * removed with the bundle). */
+int rm__ctr_userns_prepare(struct json_object *spec, const char *bundle,
+                           const struct rm_spec_userns *userns, struct rm_error **err);
+void rm__ctr_userns_release(const char *bundle);
+
 #endif

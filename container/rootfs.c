@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
+#include <stdbool.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -46,6 +47,12 @@ int rm_rootfs_mkdir(const char *rootfs, const char *path, mode_t mode, struct rm
         cleanup_close int dirfd = open(rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC);
         if (dirfd < 0)
                 return rm_error_sys(err, "open container rootfs %s", rootfs);
+        /* A rootfs whose root is not the host's root belongs to a pod's user namespace:
+         * what is made here goes to that namespace's root, as the image's own files do. */
+        struct stat root;
+        if (fstat(dirfd, &root) < 0)
+                return rm_error_sys(err, "stat container rootfs %s", rootfs);
+        bool chown_new = root.st_uid != 0 || root.st_gid != 0;
 
         /* Walk one component at a time from the root, creating what is missing; each step
          * is resolved inside the rootfs from the root fd, never from a host path. */
@@ -73,8 +80,15 @@ int rm_rootfs_mkdir(const char *rootfs, const char *path, mode_t mode, struct rm
                 if (parent < 0)
                         return rm_error_sys(err, "open the parent of %s inside the container",
                                             prefix);
-                if (mkdirat(parent, comp, mode) < 0 && errno != EEXIST)
+                if (mkdirat(parent, comp, mode) < 0) {
+                        if (errno == EEXIST)
+                                continue;
                         return rm_error_sys(err, "create %s inside the container rootfs", prefix);
+                }
+                if (chown_new &&
+                    fchownat(parent, comp, root.st_uid, root.st_gid, AT_SYMLINK_NOFOLLOW) < 0)
+                        return rm_error_sys(err, "give %s inside the container rootfs to its root",
+                                            prefix);
         }
         return 0;
 }

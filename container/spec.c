@@ -143,11 +143,31 @@ static void add_ns(struct json_object *list, const char *type, const char *path)
         json_object_array_add(list, ns);
 }
 
+static struct json_object *id_mapping(uint32_t host, uint32_t len)
+{
+        struct json_object *m = json_object_new_object();
+        json_object_object_add(m, "containerID", json_object_new_int64(0));
+        json_object_object_add(m, "hostID", json_object_new_int64(host));
+        json_object_object_add(m, "size", json_object_new_int64(len));
+        struct json_object *a = json_object_new_array();
+        json_object_array_add(a, m);
+        return a;
+}
+
 static int build_namespaces(struct json_object *linux, const struct rm_spec_pod *pod,
                             const struct rm_spec_host *host, struct rm_error **err)
 {
         struct json_object *list = json_object_new_array();
         json_object_object_add(linux, "namespaces", list);
+        if (pod->userns) {
+                /* Joined first, so the namespaces made for the container belong to it.
+                 * runc 1.1 does not read the mappings of a namespace it joins by path yet
+                 * needs them (to find the host ID of root), so they are given as well. */
+                const struct rm_spec_userns *u = pod->userns;
+                add_ns(list, "user", u->path);
+                json_object_object_add(linux, "uidMappings", id_mapping(u->uid_host, u->uid_len));
+                json_object_object_add(linux, "gidMappings", id_mapping(u->gid_host, u->gid_len));
+        }
         switch (pod->pid_mode) {
         case RUNTIME__V1__NAMESPACE_MODE__CONTAINER:
                 add_ns(list, "pid", NULL);
@@ -161,6 +181,11 @@ static int build_namespaces(struct json_object *linux, const struct rm_spec_pod 
                 add_ns(list, "pid", pod->pidns_path);
                 break;
         case RUNTIME__V1__NAMESPACE_MODE__NODE:
+                if (pod->userns)
+                        return rm_error_set(err, RM_INVALID_ARGUMENT,
+                                            "namespace_options.pid NODE: a container of a pod "
+                                            "with its own user namespace cannot use the host's "
+                                            "PID namespace");
                 break;
         default:
                 return rm_error_set(err, RM_INVALID_ARGUMENT,
@@ -373,6 +398,12 @@ struct json_object *rm_spec_build(const char *id, const Runtime__V1__ContainerCo
                 rm_error_set(err, RM_INVALID_ARGUMENT,
                              "security_context.privileged: the pod is not privileged, so its "
                              "containers cannot be");
+                return NULL;
+        }
+        if (privileged && pod->userns) {
+                rm_error_set(err, RM_INVALID_ARGUMENT,
+                             "security_context.privileged: a container of a pod with its own "
+                             "user namespace (userns_options mode POD) cannot be privileged");
                 return NULL;
         }
         cleanup_json struct json_object *spec = json_object_new_object();

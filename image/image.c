@@ -1,5 +1,6 @@
 /* The image store: records and the in-memory index, the CRI views of images, removal
  * with layer garbage collection, filesystem usage, and root filesystems for containers. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
@@ -17,6 +18,7 @@
 #include "remora/cleanup.h"
 #include "remora/confsect.h"
 #include "remora/fsutil.h"
+#include "remora/idmap.h"
 #include "remora/log.h"
 #include "remora/xalloc.h"
 
@@ -277,15 +279,18 @@ Runtime__V1__ImageStatusResponse *rm_image_status(struct rm_image_service *svc, 
 
 /* ---- removal ---- */
 
-/* True when an overlay mount uses the layer directory. */
+/* True when an overlay mount uses the layer directory, or an idmapped mount of it is
+ * attached for one (at <container dir>/idmap/<chain ID>, see rm_image_mount). */
 static bool layer_mounted(const char *layer_dir)
 {
         cleanup_file FILE *f = fopen("/proc/self/mountinfo", "re");
         char *line = NULL;
         size_t cap = 0;
         bool used = false;
+        const char *slash = strrchr(layer_dir, '/');
+        cleanup_free char *idmapped = xasprintf("/idmap%s ", slash ? slash : "/");
         while (f && !used && getline(&line, &cap, f) > 0)
-                used = strstr(line, layer_dir) != NULL;
+                used = strstr(line, layer_dir) != NULL || strstr(line, idmapped) != NULL;
         free(line);
         return used;
 }
@@ -495,14 +500,56 @@ int rm_image_lookup(struct rm_image_service *svc, const char *ref, struct rm_are
         return 0;
 }
 
+/* Undo the idmapped layer mounts under <dir>/idmap; missing is fine. */
+static void idmap_release(const char *dir)
+{
+        cleanup_free char *base = xasprintf("%s/idmap", dir);
+        cleanup_dir DIR *d = opendir(base);
+        struct dirent *e;
+        while (d && (e = readdir(d))) {
+                if (e->d_name[0] == '.')
+                        continue;
+                cleanup_free char *path = xasprintf("%s/%s", base, e->d_name);
+                if (umount2(path, MNT_DETACH) < 0 && errno != EINVAL && errno != ENOENT)
+                        rm_log_warn("unmount %s: %s", path, strerror(errno));
+                rmdir(path);
+        }
+        rmdir(base);
+}
+
+/* Append a lower directory to opts: the layer itself, or with idmap the layer attached
+ * through an idmapped mount at <dir>/idmap/<its name> (the chain ID, by which
+ * RemoveImage finds the layer in use). */
+static int append_lower(char *opts, const char *layer, const char *dir,
+                        const struct rm_image_idmap *idmap, struct rm_error **err)
+{
+        if (idmap == NULL) {
+                strcat(opts, layer);
+                return 0;
+        }
+        cleanup_free char *at = xasprintf("%s/idmap%s", dir, strrchr(layer, '/'));
+        if (rm_mkdir_p(at, 0700, err) < 0 ||
+            rm_idmap_mount(layer, at, idmap->userns_fd, false, err) < 0)
+                return -1;
+        strcat(opts, at);
+        return 0;
+}
+
 int rm_image_mount(struct rm_image_service *svc, const char *id, const char *dir,
-                   const char *target, struct rm_error **err)
+                   const char *target, const struct rm_image_idmap *idmap, struct rm_error **err)
 {
         cleanup_free char *upper = xasprintf("%s/upper", dir);
         cleanup_free char *work = xasprintf("%s/work", dir);
         if (rm_mkdir_p(upper, 0755, err) < 0 || rm_mkdir_p(work, 0700, err) < 0 ||
             rm_mkdir_p(target, 0755, err) < 0)
                 return -1;
+        /* The upper and work directories are not idmapped: overlayfs works in them with
+         * the mounter's (host root's) IDs, which an idmapped mount cannot represent (the
+         * overlay would come up read-only). They belong to the namespace's root instead,
+         * so what the container writes is owned by its mapped IDs on the host. */
+        if (idmap &&
+            (chown(upper, idmap->uid, idmap->gid) < 0 || chown(work, idmap->uid, idmap->gid) < 0))
+                return rm_error_sys(err, "give %s to the pod's user namespace root", dir);
         pthread_mutex_lock(&svc->lock);
         /* By its exact ID even when removed since: the container looked it up before. */
         struct rm_img *m = NULL;
@@ -517,17 +564,20 @@ int rm_image_mount(struct rm_image_service *svc, const char *id, const char *dir
         /* lowerdir lists the top layer first. */
         struct json_object *chain = jget(m->doc, "chain");
         size_t n = json_object_array_length(chain);
-        size_t cap = 64 + strlen(upper) + strlen(work) + (n + 1) * (strlen(svc->layers) + 72);
+        size_t each = strlen(svc->layers) + strlen(dir) + 80;
+        size_t cap = 64 + strlen(upper) + strlen(work) + (n + 1) * each;
         cleanup_free char *opts = xzalloc(cap);
         strcat(opts, "lowerdir=");
+        int rc = 0;
         if (n == 0) {
-                strcat(opts, svc->layers);
-                strcat(opts, "/empty");
+                cleanup_free char *empty = xasprintf("%s/empty", svc->layers);
+                rc = append_lower(opts, empty, dir, idmap, err);
         }
-        for (size_t i = n; i-- > 0;) {
-                strcat(opts, svc->layers);
-                strcat(opts, "/");
-                strcat(opts, json_object_get_string(json_object_array_get_idx(chain, i)) + 7);
+        for (size_t i = n; rc == 0 && i-- > 0;) {
+                cleanup_free char *layer =
+                    xasprintf("%s/%s", svc->layers,
+                              json_object_get_string(json_object_array_get_idx(chain, i)) + 7);
+                rc = append_lower(opts, layer, dir, idmap, err);
                 if (i > 0)
                         strcat(opts, ":");
         }
@@ -535,12 +585,12 @@ int rm_image_mount(struct rm_image_service *svc, const char *id, const char *dir
         snprintf(opts + len, cap - len, ",upperdir=%s,workdir=%s", upper, work);
         /* Under the lock, so that no RemoveImage removes the layers while they are being
          * mounted. */
-        int rc = mount("overlay", target, "overlay", 0, opts) < 0 ? -errno : 0;
+        if (rc == 0 && mount("overlay", target, "overlay", 0, opts) < 0)
+                rc = rm_error_sys(err, "mount the root filesystem of image %s at %s", id, target);
         pthread_mutex_unlock(&svc->lock);
-        if (rc < 0)
-                return rm_error_sys_errno(err, -rc, "mount the root filesystem of image %s at %s",
-                                          id, target);
-        return 0;
+        if (rc < 0 && idmap)
+                idmap_release(dir);
+        return rc;
 }
 
 int rm_image_layer_dirs(struct rm_image_service *svc, const char *id, struct rm_arena *a,
@@ -567,11 +617,14 @@ int rm_image_layer_dirs(struct rm_image_service *svc, const char *id, struct rm_
         return 0;
 }
 
-int rm_image_unmount(struct rm_image_service *svc, const char *target, struct rm_error **err)
+int rm_image_unmount(struct rm_image_service *svc, const char *dir, const char *target,
+                     struct rm_error **err)
 {
         (void)svc;
         if (umount2(target, MNT_DETACH) < 0 && errno != EINVAL && errno != ENOENT)
                 return rm_error_sys(err, "unmount %s", target);
+        if (dir)
+                idmap_release(dir);
         return 0;
 }
 

@@ -24,7 +24,15 @@
 #include "remora/cleanup.h"
 #include "remora/xalloc.h"
 
-enum step { STEP_OK, STEP_UNSHARE, STEP_HOSTNAME, STEP_LOOPBACK, STEP_SYSCTL };
+enum step {
+        STEP_OK,
+        STEP_UNSHARE,
+        STEP_HOSTNAME,
+        STEP_LOOPBACK,
+        STEP_SYSCTL,
+        STEP_USERNS,
+        STEP_MAP
+};
 
 struct report {
         int step;
@@ -62,6 +70,21 @@ static int loopback_up(void)
 static void child_main(const struct rm_pinns_request *req, char *const *sysctl_paths, int report,
                        int release)
 {
+        if (req->user) {
+                /* The user namespace first; the parent writes its mappings (it holds the
+                 * capabilities over the host IDs) and then lets this child go on. */
+                if (unshare(CLONE_NEWUSER) < 0)
+                        child_fail(report, STEP_USERNS, 0);
+                struct report want = {STEP_MAP, 0, 0};
+                if (write(report, &want, sizeof(want)) != sizeof(want))
+                        _exit(1);
+                char go;
+                ssize_t n;
+                while ((n = read(release, &go, 1)) < 0 && errno == EINTR)
+                        ;
+                if (n != 1)
+                        _exit(1);
+        }
         int flags = 0;
         if (req->net)
                 flags |= CLONE_NEWNET;
@@ -101,6 +124,8 @@ static const char *step_name(int step)
                 return "set the hostname";
         case STEP_LOOPBACK:
                 return "bring up lo";
+        case STEP_USERNS:
+                return "create the user namespace";
         default:
                 return "write a sysctl";
         }
@@ -119,6 +144,36 @@ static int pin(pid_t pid, const char *type, const char *pin_path, struct rm_erro
                 unlink(pin_path);
                 return rm_error_sys_errno(err, e, "pin the %s namespace at %s", type, pin_path);
         }
+        return 0;
+}
+
+static int write_map(pid_t pid, const char *file, const struct rm_idrange *r, struct rm_error **err)
+{
+        char path[64], line[64];
+        snprintf(path, sizeof(path), "/proc/%d/%s", (int)pid, file);
+        snprintf(line, sizeof(line), "0 %u %u\n", r->host, r->len);
+        cleanup_close int fd = open(path, O_WRONLY | O_CLOEXEC);
+        if (fd < 0 || write(fd, line, strlen(line)) != (ssize_t)strlen(line))
+                return rm_error_sys(err, "write the pod's user namespace mapping %s", path);
+        return 0;
+}
+
+/* The child asked for its mappings: write them and let it go on. */
+static int map_user(pid_t pid, const struct rm_pinns_request *req, int report, int release,
+                    struct rm_error **err)
+{
+        struct report r = {STEP_USERNS, EPIPE, 0};
+        ssize_t n;
+        while ((n = read(report, &r, sizeof(r))) < 0 && errno == EINTR)
+                ;
+        if (n != sizeof(r) || r.step != STEP_MAP)
+                return rm_error_sys_errno(err, r.err, "namespace helper: %s", step_name(r.step));
+        if (write_map(pid, "uid_map", &req->uids, err) < 0 ||
+            write_map(pid, "gid_map", &req->gids, err) < 0)
+                return -1;
+        char go = 1;
+        if (write(release, &go, 1) != 1)
+                return rm_error_sys(err, "namespace helper: release after mapping");
         return 0;
 }
 
@@ -174,10 +229,14 @@ int rm_pinns_create(const struct rm_pinns_request *req, struct rm_error **err)
                 rc = rm_error_sys_errno(err, saved, "start the namespace helper");
         } else {
                 struct report r = {STEP_UNSHARE, EPIPE, 0};
-                ssize_t n;
-                while ((n = read(report[0], &r, sizeof(r))) < 0 && errno == EINTR)
+                ssize_t n = 0;
+                if (req->user && map_user(pid, req, report[0], release[1], err) < 0)
+                        rc = -1;
+                while (rc == 0 && (n = read(report[0], &r, sizeof(r))) < 0 && errno == EINTR)
                         ;
-                if (n != sizeof(r) || r.step != STEP_OK) {
+                if (rc < 0) {
+                        /* reported by map_user */
+                } else if (n != sizeof(r) || r.step != STEP_OK) {
                         if (r.step == STEP_SYSCTL && r.err == ENOENT)
                                 rc = rm_error_set(err, RM_INVALID_ARGUMENT,
                                                   "sysctl \"%s\" does not exist on this kernel",
@@ -194,11 +253,12 @@ int rm_pinns_create(const struct rm_pinns_request *req, struct rm_error **err)
                                 bool want;
                                 const char *type;
                                 const char *path;
-                        } pins[] = {{req->net, "net", req->net_path},
+                        } pins[] = {{req->user, "user", req->user_path},
+                                    {req->net, "net", req->net_path},
                                     {req->ipc, "ipc", req->ipc_path},
                                     {req->uts, "uts", req->uts_path}};
                         size_t done = 0;
-                        for (; done < 3 && rc == 0; done++) {
+                        for (; done < 4 && rc == 0; done++) {
                                 if (pins[done].want)
                                         rc = pin(pid, pins[done].type, pins[done].path, err);
                         }

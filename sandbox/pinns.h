@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "remora/error.h"
 
@@ -12,7 +13,19 @@ struct rm_sysctl {
         const char *value;
 };
 
+/* One ID mapping of a pod's user namespace: container IDs 0..len-1 are host IDs
+ * host..host+len-1. */
+struct rm_idrange {
+        uint32_t host;
+        uint32_t len;
+};
+
 struct rm_pinns_request {
+        /* A user namespace, made first with these mappings; the other namespaces are then
+         * made inside it, so that it owns them. */
+        bool user;
+        struct rm_idrange uids, gids;
+        const char *user_path;
         bool net, ipc, uts;   /* which new namespaces to make */
         const char *net_path; /* pin paths for those made */
         const char *ipc_path;

@@ -429,3 +429,59 @@ int rm__pod_files_write(const char *dir, const Runtime__V1__PodSandboxConfig *c,
         }
         return write_text(resolv_path, resolv, err);
 }
+
+/* ---- the record's copy of the config ---- */
+
+struct json_object *rm__pod_map_json(size_t n, void *const *entries)
+{
+        struct json_object *o = json_object_new_object();
+        for (size_t i = 0; i < n; i++) {
+                const Runtime__V1__PodSandboxConfig__LabelsEntry *e = entries[i];
+                json_object_object_add(o, e->key, json_object_new_string(e->value ? e->value : ""));
+        }
+        return o;
+}
+
+static struct json_object *strings_json(char *const *v, size_t n)
+{
+        struct json_object *a = json_object_new_array();
+        for (size_t i = 0; i < n; i++)
+                json_object_array_add(a, json_object_new_string(v[i]));
+        return a;
+}
+
+/* The parts of the config Status' verbose info shows, as JSON. */
+struct json_object *rm__pod_config_json(const Runtime__V1__PodSandboxConfig *c)
+{
+        struct json_object *o = json_object_new_object();
+        json_object_object_add(o, "hostname",
+                               json_object_new_string(c->hostname ? c->hostname : ""));
+        json_object_object_add(o, "log_directory",
+                               json_object_new_string(c->log_directory ? c->log_directory : ""));
+        struct json_object *dns = json_object_new_object();
+        if (c->dns_config) {
+                const Runtime__V1__DNSConfig *d = c->dns_config;
+                json_object_object_add(dns, "servers", strings_json(d->servers, d->n_servers));
+                json_object_object_add(dns, "searches", strings_json(d->searches, d->n_searches));
+                json_object_object_add(dns, "options", strings_json(d->options, d->n_options));
+        }
+        json_object_object_add(o, "dns", dns);
+        struct json_object *ports = json_object_new_array();
+        for (size_t i = 0; i < c->n_port_mappings; i++) {
+                const Runtime__V1__PortMapping *p = c->port_mappings[i];
+                struct json_object *m = json_object_new_object();
+                json_object_object_add(m, "protocol", json_object_new_int(p->protocol));
+                json_object_object_add(m, "container_port", json_object_new_int(p->container_port));
+                json_object_object_add(m, "host_port", json_object_new_int(p->host_port));
+                json_object_object_add(m, "host_ip",
+                                       json_object_new_string(p->host_ip ? p->host_ip : ""));
+                json_object_array_add(ports, m);
+        }
+        json_object_object_add(o, "port_mappings", ports);
+        struct json_object *sysctls = json_object_new_object();
+        for (size_t i = 0; c->linux && i < c->linux->n_sysctls; i++)
+                json_object_object_add(sysctls, c->linux->sysctls[i]->key,
+                                       json_object_new_string(c->linux->sysctls[i]->value));
+        json_object_object_add(o, "sysctls", sysctls);
+        return o;
+}

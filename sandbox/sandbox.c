@@ -20,6 +20,7 @@
 #include "remora/cleanup.h"
 #include "remora/pbmap.h"
 #include "remora/confsect.h"
+#include "remora/crashpoint.h"
 #include "remora/fsutil.h"
 #include "remora/ids.h"
 #include "remora/log.h"
@@ -27,13 +28,14 @@
 #include "remora/sandbox.h"
 #include "remora/xalloc.h"
 #include "sandbox_internal.h"
+#include "userns.h"
 
 /* How long an identical RunPodSandbox waits for the first call to finish and answer,
  * unless its own client gives up first: kubelet's default request timeout. */
 #define ANSWER_WAIT_MS 120000
 
-enum { PIN_NET, PIN_IPC, PIN_UTS };
-static const char *const pin_kinds[] = {"netns", "ipcns", "utsns"};
+enum { PIN_NET, PIN_IPC, PIN_UTS, PIN_USER, N_PINS };
+static const char *const pin_kinds[N_PINS] = {"netns", "ipcns", "utsns", "userns"};
 
 static int64_t now_ns(void)
 {
@@ -201,7 +203,7 @@ static uint64_t request_hash(const Runtime__V1__RunPodSandboxRequest *req)
 
 /* What a failed run must undo, in reverse order. */
 struct undo {
-        bool dirs, pins[3], shm, net, infra, cgroup;
+        bool dirs, pins[N_PINS], shm, net, infra, cgroup;
 };
 
 static void warn_undo(struct pod *p, struct rm_error **e)
@@ -222,7 +224,7 @@ static void rollback(struct rm_sandbox_manager *mgr, struct pod *p, const struct
                 warn_undo(p, &e);
         if (u->shm)
                 unmount_shm(s_get(p, "shm"));
-        for (int k = 0; k < 3; k++) {
+        for (int k = 0; k < N_PINS; k++) {
                 if (u->pins[k]) {
                         cleanup_free char *path = pin_path(mgr, k, p->id);
                         rm_pinns_unpin(path);
@@ -239,6 +241,8 @@ static void rollback(struct rm_sandbox_manager *mgr, struct pod *p, const struct
 /* How the pod uses the host's namespaces. */
 struct pod_modes {
         bool host_net, host_ipc, share_pid;
+        bool userns; /* its own user namespace, mapped by uids and gids */
+        struct rm_idrange uids, gids;
 };
 
 static int make_pod(struct rm_sandbox_manager *mgr, struct pod *p,
@@ -256,7 +260,8 @@ static int make_pod(struct rm_sandbox_manager *mgr, struct pod *p,
         cleanup_free char *dir = xasprintf("%s/%s", mgr->dir, p->id);
         cleanup_free char *sdir = xasprintf("%s/%s", mgr->state, p->id);
         cleanup_free char *shm = xasprintf("%s/shm", sdir);
-        bool want[3] = {!m->host_net, !m->host_ipc, !m->host_net};
+        bool want[N_PINS] = {!m->host_net, !m->host_ipc, !m->host_net, m->userns};
+        cleanup_free char *user_pin = want[PIN_USER] ? pin_path(mgr, PIN_USER, p->id) : NULL;
         cleanup_free char *net_pin = want[PIN_NET] ? pin_path(mgr, PIN_NET, p->id) : NULL;
         cleanup_free char *ipc_pin = want[PIN_IPC] ? pin_path(mgr, PIN_IPC, p->id) : NULL;
         cleanup_free char *uts_pin = want[PIN_UTS] ? pin_path(mgr, PIN_UTS, p->id) : NULL;
@@ -265,6 +270,10 @@ static int make_pod(struct rm_sandbox_manager *mgr, struct pod *p,
         u->dirs = true;
 
         struct rm_pinns_request pr = {
+            .user = want[PIN_USER],
+            .uids = m->uids,
+            .gids = m->gids,
+            .user_path = user_pin,
             .net = want[PIN_NET],
             .ipc = want[PIN_IPC],
             .uts = want[PIN_UTS],
@@ -290,16 +299,21 @@ static int make_pod(struct rm_sandbox_manager *mgr, struct pod *p,
                                        rm__pod_resources_json(lc->overhead, lc->resources));
                 pthread_mutex_unlock(&mgr->lock);
         }
-        if (want[PIN_NET] || want[PIN_IPC] || n_sys) {
+        if (want[PIN_NET] || want[PIN_IPC] || want[PIN_USER] || n_sys) {
                 if (rm_pinns_create(&pr, err) < 0)
                         return -1;
-                for (int k = 0; k < 3; k++)
+                for (int k = 0; k < N_PINS; k++)
                         u->pins[k] = want[k];
+                rm_crashpoint("runp.pinned");
         }
         pthread_mutex_lock(&mgr->lock);
         s_set(p, "netns", net_pin);
         s_set(p, "ipcns", ipc_pin);
         s_set(p, "utsns", uts_pin);
+        s_set(p, "userns", user_pin);
+        if (m->userns)
+                json_object_object_add(p->doc, "userns_map",
+                                       rm__pod_userns_json(&m->uids, &m->gids));
         s_set(p, "shm", m->host_ipc ? "/dev/shm" : shm);
         s_set(p, "hostname", hostname);
         pthread_mutex_unlock(&mgr->lock);
@@ -342,6 +356,11 @@ static int make_pod(struct rm_sandbox_manager *mgr, struct pod *p,
                     .netns_path = net_pin,
                     .ipcns_path = ipc_pin,
                     .utsns_path = uts_pin,
+                    .userns_path = user_pin,
+                    .uid_host = m->uids.host,
+                    .uid_len = m->uids.len,
+                    .gid_host = m->gids.host,
+                    .gid_len = m->gids.len,
                     .cgroup_parent = c->linux ? c->linux->cgroup_parent : NULL,
                     .hostname = hostname,
                 };
@@ -369,6 +388,13 @@ static int setup_pod(struct rm_sandbox_manager *mgr, struct pod *p,
             .host_ipc = mode_is(ns, 1, RUNTIME__V1__NAMESPACE_MODE__NODE),
             .share_pid = mode_is(ns, 2, RUNTIME__V1__NAMESPACE_MODE__POD),
         };
+        if (rm__pod_userns_parse(ns, &m.userns, &m.uids, &m.gids, err) < 0)
+                return -1;
+        if (m.userns && mgr->hooks.userns_unavailable)
+                return rm_error_set(err, RM_FAILED_PRECONDITION,
+                                    "namespace_options.userns_options mode POD: this host cannot "
+                                    "give pods their own user namespace: %s",
+                                    mgr->hooks.userns_unavailable);
         if (ns && ns->pid == RUNTIME__V1__NAMESPACE_MODE__TARGET)
                 return rm_error_set(err, RM_INVALID_ARGUMENT,
                                     "namespace_options.pid TARGET applies to containers, not pods");
@@ -574,7 +600,7 @@ static int stop_locked(struct rm_sandbox_manager *mgr, struct pod *p, struct rm_
                         return rm_error_wrap(err, "stop pod sandbox %s: network", p->id);
                 note_net_time(mgr, p, "net_teardown_us", t0);
         }
-        for (int k = 0; k < 3; k++) {
+        for (int k = 0; k < N_PINS; k++) {
                 const char *pin = s_get(p, pin_kinds[k]);
                 if (*pin)
                         rm_pinns_unpin(pin);
@@ -686,6 +712,7 @@ static Runtime__V1__LinuxPodSandboxStatus *linux_status(const struct pod *p, str
         opt->network = (Runtime__V1__NamespaceMode)i_get(p, "ns_network");
         opt->pid = (Runtime__V1__NamespaceMode)i_get(p, "ns_pid");
         opt->ipc = (Runtime__V1__NamespaceMode)i_get(p, "ns_ipc");
+        opt->userns_options = rm__pod_userns_status(o_get(p, "userns_map"), a);
         Runtime__V1__Namespace *ns = rm_arena_alloc(a, sizeof(*ns));
         runtime__v1__namespace__init(ns);
         ns->options = opt;
@@ -843,6 +870,14 @@ int rm_sandbox_view(struct rm_sandbox_manager *mgr, const char *id, struct rm_ar
         out->netns_path = or_null(a, s_get(p, "netns"));
         out->ipcns_path = or_null(a, s_get(p, "ipcns"));
         out->utsns_path = or_null(a, s_get(p, "utsns"));
+        out->userns_path = or_null(a, s_get(p, "userns"));
+        struct rm_idrange uids, gids;
+        if (out->userns_path && rm__pod_userns_from_json(o_get(p, "userns_map"), &uids, &gids)) {
+                out->uid_host = uids.host;
+                out->uid_len = uids.len;
+                out->gid_host = gids.host;
+                out->gid_len = gids.len;
+        }
         int infra = (int)i_get(p, "infra_pid");
         out->pidns_path = infra > 0 ? rm_arena_printf(a, "/proc/%d/ns/pid", infra) : NULL;
         out->hostname_file = rm_arena_printf(a, "%s/%s/hostname", mgr->dir, p->id);
@@ -883,7 +918,8 @@ static int load_one(const char *id, struct json_object *doc, const struct rm_err
         json_object_deep_copy(doc, &p->doc, NULL);
         p->state = (Runtime__V1__PodSandboxState)i_get(p, "state");
         /* A ready pod needs its pins; after a reboot (or a lost mount) they are gone. */
-        for (int k = 0; k < 3 && p->state == RUNTIME__V1__POD_SANDBOX_STATE__SANDBOX_READY; k++) {
+        for (int k = 0; k < N_PINS && p->state == RUNTIME__V1__POD_SANDBOX_STATE__SANDBOX_READY;
+             k++) {
                 const char *pin = s_get(p, pin_kinds[k]);
                 if (*pin && !pinned(pin)) {
                         rm_log_warn("pod sandbox %s lost its %s pin %s; marking it NOTREADY", id,
@@ -909,7 +945,7 @@ static bool known(const struct rm_sandbox_manager *mgr, const char *id, bool nee
 /* Pins, shm mounts and directories that no pod owns: left by a crash mid-run. */
 static void sweep(struct rm_sandbox_manager *mgr)
 {
-        for (int k = 0; k < 3; k++) {
+        for (int k = 0; k < N_PINS; k++) {
                 cleanup_dir DIR *d = opendir(mgr->pins[k]);
                 struct dirent *e;
                 while (d && (e = readdir(d))) {
@@ -962,14 +998,14 @@ struct rm_sandbox_manager *rm_sandbox_manager_open(const char *root, const char 
         mgr->answers = rm_answers_new();
         mgr->dir = xasprintf("%s/sandboxes", root);
         mgr->state = xasprintf("%s/sandboxes", state);
-        for (int k = 0; k < 3; k++)
+        for (int k = 0; k < N_PINS; k++)
                 mgr->pins[k] = xasprintf("%s/%s", state, pin_kinds[k]);
         mgr->store = store;
         if (hooks)
                 mgr->hooks = *hooks;
         int rc =
             rm_mkdir_p(mgr->dir, 0700, err) < 0 || rm_mkdir_p(mgr->state, 0700, err) < 0 ? -1 : 0;
-        for (int k = 0; k < 3 && rc == 0; k++)
+        for (int k = 0; k < N_PINS && rc == 0; k++)
                 rc = rm_mkdir_p(mgr->pins[k], 0700, err);
         if (rc == 0 && rm_store_list(store, POD_KIND, load_one, mgr, err) < 0)
                 rc = -1;
@@ -993,7 +1029,7 @@ void rm_sandbox_manager_close(struct rm_sandbox_manager *mgr)
         free(mgr->pods);
         free(mgr->dir);
         free(mgr->state);
-        for (int k = 0; k < 3; k++)
+        for (int k = 0; k < N_PINS; k++)
                 free(mgr->pins[k]);
         rm_answers_free(mgr->answers);
         pthread_mutex_destroy(&mgr->lock);

@@ -27,7 +27,7 @@ struct pod {
 struct rm_sandbox_manager {
         char *dir;     /* <root>/sandboxes: pod files */
         char *state;   /* <state>/sandboxes: shm mounts */
-        char *pins[3]; /* <state>/netns, ipcns, utsns */
+        char *pins[4]; /* <state>/netns, ipcns, utsns, userns */
         struct rm_store *store;
         struct rm_sandbox_hooks hooks;
         pthread_mutex_t lock; /* the index and every pod's doc and state */

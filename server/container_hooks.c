@@ -2,6 +2,7 @@
  * image service, runc (rm_runc_ops) and remora-shim. */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,19 +47,28 @@ static int image_layers(void *ctx, const char *image_id, struct rm_arena *a, cha
 }
 
 static int rootfs_mount(void *ctx, const char *image_id, const char *dir, const char *target,
-                        struct rm_error **err)
+                        const struct rm_spec_userns *userns, struct rm_error **err)
 {
         struct rm_daemon *d = ctx;
-        return rm_image_mount(d->images, image_id, dir, target, err);
+        if (userns == NULL)
+                return rm_image_mount(d->images, image_id, dir, target, NULL, err);
+        if (d->userns_unavailable)
+                return rm_error_set(err, RM_FAILED_PRECONDITION,
+                                    "this host cannot run pods in their own user namespace: %s",
+                                    d->userns_unavailable);
+        cleanup_close int ns = open(userns->path, O_RDONLY | O_CLOEXEC);
+        if (ns < 0)
+                return rm_error_sys(err, "open the pod's user namespace %s", userns->path);
+        struct rm_image_idmap idmap = {ns, userns->uid_host, userns->gid_host};
+        return rm_image_mount(d->images, image_id, dir, target, &idmap, err);
 }
 
 static int rootfs_unmount(void *ctx, const char *image_id, const char *dir, const char *target,
                           struct rm_error **err)
 {
         (void)image_id;
-        (void)dir;
         struct rm_daemon *d = ctx;
-        return rm_image_unmount(d->images, target, err);
+        return rm_image_unmount(d->images, dir, target, err);
 }
 
 bool rm__image_in_use(void *ctx, const char *image_id)

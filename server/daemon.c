@@ -19,6 +19,7 @@
 #include "remora/cleanup.h"
 #include "remora/confsect.h"
 #include "remora/fsutil.h"
+#include "remora/idmap.h"
 #include "remora/log.h"
 #include "remora/xalloc.h"
 
@@ -128,6 +129,25 @@ static void reconcile_network(struct rm_daemon *d)
         rm_arena_free(a);
 }
 
+/* Pods in their own user namespace need idmapped mounts where their files live: the
+ * image layers and pod files (root) and the bundles (state). Found once, logged once. */
+static char *detect_userns(const struct rm_config *cfg)
+{
+        const char *dirs[] = {cfg->root, cfg->state};
+        for (size_t i = 0; i < 2; i++) {
+                char *why = NULL;
+                if (!rm_idmap_supported(dirs[i], &why)) {
+                        rm_log_warn("pods with their own user namespace (userns_options POD) "
+                                    "are refused on this host: %s",
+                                    why);
+                        return why;
+                }
+        }
+        rm_log_info("idmapped mounts work on %s and %s: pods may have their own user namespace",
+                    cfg->root, cfg->state);
+        return NULL;
+}
+
 static int open_managers(struct rm_daemon *d, struct rm_error **err)
 {
         const struct rm_config *cfg = d->cfg;
@@ -151,6 +171,7 @@ static int open_managers(struct rm_daemon *d, struct rm_error **err)
             rm_image_service_open(cfg->root, cfg->sections[RM_SECTION_IMAGE], d->store, err);
         if (d->images == NULL)
                 return -1;
+        d->userns_unavailable = detect_userns(cfg);
         struct rm_sandbox_hooks hooks;
         rm__sandbox_hooks(d, &hooks);
         rm__infra_hooks(d, &hooks);
@@ -184,6 +205,7 @@ static void release(struct rm_daemon *d)
         rm_oci_free(d->oci);
         rm_helpers_clear(&d->helpers);
         free(d->exit_dir);
+        free(d->userns_unavailable);
         rm_sandbox_manager_close(d->sandboxes);
         rm_image_service_close(d->images);
         rm_network_close(d->network);

@@ -43,6 +43,9 @@ struct rm_daemon {
         char *exit_dir;            /* <state>/exits: the shims' exit files */
         struct rm_cgroup_host cgroups;
         struct rm_spec_host host; /* detected once at start (and logged once) */
+        /* Why pods cannot have their own user namespace here (no idmapped mounts on the
+         * root or state filesystem), NULL when they can; detected once at start. */
+        char *userns_unavailable;
         struct rm_dispatch *dispatch;
         struct rm_events *events;
         struct rm_list_streams *lists; /* the Stream* calls */

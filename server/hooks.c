@@ -224,6 +224,7 @@ void rm__sandbox_hooks(struct rm_daemon *d, struct rm_sandbox_hooks *h)
             .pod_cgroup = pod_cgroup,
             .pod_cgroup_update = pod_cgroup_update,
             .pod_cgroup_remove = pod_cgroup_remove,
+            .userns_unavailable = d->userns_unavailable,
         };
 }
 
@@ -246,6 +247,15 @@ static int pod_lookup(void *ctx, const char *pod_id, struct rm_arena *a, struct 
         out->spec.netns_path = v.netns_path;
         out->spec.ipcns_path = v.ipcns_path;
         out->spec.utsns_path = v.utsns_path;
+        if (v.userns_path) {
+                struct rm_spec_userns *u = rm_arena_alloc(a, sizeof(*u));
+                u->path = v.userns_path;
+                u->uid_host = v.uid_host;
+                u->uid_len = v.uid_len;
+                u->gid_host = v.gid_host;
+                u->gid_len = v.gid_len;
+                out->spec.userns = u;
+        }
         out->spec.hostname_file = v.hostname_file;
         out->spec.hosts_file = v.hosts_file;
         out->spec.resolv_file = v.resolv_file;

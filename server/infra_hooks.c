@@ -13,6 +13,7 @@
 #include "hooks.h"
 #include "remora/cleanup.h"
 #include "remora/fsutil.h"
+#include "remora/idmap.h"
 #include "remora/log.h"
 #include "remora/xalloc.h"
 
@@ -91,6 +92,17 @@ static int infra_start(void *ctx, const struct rm_infra_request *req, pid_t *pid
             .pid_mode = RUNTIME__V1__NAMESPACE_MODE__CONTAINER,
             .cgroup_parent = req->cgroup_parent,
         };
+        struct rm_spec_userns userns = {req->userns_path, req->uid_host, req->uid_len,
+                                        req->gid_host, req->gid_len};
+        if (req->userns_path) {
+                /* runc resolves the infra rootfs from inside the pod's user namespace. */
+                struct stat st;
+                if (stat(d->cfg->state, &st) == 0 && (st.st_mode & 0011) != 0011)
+                        chmod(d->cfg->state, (st.st_mode & 0777) | 0011);
+                if (rm_idmap_reachable(d->cfg->state, err) < 0)
+                        return rm_error_wrap(err, "infra rootfs");
+                pod.userns = &userns;
+        }
         cleanup_json struct json_object *spec =
             rm_spec_build(id, &cfg, &img, &pod, &d->host, rootfs, err);
         if (spec == NULL)

@@ -114,6 +114,18 @@ RM_HANDLER(status)
         Runtime__V1__StatusResponse *r = rm_arena_alloc(a, sizeof(*r));
         runtime__v1__status_response__init(r);
         r->status = st;
+        /* The default handler's features; user namespaces only where idmapped mounts were
+         * found to work at start. */
+        Runtime__V1__RuntimeHandlerFeatures *feat = rm_arena_alloc(a, sizeof(*feat));
+        runtime__v1__runtime_handler_features__init(feat);
+        feat->user_namespaces = d->userns_unavailable == NULL;
+        Runtime__V1__RuntimeHandler *h = rm_arena_alloc(a, sizeof(*h));
+        runtime__v1__runtime_handler__init(h);
+        h->name = "";
+        h->features = feat;
+        r->n_runtime_handlers = 1;
+        r->runtime_handlers = (Runtime__V1__RuntimeHandler **)rm_arena_ptrs(a, 1);
+        r->runtime_handlers[0] = h;
         if (in->verbose) {
                 cleanup_json struct json_object *config = rm_config_to_json(d->cfg);
                 cleanup_json struct json_object *runtime = runtime_json(d);

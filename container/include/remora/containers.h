@@ -63,9 +63,10 @@ struct rm_container_ops {
         int (*image_lookup)(void *ctx, const char *ref, struct rm_arena *a,
                             struct rm_ctr_image *out, struct rm_error **err);
         /* Mount the image's layers at target with upper and work dirs under dir, and hold
-         * the image while mounted. */
+         * the image while mounted. With userns (NULL: the host's), the layers are seen
+         * through idmapped mounts of it and what the container writes is owned by its root. */
         int (*rootfs_mount)(void *ctx, const char *image_id, const char *dir, const char *target,
-                            struct rm_error **err);
+                            const struct rm_spec_userns *userns, struct rm_error **err);
         int (*rootfs_unmount)(void *ctx, const char *image_id, const char *dir, const char *target,
                               struct rm_error **err);
         /* The unpacked layer directories of a pulled image, top first, for an image

@@ -26,6 +26,14 @@ struct rm_spec_image {
         const char *stop_signal; /* STOPSIGNAL: "SIGQUIT", "QUIT" or "3" */
 };
 
+/* A pod's own user namespace: its pinned nsfs file and its single uid and gid mapping
+ * (container IDs 0..len-1 are host IDs host..host+len-1). */
+struct rm_spec_userns {
+        const char *path;
+        uint32_t uid_host, uid_len;
+        uint32_t gid_host, gid_len;
+};
+
 /* What a container takes from its pod. Namespace paths are the pod's pinned namespaces;
  * NULL means the host's (for net, ipc, uts) or, for pid, see pid_mode. */
 struct rm_spec_pod {
@@ -34,6 +42,7 @@ struct rm_spec_pod {
         const char *netns_path;
         const char *ipcns_path;
         const char *utsns_path;
+        const struct rm_spec_userns *userns; /* NULL: the host's user namespace */
         /* The container's own PID namespace (CONTAINER), the host's (NODE), or the one at
          * pidns_path (POD: the infra process's; TARGET: the target container's). */
         Runtime__V1__NamespaceMode pid_mode;

@@ -108,12 +108,23 @@ struct rm_image_info {
 int rm_image_lookup(struct rm_image_service *svc, const char *ref, struct rm_arena *a,
                     struct rm_image_info *out, struct rm_error **err);
 
+/* For a container in its own user namespace: the layers are presented through idmapped
+ * mounts of that namespace, and the upper and work directories belong to its root. */
+struct rm_image_idmap {
+        int userns_fd;
+        uint32_t uid, gid; /* the host IDs of the namespace's root */
+};
+
 /* Mount image id's layers at target as overlayfs, with upper and work directories under
  * dir (made if missing), and release that mount. id may name an image removed since the
- * container looked it up (its record is kept while the container uses it). */
+ * container looked it up (its record is kept while the container uses it). With idmap,
+ * each layer is first attached through an idmapped mount under <dir>/idmap (these stay
+ * while the rootfs is mounted, so the layers show as in use) and unmount removes those
+ * too. */
 int rm_image_mount(struct rm_image_service *svc, const char *id, const char *dir,
-                   const char *target, struct rm_error **err);
-int rm_image_unmount(struct rm_image_service *svc, const char *target, struct rm_error **err);
+                   const char *target, const struct rm_image_idmap *idmap, struct rm_error **err);
+int rm_image_unmount(struct rm_image_service *svc, const char *dir, const char *target,
+                     struct rm_error **err);
 
 /* The unpacked layer directories of pulled image id, top layer first (one empty
  * directory for an image without layers), in the arena; NOT_FOUND when not pulled. They

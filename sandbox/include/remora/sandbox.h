@@ -6,6 +6,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 #include <json-c/json.h>
 
@@ -23,6 +24,8 @@ struct rm_infra_request {
         const char *netns_path; /* NULL: the host's */
         const char *ipcns_path;
         const char *utsns_path;
+        const char *userns_path; /* NULL: the host's */
+        uint32_t uid_host, uid_len, gid_host, gid_len;
         const char *cgroup_parent;
         const char *hostname;
 };
@@ -56,6 +59,9 @@ struct rm_sandbox_hooks {
         /* Stop and remove it; both succeed when there is nothing to do. */
         int (*infra_stop)(void *ctx, const char *pod_id, struct rm_error **err);
         int (*infra_remove)(void *ctx, const char *pod_id, struct rm_error **err);
+        /* Why this host cannot give a pod its own user namespace (userns_options POD is
+         * then FAILED_PRECONDITION with this reason); NULL when it can. */
+        const char *userns_unavailable;
 };
 
 struct rm_sandbox_manager;
@@ -116,6 +122,10 @@ struct rm_sandbox_view {
         const char *ipcns_path;
         const char *utsns_path;
         const char *pidns_path; /* the infra process's, NULL without one */
+        /* The pod's own user namespace (NULL: the host's) and its mappings: container
+         * IDs 0..len-1 are host IDs host..host+len-1. */
+        const char *userns_path;
+        uint32_t uid_host, uid_len, gid_host, gid_len;
         const char *hostname_file;
         const char *hosts_file;
         const char *resolv_file;

@@ -87,9 +87,10 @@ static int image_lookup(void *ctx, const char *ref, struct rm_arena *a, struct r
 }
 
 static int rootfs_mount(void *ctx, const char *image_id, const char *dir, const char *target,
-                        struct rm_error **err)
+                        const struct rm_spec_userns *userns, struct rm_error **err)
 {
         (void)ctx;
+        (void)userns;
         (void)image_id;
         (void)dir;
         (void)err;
