@@ -29,9 +29,4 @@ struct json_object *rm__pod_config_json(const Runtime__V1__PodSandboxConfig *c);
 int rm__pod_files_write(const char *dir, const Runtime__V1__PodSandboxConfig *c,
                         const char *hostname, const char *ip, bool host_net, struct rm_error **err);
 
-/* A label or annotation map as a JSON object, and the parts of the config that
- * PodSandboxStatus' verbose info shows. */
-struct json_object *rm__pod_map_json(size_t n, void *const *entries);
-struct json_object *rm__pod_config_json(const Runtime__V1__PodSandboxConfig *c);
-
 #endif
