@@ -46,7 +46,9 @@ typedef int (*rm_store_visit_fn)(const char *id, struct json_object *doc,
                                  const struct rm_error *bad, void *data, struct rm_error **err);
 
 /* Visit every record of kind. A missing kind directory is an empty list. Corrupt
- * records are reported to the visitor (and logged), never fatal. Returns the number of
+ * records are reported to the visitor (and logged), never fatal; each is moved aside to
+ * <id>.json.corrupt-<unix time> first (named in bad's message), so it is kept for the
+ * operator but no longer a record: the next listing does not see it. Returns the number of
  * records visited (good and corrupt) or -1. */
 int rm_store_list(struct rm_store *store, const char *kind, rm_store_visit_fn visit, void *data,
                   struct rm_error **err);
