@@ -36,6 +36,8 @@ struct json_object *rm__ctr_to_json(const struct ctr *c)
         put_str(o, "message", c->message);
         json_object_object_add(o, "stop_signal", json_object_new_int(c->stop_signal));
         json_object_object_add(o, "pid", json_object_new_int(c->pid));
+        if (c->start_pending)
+                json_object_object_add(o, "start_pending", json_object_new_boolean(true));
         json_object_object_add(o, "uid", json_object_new_int64(c->uid));
         json_object_object_add(o, "gid", json_object_new_int64(c->gid));
         put_str(o, "cgroup_path", c->cgroup_path);
@@ -234,6 +236,9 @@ struct ctr *rm__ctr_from_json(const char *id, struct json_object *doc, struct rm
         c->message = str(&r, "message");
         c->stop_signal = (int)num(&r, "stop_signal");
         c->pid = (pid_t)num(&r, "pid");
+        struct json_object *pending = NULL;
+        c->start_pending = json_object_object_get_ex(doc, "start_pending", &pending) &&
+                           json_object_get_boolean(pending);
         c->uid = (uint32_t)num(&r, "uid");
         c->gid = (uint32_t)num(&r, "gid");
         c->cgroup_path = str(&r, "cgroup_path");

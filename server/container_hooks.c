@@ -116,13 +116,18 @@ static int delete_ctr(void *ctx, const char *id, bool force, struct rm_error **e
         return 0;
 }
 
-static int exit_status(void *ctx, const char *id, int *code, int64_t *finished_ns,
+static int exit_status(void *ctx, const char *id, pid_t pid, int *code, int64_t *finished_ns,
                        struct rm_error **err)
 {
         struct rm_daemon *d = ctx;
         cleanup_free char *exits = exit_file(d, id);
         struct rm_exit_status st;
         int rc = rm_exit_file_read(exits, &st, err);
+        if (rc == 1 && pid > 0 && st.pid != pid) {
+                rm_log_warn("container %s: exit file %s is for pid %d, not %d; ignoring it", id,
+                            exits, (int)st.pid, (int)pid);
+                return 0;
+        }
         if (rc == 1) {
                 *code = st.exit_code;
                 *finished_ns = st.finished_ns;
@@ -191,4 +196,5 @@ void rm__container_ops(struct rm_daemon *d, struct rm_container_ops *ops)
         ops->oom_killed = oom_killed;
         ops->reopen_log = reopen_log;
         ops->exit_dir = d->exit_dir;
+        ops->runtime_root = d->oci->root;
 }

@@ -268,6 +268,16 @@ static void set_aside(const char *path, struct rm_error *bad)
         bad->msg = steal_pointer(&msg);
 }
 
+void rm_store_set_aside(struct rm_store *store, const char *kind, const char *id, const char *why)
+{
+        if (check_names(kind, id, NULL) < 0)
+                return;
+        cleanup_free char *path = xasprintf("%s/%s/%s" RECORD_SUFFIX, store->root, kind, id);
+        struct rm_error bad = {.code = RM_DATA_LOSS, .msg = xasprintf("record %s: %s", path, why)};
+        set_aside(path, &bad);
+        free(bad.msg);
+}
+
 int rm_store_list(struct rm_store *store, const char *kind, rm_store_visit_fn visit, void *data,
                   struct rm_error **err)
 {

@@ -53,6 +53,10 @@ typedef int (*rm_store_visit_fn)(const char *id, struct json_object *doc,
 int rm_store_list(struct rm_store *store, const char *kind, rm_store_visit_fn visit, void *data,
                   struct rm_error **err);
 
+/* Move a record that parses but makes no sense to its reader aside, as rm_store_list does
+ * with one that does not parse (why goes into the log line). */
+void rm_store_set_aside(struct rm_store *store, const char *kind, const char *id, const char *why);
+
 /* True when s is usable as a kind or an ID. */
 bool rm_store_valid_name(const char *s);
 
