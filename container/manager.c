@@ -651,6 +651,18 @@ int rm_containers_stop(struct rm_container_manager *mgr, const char *id, int64_t
         return rc;
 }
 
+/* What a container out of the runtime may still have: an exit file (its delete was cut
+ * off between runc's part and the file), a cgroup (its runc state was lost). */
+static void forget_runtime(struct rm_container_manager *mgr, const struct ctr *c)
+{
+        if (mgr->ops.exit_dir) {
+                cleanup_free char *exits = xasprintf("%s/%s", mgr->ops.exit_dir, c->id);
+                unlink(exits);
+        }
+        if (*c->cgroup_path && mgr->ops.cgroup_remove)
+                mgr->ops.cgroup_remove(mgr->ops.ctx, c->cgroup_path);
+}
+
 int rm_containers_remove(struct rm_container_manager *mgr, const char *id, struct rm_error **err)
 {
         struct rm_error *lookup = NULL;
@@ -698,6 +710,8 @@ int rm_containers_remove(struct rm_container_manager *mgr, const char *id, struc
                  * leaves runc state without a record, which the next start deletes. */
                 if (in_runtime)
                         rm__gone_add(mgr, c->id, c->pod_id);
+                else
+                        forget_runtime(mgr, c);
                 pthread_mutex_unlock(&mgr->lock);
                 rm__ctr_emit(mgr, c->id, c->pod_id,
                              RUNTIME__V1__CONTAINER_EVENT_TYPE__CONTAINER_DELETED_EVENT);

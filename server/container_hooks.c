@@ -169,6 +169,12 @@ static bool oom_killed(void *ctx, const char *cgroup_path)
         return rm_cgroup_oom_killed(&d->cgroups, cgroup_path);
 }
 
+static void cgroup_remove(void *ctx, const char *cgroup_path)
+{
+        struct rm_daemon *d = ctx;
+        rm_cgroup_remove(&d->cgroups, cgroup_path);
+}
+
 /* The monitor answers within a second unless it is wedged. */
 #define SHIM_COMMAND_TIMEOUT_MS 5000
 
@@ -194,6 +200,7 @@ void rm__container_ops(struct rm_daemon *d, struct rm_container_ops *ops)
         ops->exec_sync = exec_sync;
         ops->update = update;
         ops->oom_killed = oom_killed;
+        ops->cgroup_remove = cgroup_remove;
         ops->reopen_log = reopen_log;
         ops->exit_dir = d->exit_dir;
         ops->runtime_root = d->oci->root;

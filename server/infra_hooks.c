@@ -162,7 +162,10 @@ static int infra_remove(void *ctx, const char *pod_id, struct rm_error **err)
         struct rm_daemon *d = ctx;
         cleanup_free char *id = infra_id(pod_id);
         cleanup_free char *bundle = xasprintf("%s/infra/%s", d->cfg->state, pod_id);
+        /* Without a bundle (lost with <state>), the cgroup of a pod without a parent. */
         cleanup_free char *cgroup = infra_cgroup(bundle);
+        if (cgroup == NULL)
+                cgroup = xasprintf("/remora/%s", id);
         rm_shims_kill(bundle);
         if (d->oci->ops->delete (d->oci, id, true, err) < 0)
                 return -1;

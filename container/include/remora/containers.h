@@ -87,6 +87,9 @@ struct rm_container_ops {
         int (*exec_sync)(void *ctx, const char *id, char *const *argv, int64_t timeout_s,
                          const struct rm_cancel *cancel, struct rm_ctr_exec_result *res,
                          struct rm_error **err);
+        /* Remove the cgroup at path from every hierarchy (a container's whose runtime
+         * state is gone, after a reboot); may be NULL. */
+        void (*cgroup_remove)(void *ctx, const char *cgroup_path);
         /* Whether the OOM killer struck in the cgroup at path (the container's, looked at
          * once it exited); may be NULL. */
         bool (*oom_killed)(void *ctx, const char *cgroup_path);
