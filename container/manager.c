@@ -17,6 +17,7 @@
 #include "remora/crashpoint.h"
 #include "remora/fsutil.h"
 #include "remora/log.h"
+#include "remora/orphans.h"
 #include "remora/pbcanon.h"
 #include "remora/xalloc.h"
 #include "spec_internal.h"
@@ -657,7 +658,7 @@ static void forget_runtime(struct rm_container_manager *mgr, const struct ctr *c
 {
         if (mgr->ops.exit_dir) {
                 cleanup_free char *exits = xasprintf("%s/%s", mgr->ops.exit_dir, c->id);
-                unlink(exits);
+                rm_exit_file_remove(exits);
         }
         if (*c->cgroup_path && mgr->ops.cgroup_remove)
                 mgr->ops.cgroup_remove(mgr->ops.ctx, c->cgroup_path);

@@ -62,12 +62,48 @@ static bool found(pid_t pid, void *data)
         return false;
 }
 
+/* Whether a live process names bundle on its command line (runc create --bundle ...). */
+static bool runtime_busy(const char *bundle)
+{
+        cleanup_dir DIR *d = opendir("/proc");
+        struct dirent *e;
+        size_t blen = strlen(bundle);
+        while (d && (e = readdir(d))) {
+                if (e->d_name[0] < '1' || e->d_name[0] > '9')
+                        continue;
+                char path[300];
+                snprintf(path, sizeof(path), "/proc/%s/cmdline", e->d_name);
+                size_t len = 0;
+                cleanup_free char *cmd = rm_read_file(path, 8192, &len, NULL);
+                if (cmd == NULL || len < blen)
+                        continue;
+                for (size_t i = 0; i + blen <= len; i++) {
+                        if (memcmp(cmd + i, bundle, blen) == 0 &&
+                            (i + blen == len || cmd[i + blen] == '\0'))
+                                return true;
+                }
+        }
+        return false;
+}
+
 int rm_shims_kill(const char *bundle)
 {
-        return each_shim(bundle, kill_one, NULL);
+        int n = each_shim(bundle, kill_one, NULL);
+        /* A runc create the killed monitor started goes on by itself: wait (a little) for
+         * it to finish, so the runtime delete that follows finds what it made. */
+        for (int i = 0; i < 100 && runtime_busy(bundle); i++)
+                usleep(50000);
+        return n;
 }
 
 bool rm_shim_alive(const char *bundle)
 {
         return each_shim(bundle, found, NULL) > 0;
+}
+
+void rm_exit_file_remove(const char *path)
+{
+        unlink(path);
+        cleanup_free char *tmp = xasprintf("%s.tmp", path);
+        unlink(tmp);
 }

@@ -178,7 +178,13 @@ static void sweep_runtime(struct rm_container_manager *mgr)
                 cleanup_dir DIR *d = dirs[i] ? opendir(dirs[i]) : NULL;
                 struct dirent *e;
                 while (d && (e = readdir(d))) {
-                        if (!rm_id_valid(e->d_name) || indexed(mgr, e->d_name))
+                        /* an exit file's temp of a monitor killed while writing it */
+                        char id[RM_ID_LEN + 1] = "";
+                        if (i == 1 && strlen(e->d_name) == RM_ID_LEN + 4 &&
+                            strcmp(e->d_name + RM_ID_LEN, ".tmp") == 0)
+                                snprintf(id, sizeof(id), "%.*s", RM_ID_LEN, e->d_name);
+                        const char *name = *id ? id : e->d_name;
+                        if (!rm_id_valid(name) || indexed(mgr, name))
                                 continue;
                         if (i == 0) {
                                 runtime_undo(mgr, e->d_name);

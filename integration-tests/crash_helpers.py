@@ -41,7 +41,9 @@ class CrashDaemon(Daemon):
         try:
             rc = self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            raise AssertionError("remorad did not reach its crash point:\n" + self.read_log()[-3000:])
+            self.kill9()
+            raise AssertionError("remorad did not reach its crash point:\n" +
+                                 self.read_log()[-3000:])
         self.log.close()
         assert rc == -signal.SIGKILL, "remorad exited with %s, not SIGKILL" % rc
         return rc
@@ -226,8 +228,10 @@ def wait_baseline(d, baseline, ids=(), parents=(), timeout=15):
         if not diff:
             return now
         if time.monotonic() > deadline:
-            raise AssertionError("leftovers (baseline, now): %s\n%s" %
-                                 (diff, d.read_log()[-4000:]))
+            raise AssertionError("leftovers (baseline, now): %s\nexit files %s, runc %s\n%s" %
+                                 (diff, os.listdir(os.path.join(d.state, "exits")),
+                                  os.listdir(os.path.join(d.state, "runc")),
+                                  d.read_log()[-4000:]))
         time.sleep(0.1)
 
 
@@ -241,6 +245,23 @@ def remove_everything(cri, timeout=60):
         cri.call("RemovePodSandbox", pod_sandbox_id=p.id, timeout=timeout)
     assert not cri.call("ListContainers").containers
     assert not cri.call("ListPodSandbox").items
+
+
+def teardown(d):
+    """End of a test, passed or failed: remove what the daemon still has through the CRI
+    (starting it again if a crash left it down), so a failure leaks nothing onto the
+    shared node, then stop it and remove its directories."""
+    try:
+        if d.proc is None or d.proc.poll() is not None:
+            d.start()
+        c = d.client()
+        try:
+            remove_everything(c)
+        finally:
+            c.close()
+    except Exception as e:  # the test's own failure says more
+        print("teardown of %s: %s" % (d.base, e))
+    d.cleanup()
 
 
 def pod_config(cri, log_dir, share_pid=False, cgroup_parent=None, host_port=None):

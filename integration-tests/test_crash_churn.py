@@ -222,4 +222,4 @@ def test_churn_with_random_kills(remorad_bin, api, tmp_path):
         H.wait_baseline(d, baseline, ids, timeout=30)
     finally:
         cri.close()
-        d.cleanup()
+        H.teardown(d)

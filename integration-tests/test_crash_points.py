@@ -50,7 +50,7 @@ def world(remorad_bin, api, tmp_path_factory):
     yield w
     if w.cri:
         w.cri.close()
-    d.cleanup()
+    H.teardown(d)
 
 
 # ---- scenes: what exists before the call ----

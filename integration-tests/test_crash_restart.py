@@ -22,7 +22,7 @@ def node(remorad_bin, api, tmp_path):
     baseline = H.leftovers(d)
     yield d, cri, image, baseline, str(tmp_path)
     cri.close()
-    d.cleanup()
+    H.teardown(d)
 
 
 def restart(d, cri):

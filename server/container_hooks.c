@@ -10,6 +10,7 @@
 #include "hooks.h"
 #include "remora/cleanup.h"
 #include "remora/fsutil.h"
+#include "remora/orphans.h"
 #include "remora/xalloc.h"
 
 static int image_lookup(void *ctx, const char *ref, struct rm_arena *a, struct rm_ctr_image *out,
@@ -112,7 +113,7 @@ static int delete_ctr(void *ctx, const char *id, bool force, struct rm_error **e
         if (d->oci->ops->delete (d->oci, id, force, err) < 0)
                 return -1;
         cleanup_free char *exits = exit_file(d, id);
-        unlink(exits);
+        rm_exit_file_remove(exits);
         return 0;
 }
 

@@ -170,7 +170,7 @@ static int infra_remove(void *ctx, const char *pod_id, struct rm_error **err)
         if (d->oci->ops->delete (d->oci, id, true, err) < 0)
                 return -1;
         cleanup_free char *exits = xasprintf("%s/%s", d->exit_dir, id);
-        unlink(exits);
+        rm_exit_file_remove(exits);
         if (cgroup)
                 rm_cgroup_remove(&d->cgroups, cgroup);
         return rm_remove_tree(bundle, err);
@@ -189,16 +189,17 @@ static bool infra_alive(void *ctx, const char *pod_id, pid_t pid)
 void rm__infra_reconcile(struct rm_daemon *d)
 {
         cleanup_free char *infra_dir = xasprintf("%s/infra", d->cfg->state);
-        const char *dirs[] = {infra_dir, d->oci->root};
-        for (int i = 0; i < 2; i++) {
+        const char *dirs[] = {infra_dir, d->oci->root, d->exit_dir};
+        for (int i = 0; i < 3; i++) {
                 cleanup_dir DIR *dir = opendir(dirs[i]);
                 struct dirent *e;
                 while (dir && (e = readdir(dir))) {
-                        const char *pod = e->d_name;
-                        if (i == 1 && strncmp(pod, "infra-", 6) != 0)
+                        char pod[RM_ID_LEN + 1];
+                        const char *name = e->d_name;
+                        if (i > 0 && strncmp(name, "infra-", 6) != 0)
                                 continue;
-                        if (i == 1)
-                                pod += 6;
+                        /* "infra-<pod>", and in the exit directory also "infra-<pod>.tmp" */
+                        snprintf(pod, sizeof(pod), "%.*s", RM_ID_LEN, i > 0 ? name + 6 : name);
                         if (!rm_id_valid(pod))
                                 continue;
                         struct rm_arena *a = rm_arena_new();

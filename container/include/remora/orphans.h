@@ -11,6 +11,10 @@
  * appears after it. */
 int rm_shims_kill(const char *bundle);
 
+/* Remove a container's exit file and the temporary file a monitor killed while writing
+ * it leaves beside it ("<path>.tmp"). */
+void rm_exit_file_remove(const char *path);
+
 /* Whether a remora-shim works in bundle. */
 bool rm_shim_alive(const char *bundle);
 
