@@ -91,10 +91,13 @@ void rm__ctr_put(struct rm_container_manager *mgr, struct ctr *c)
 
 int rm__ctr_save(struct rm_container_manager *mgr, struct ctr *c, struct rm_error **err)
 {
+        pthread_mutex_lock(&c->save_lock);
         pthread_mutex_lock(&mgr->lock);
         cleanup_json struct json_object *doc = rm__ctr_to_json(c);
         pthread_mutex_unlock(&mgr->lock);
-        return rm_store_put(mgr->store, CTR_KIND, c->id, doc, err);
+        int rc = rm_store_put(mgr->store, CTR_KIND, c->id, doc, err);
+        pthread_mutex_unlock(&c->save_lock);
+        return rc;
 }
 
 void rm__ctr_emit(struct rm_container_manager *mgr, const char *id, const char *pod_id,
@@ -389,6 +392,7 @@ static struct ctr *reserve(struct rm_container_manager *mgr,
         }
         struct ctr *c = xzalloc(sizeof(*c));
         pthread_mutex_init(&c->op, NULL);
+        pthread_mutex_init(&c->save_lock, NULL);
         rm_id_new(c->id);
         c->creating = true;
         c->refs = 1;
@@ -577,7 +581,9 @@ int rm_containers_start(struct rm_container_manager *mgr, const char *id, struct
                 rc = -1;
         } else {
                 pthread_mutex_lock(&mgr->lock);
-                c->state = RUNTIME__V1__CONTAINER_STATE__CONTAINER_RUNNING;
+                /* the exit watcher may have seen a quick process exit already */
+                if (c->state == RUNTIME__V1__CONTAINER_STATE__CONTAINER_CREATED)
+                        c->state = RUNTIME__V1__CONTAINER_STATE__CONTAINER_RUNNING;
                 c->started_at = started;
                 c->start_pending = false;
                 pthread_mutex_unlock(&mgr->lock);

@@ -46,6 +46,9 @@ struct ctr {
         bool recovered;       /* rebuilt at start-up from a damaged record, not saved yet */
         int refs;
         pthread_mutex_t op; /* serializes lifecycle operations on this container */
+        /* Held from a record's snapshot to its write: two saves racing (the exit watcher
+         * and a call) reach the disk in the order they were taken. */
+        pthread_mutex_t save_lock;
 };
 
 struct cpu_sample {

@@ -54,6 +54,7 @@ static struct ctr *recovered(struct rm_container_manager *mgr, const char *id)
         cleanup_free char *pidtext = rm_read_file(pidfile, 64, NULL, NULL);
         struct ctr *c = xzalloc(sizeof(*c));
         pthread_mutex_init(&c->op, NULL);
+        pthread_mutex_init(&c->save_lock, NULL);
         memcpy(c->id, id, RM_ID_LEN + 1);
         const char *pod = spec ? annotation(spec, "io.kubernetes.cri.sandbox-id") : NULL;
         const char *name = spec ? annotation(spec, "io.kubernetes.cri.container-name") : NULL;

@@ -213,6 +213,7 @@ struct ctr *rm__ctr_from_json(const char *id, struct json_object *doc, struct rm
         struct reader r = {.doc = doc, .id = id, .err = err};
         struct ctr *c = xzalloc(sizeof(*c));
         pthread_mutex_init(&c->op, NULL);
+        pthread_mutex_init(&c->save_lock, NULL);
         memcpy(c->id, id, RM_ID_LEN + 1);
         c->pod_id = str(&r, "pod_id");
         c->name = str(&r, "name");
@@ -272,5 +273,6 @@ void rm__ctr_free(struct ctr *c)
         free(c->reason);
         free(c->message);
         pthread_mutex_destroy(&c->op);
+        pthread_mutex_destroy(&c->save_lock);
         free(c);
 }
