@@ -266,7 +266,11 @@ def test_crash_point(world, case):
         except Exception:
             pass
     else:
-        H.unavailable(lambda: case.call(w, st))
+        try:
+            H.unavailable(lambda: case.call(w, st))
+        except AssertionError:
+            d.kill9()  # it never reached its crash point: no daemon left behind
+            raise
     d.wait_killed()
     ids = H.ids_on_disk(d) | {v for k, v in st.items() if k in ("pod", "ctr")}
     d.start()
