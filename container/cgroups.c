@@ -1,11 +1,13 @@
 /* cgroup layout detection and usage figures from cgroupfs, for v1 (including hybrid
  * hosts like this one, whose v2 tree at /sys/fs/cgroup/unified holds no controllers) and
  * for pure v2. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "remora/cgroups.h"
@@ -42,6 +44,10 @@ int rm_cgroup_detect(struct rm_cgroup_host *host, struct rm_error **err)
                 if (sep == NULL || sscanf(line, "%*s %*s %*s %*s %255s", mnt) != 1 ||
                     sscanf(sep + 3, "%31s %63s %511s", fstype, source, super) != 3)
                         continue;
+                if ((strcmp(fstype, "cgroup2") == 0 || strcmp(fstype, "cgroup") == 0) &&
+                    host->n_hierarchies < RM_CGROUP_MAX_HIERARCHIES)
+                        snprintf(host->hierarchies[host->n_hierarchies++],
+                                 sizeof(host->hierarchies[0]), "%s", mnt);
                 if (strcmp(fstype, "cgroup2") == 0 && host->root[0] == '\0') {
                         snprintf(host->root, sizeof(host->root), "%s", mnt);
                 } else if (strcmp(fstype, "cgroup") == 0) {
@@ -220,4 +226,59 @@ void rm_spec_host_detect(const struct rm_cgroup_host *cg, struct rm_spec_host *o
         rm_log_info("this host refuses lowering oom_score_adj below remorad's own (%d): "
                     "containers asking for less get %d",
                     cur, cur);
+}
+
+/* ---- removal from every hierarchy ---- */
+
+bool rm_cgroup_exists(const struct rm_cgroup_host *host, const char *path)
+{
+        if (path == NULL || !path_ok(path) || strcmp(path, "/") == 0)
+                return false;
+        for (size_t i = 0; i < host->n_hierarchies; i++) {
+                cleanup_free char *dir = xasprintf("%s%s", host->hierarchies[i], path);
+                struct stat st;
+                if (stat(dir, &st) == 0 && S_ISDIR(st.st_mode))
+                        return true;
+        }
+        return false;
+}
+
+/* rmdir dir after its sub-cgroups (depth first); returns how many stayed. */
+static int remove_tree(const char *dir)
+{
+        int left = 0;
+        cleanup_dir DIR *d = opendir(dir);
+        if (d == NULL)
+                return errno == ENOENT ? 0 : 1;
+        struct dirent *e;
+        while ((e = readdir(d))) {
+                if (e->d_type != DT_DIR || strcmp(e->d_name, ".") == 0 ||
+                    strcmp(e->d_name, "..") == 0)
+                        continue;
+                cleanup_free char *sub = xasprintf("%s/%s", dir, e->d_name);
+                left += remove_tree(sub);
+        }
+        /* A cgroup whose last process just exited can stay busy for a moment. */
+        for (int tries = 0; rmdir(dir) < 0; tries++) {
+                if (errno == ENOENT)
+                        return left;
+                if (errno != EBUSY || tries == 20) {
+                        rm_log_warn("remove cgroup %s: %s", dir, strerror(errno));
+                        return left + 1;
+                }
+                usleep(5000);
+        }
+        return left;
+}
+
+int rm_cgroup_remove(const struct rm_cgroup_host *host, const char *path)
+{
+        if (path == NULL || !path_ok(path) || strcmp(path, "/") == 0)
+                return 0;
+        int left = 0;
+        for (size_t i = 0; i < host->n_hierarchies; i++) {
+                cleanup_free char *dir = xasprintf("%s%s", host->hierarchies[i], path);
+                left += remove_tree(dir);
+        }
+        return left;
 }

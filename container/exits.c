@@ -11,6 +11,7 @@
 
 #include "manager_internal.h"
 #include "remora/cleanup.h"
+#include "remora/crashpoint.h"
 #include "remora/log.h"
 #include "remora/xalloc.h"
 
@@ -45,7 +46,7 @@ static bool refresh_exit_locked(struct rm_container_manager *mgr, struct ctr *c)
         int code = 0;
         int64_t finished = 0;
         cleanup_error struct rm_error *err = NULL;
-        int rc = mgr->ops.exit_status(mgr->ops.ctx, c->id, &code, &finished, &err);
+        int rc = mgr->ops.exit_status(mgr->ops.ctx, c->id, pid, &code, &finished, &err);
         if (rc < 0) {
                 rm_log_warn("container %s: reading its exit status: %s", c->id, err->msg);
                 return false;
@@ -155,6 +156,7 @@ static void delete_gone(struct rm_container_manager *mgr)
                 mgr->deleting_pod = g.pod_id;
                 pthread_mutex_unlock(&mgr->lock);
                 cleanup_error struct rm_error *e = NULL;
+                rm_crashpoint("removecontainer.deferred");
                 if (mgr->ops.delete(mgr->ops.ctx, g.id, true, &e) < 0 && e->code != RM_NOT_FOUND)
                         rm_log_warn("removed container %s: deleting its runtime state: %s", g.id,
                                     e->msg);

@@ -18,6 +18,7 @@
 #include "remora/crashpoint.h"
 #include "remora/fsutil.h"
 #include "remora/log.h"
+#include "remora/orphans.h"
 #include "remora/pbcanon.h"
 #include "remora/xalloc.h"
 #include "spec_internal.h"
@@ -44,7 +45,7 @@ void rm__replace_str(char **slot, const char *v)
 
 /* ---- the index (callers hold mgr->lock) ---- */
 
-static void index_add(struct rm_container_manager *mgr, struct ctr *c)
+void rm__index_add(struct rm_container_manager *mgr, struct ctr *c)
 {
         mgr->ctrs = xrealloc(mgr->ctrs, sizeof(*mgr->ctrs) * (mgr->n + 1));
         mgr->ctrs[mgr->n++] = c;
@@ -94,10 +95,13 @@ void rm__ctr_put(struct rm_container_manager *mgr, struct ctr *c)
 
 int rm__ctr_save(struct rm_container_manager *mgr, struct ctr *c, struct rm_error **err)
 {
+        pthread_mutex_lock(&c->save_lock);
         pthread_mutex_lock(&mgr->lock);
         cleanup_json struct json_object *doc = rm__ctr_to_json(c);
         pthread_mutex_unlock(&mgr->lock);
-        return rm_store_put(mgr->store, CTR_KIND, c->id, doc, err);
+        int rc = rm_store_put(mgr->store, CTR_KIND, c->id, doc, err);
+        pthread_mutex_unlock(&c->save_lock);
+        return rc;
 }
 
 void rm__ctr_emit(struct rm_container_manager *mgr, const char *id, const char *pod_id,
@@ -394,6 +398,7 @@ static struct ctr *reserve(struct rm_container_manager *mgr,
         }
         struct ctr *c = xzalloc(sizeof(*c));
         pthread_mutex_init(&c->op, NULL);
+        pthread_mutex_init(&c->save_lock, NULL);
         rm_id_new(c->id);
         c->creating = true;
         c->refs = 1;
@@ -415,7 +420,7 @@ static struct ctr *reserve(struct rm_container_manager *mgr,
         c->cgroup_path = xstrdup("");
         c->resources = rm__resources_to_json(cfg->linux ? cfg->linux->resources : NULL);
         c->state = RUNTIME__V1__CONTAINER_STATE__CONTAINER_CREATED;
-        index_add(mgr, c);
+        rm__index_add(mgr, c);
         rm_answers_begin(mgr->answers, c->id); /* ended by rm_containers_answered */
         pthread_mutex_unlock(&mgr->lock);
         return c;
@@ -554,6 +559,8 @@ static void start_failed(struct rm_container_manager *mgr, struct ctr *c, const 
         c->exit_code = 128;
         c->finished_at = rm__now_ns();
         c->pid = 0;
+        c->start_pending = false;
+        c->runtime_deleted = true;
         rm__replace_str(&c->reason, "StartError");
         rm__replace_str(&c->message, msg);
         pthread_cond_broadcast(&mgr->changed);
@@ -582,16 +589,28 @@ static int runtime_create_start(struct rm_container_manager *mgr, struct ctr *c,
             .stdin = c->stdin,
             .stdin_once = c->stdin_once,
         };
+        /* Intent before runc create: a crash from here on leaves a record saying so, and
+         * start-up undoes the start (see rm_containers_open). */
+        c->start_pending = true;
         pthread_mutex_unlock(&mgr->lock);
+        if (rm__ctr_save(mgr, c, err) < 0) {
+                pthread_mutex_lock(&mgr->lock);
+                c->start_pending = false;
+                pthread_mutex_unlock(&mgr->lock);
+                return rm_error_wrap(err, "start container %s", c->id);
+        }
+        rm_crashpoint("startcontainer.intent");
         pid_t pid = 0;
         /* The start time is taken before runc start: a quick process may have exited by
          * the time it returns, and must not look as if it ended before it began. */
         if (mgr->ops.create(mgr->ops.ctx, &cc, &pid, err) < 0 ||
-            (*started = rm__now_ns(), mgr->ops.start(mgr->ops.ctx, c->id, err)) < 0) {
+            (rm_crashpoint("startcontainer.created"), *started = rm__now_ns(),
+             mgr->ops.start(mgr->ops.ctx, c->id, err)) < 0) {
                 rm_error_wrap(err, "start container %s", c->id);
                 start_failed(mgr, c, (*err)->msg);
                 return -1;
         }
+        rm_crashpoint("startcontainer.started");
         pthread_mutex_lock(&mgr->lock);
         c->pid = pid;
         pthread_mutex_unlock(&mgr->lock);
@@ -633,11 +652,15 @@ int rm_containers_start(struct rm_container_manager *mgr, const char *id, struct
                         /* exit_lock: no exit is recorded until STARTED is out. */
                         pthread_mutex_lock(&mgr->exit_lock);
                         pthread_mutex_lock(&mgr->lock);
-                        c->state = RUNTIME__V1__CONTAINER_STATE__CONTAINER_RUNNING;
+                        if (c->state == RUNTIME__V1__CONTAINER_STATE__CONTAINER_CREATED)
+                                c->state = RUNTIME__V1__CONTAINER_STATE__CONTAINER_RUNNING;
                         c->started_at = started;
+                        c->start_pending = false;
                         c->starting = false;
                         pthread_mutex_unlock(&mgr->lock);
                         rc = rm__ctr_save(mgr, c, err);
+                        if (rc == 0)
+                                rm_crashpoint("startcontainer.saved");
                         if (rc == 0)
                                 rm__ctr_emit(
                                     mgr, c->id, c->pod_id,
@@ -695,6 +718,7 @@ static int stop_locked(struct rm_container_manager *mgr, struct ctr *c, int64_t 
                         return exited_meanwhile(mgr, c, err)
                                    ? 0
                                    : rm_error_wrap(err, "stop container %s", c->id);
+                rm_crashpoint("stopcontainer.signalled");
                 if (rm__ctr_wait_exit(mgr, c, timeout * 1000))
                         return 0;
                 rm_log_info("container %s did not stop within %llds of signal %d; killing it",
@@ -704,6 +728,7 @@ static int stop_locked(struct rm_container_manager *mgr, struct ctr *c, int64_t 
                 return exited_meanwhile(mgr, c, err)
                            ? 0
                            : rm_error_wrap(err, "kill container %s", c->id);
+        rm_crashpoint("stopcontainer.killed");
         if (!rm__ctr_wait_exit(mgr, c, KILL_WAIT_SECONDS * 1000))
                 return rm_error_set(err, RM_DEADLINE_EXCEEDED,
                                     "container %s is still running %ds after SIGKILL", c->id,
@@ -725,6 +750,18 @@ int rm_containers_stop(struct rm_container_manager *mgr, const char *id, int64_t
         return rc;
 }
 
+/* What a container out of the runtime may still have: an exit file (its delete was cut
+ * off between runc's part and the file), a cgroup (its runc state was lost). */
+static void forget_runtime(struct rm_container_manager *mgr, const struct ctr *c)
+{
+        if (mgr->ops.exit_dir) {
+                cleanup_free char *exits = xasprintf("%s/%s", mgr->ops.exit_dir, c->id);
+                rm_exit_file_remove(exits);
+        }
+        if (*c->cgroup_path && mgr->ops.cgroup_remove)
+                mgr->ops.cgroup_remove(mgr->ops.ctx, c->cgroup_path);
+}
+
 int rm_containers_remove(struct rm_container_manager *mgr, const char *id, struct rm_error **err)
 {
         struct rm_error *lookup = NULL;
@@ -744,17 +781,27 @@ int rm_containers_remove(struct rm_container_manager *mgr, const char *id, struc
         pthread_mutex_lock(&mgr->lock);
         bool in_runtime = c->pid != 0 && !c->runtime_deleted;
         pthread_mutex_unlock(&mgr->lock);
-        if (rc == 0 && *c->image_id &&
-            mgr->ops.rootfs_unmount(mgr->ops.ctx, c->image_id, p.dir, p.rootfs, err) < 0)
+        if (rc == 0)
+                rm_crashpoint("removecontainer.stopped");
+        /* Unmounted whatever the record says of the image (a recovered record knows none). */
+        if (rc == 0 && mgr->ops.rootfs_unmount(mgr->ops.ctx, c->image_id, p.dir, p.rootfs, err) < 0)
                 rc = rm_error_wrap(err, "remove container %s", c->id);
         if (rc == 0 && rm__imgvol_unmount_all(p.bundle, err) < 0)
                 rc = rm_error_wrap(err, "remove container %s", c->id);
         if (rc == 0)
                 rm__ctr_userns_release(p.bundle);
+        if (rc == 0)
+                rm_crashpoint("removecontainer.unmounted");
         if (rc == 0 && (rm_remove_tree(p.bundle, err) < 0 || rm_remove_tree(p.dir, err) < 0))
                 rc = -1;
         if (rc == 0)
+                rm_crashpoint("removecontainer.dirs");
+        /* The record goes last; runc's delete follows on the watcher. A crash between
+         * the two leaves runc state no record owns, which start-up deletes. */
+        if (rc == 0)
                 rc = rm_store_delete(mgr->store, CTR_KIND, c->id, err);
+        if (rc == 0)
+                rm_crashpoint("removecontainer.record");
         paths_release(&p);
         pthread_mutex_unlock(&c->op);
         if (rc == 0) {
@@ -767,6 +814,8 @@ int rm_containers_remove(struct rm_container_manager *mgr, const char *id, struc
                  * leaves runc state without a record, which the next start deletes. */
                 if (in_runtime)
                         rm__gone_add(mgr, c->id, c->pod_id);
+                else
+                        forget_runtime(mgr, c);
                 pthread_mutex_unlock(&mgr->lock);
                 rm__ctr_emit(mgr, c->id, c->pod_id,
                              RUNTIME__V1__CONTAINER_EVENT_TYPE__CONTAINER_DELETED_EVENT);
@@ -847,64 +896,6 @@ char *rm_containers_resolve(struct rm_container_manager *mgr, const char *id_or_
 
 /* ---- open and close ---- */
 
-static int load_one(const char *id, struct json_object *doc, const struct rm_error *bad, void *data,
-                    struct rm_error **err)
-{
-        (void)err;
-        struct rm_container_manager *mgr = data;
-        if (doc == NULL) {
-                rm_log_warn("container record %s is unreadable (%s); leaving it", id, bad->msg);
-                return 0;
-        }
-        cleanup_error struct rm_error *why = NULL;
-        struct ctr *c = rm__ctr_from_json(id, doc, &why);
-        if (c == NULL) {
-                rm_log_warn("%s; leaving it", why->msg);
-                return 0;
-        }
-        index_add(mgr, c);
-        return 0;
-}
-
-/* Remove what a create interrupted by a crash left: directories with no record. */
-static void sweep_orphans(struct rm_container_manager *mgr, const char *dir, bool bundles)
-{
-        cleanup_dir DIR *d = opendir(dir);
-        if (d == NULL)
-                return;
-        struct dirent *e;
-        while ((e = readdir(d))) {
-                if (!rm_id_valid(e->d_name))
-                        continue;
-                bool known = false;
-                for (size_t i = 0; i < mgr->n && !known; i++)
-                        known = strcmp(mgr->ctrs[i]->id, e->d_name) == 0;
-                if (known)
-                        continue;
-                cleanup_free char *path = xasprintf("%s/%s", dir, e->d_name);
-                if (bundles) {
-                        cleanup_free char *rootfs = xasprintf("%s/rootfs", path);
-                        umount2(rootfs, MNT_DETACH); /* may not be mounted: fine */
-                        cleanup_error struct rm_error *vol_err = NULL;
-                        if (rm__imgvol_unmount_all(path, &vol_err) < 0)
-                                rm_log_warn("leftover of container %s: %s", e->d_name,
-                                            vol_err->msg);
-                        cleanup_error struct rm_error *ignored = NULL;
-                        mgr->ops.delete(mgr->ops.ctx, e->d_name, true, &ignored);
-                }
-                /* Idmapped mounts under <path>/idmap: bind sources in a bundle, image
-                 * layers in a container directory (a pod with its own user namespace). */
-                rm__ctr_userns_release(path);
-                cleanup_error struct rm_error *why = NULL;
-                if (rm_remove_tree(path, &why) < 0)
-                        rm_log_warn("leftover of container %s: %s", e->d_name, why->msg);
-                else
-                        rm_log_info("removed %s, left by a container create interrupted by a "
-                                    "crash",
-                                    path);
-        }
-}
-
 struct rm_container_manager *rm_containers_open(const char *root, const char *state,
                                                 struct rm_store *store,
                                                 const struct rm_container_ops *ops,
@@ -927,21 +918,11 @@ struct rm_container_manager *rm_containers_open(const char *root, const char *st
         pthread_cond_init(&mgr->changed, &ca);
         pthread_condattr_destroy(&ca);
         if (rm_mkdir_p(mgr->dir, 0700, err) < 0 || rm_mkdir_p(mgr->bundles, 0700, err) < 0 ||
-            rm_store_list(store, CTR_KIND, load_one, mgr, err) < 0) {
+            rm_store_list(store, CTR_KIND, rm__ctr_load_one, mgr, err) < 0) {
                 rm_containers_close(mgr);
                 return NULL;
         }
-        sweep_orphans(mgr, mgr->bundles, true);
-        sweep_orphans(mgr, mgr->dir, false);
-
-        /* Containers that exited while the daemon was away. */
-        size_t exited = 0;
-        for (size_t i = 0; i < mgr->n; i++)
-                exited += mgr->ctrs[i]->state != RUNTIME__V1__CONTAINER_STATE__CONTAINER_EXITED &&
-                          rm__ctr_refresh_exit(mgr, mgr->ctrs[i]);
-        if (mgr->n)
-                rm_log_info("loaded %zu containers; %zu exited while remorad was not running",
-                            mgr->n, exited);
+        rm__ctr_reconcile(mgr);
 
         if (pipe2(mgr->wake, O_CLOEXEC) < 0) {
                 rm_error_sys(err, "create the container watcher's pipe");

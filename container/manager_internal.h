@@ -34,8 +34,9 @@ struct ctr {
         int exit_code;
         char *reason;
         char *message;
-        int stop_signal; /* 0: SIGTERM */
-        pid_t pid;       /* 0 until started (runc create runs at StartContainer) */
+        int stop_signal;    /* 0: SIGTERM */
+        pid_t pid;          /* 0 until started (runc create runs at StartContainer) */
+        bool start_pending; /* StartContainer's intent, recorded before runc create */
         bool tty, stdin, stdin_once;
         uint32_t uid; /* the user the process runs as, for ContainerStatus.user */
         uint32_t gid;
@@ -47,8 +48,12 @@ struct ctr {
         bool starting;        /* a StartContainer is between runc create and RUNNING */
         bool removed;         /* gone from the index; freed when the last reference drops */
         bool runtime_deleted; /* exited and already deleted from the runtime */
+        bool recovered;       /* rebuilt at start-up from a damaged record, not saved yet */
         int refs;
         pthread_mutex_t op; /* serializes lifecycle operations on this container */
+        /* Held from a record's snapshot to its write: two saves racing (the exit watcher
+         * and a call) reach the disk in the order they were taken. */
+        pthread_mutex_t save_lock;
 };
 
 /* A writable layer's size as last walked, reused for a while by the metrics call. */
@@ -115,6 +120,16 @@ void rm__ctr_put(struct rm_container_manager *mgr, struct ctr *c);
 int rm__ctr_save(struct rm_container_manager *mgr, struct ctr *c, struct rm_error **err);
 void rm__ctr_emit(struct rm_container_manager *mgr, const char *id, const char *pod_id,
                   Runtime__V1__ContainerEventType type);
+
+/* Add to the index (caller holds mgr->lock). */
+void rm__index_add(struct rm_container_manager *mgr, struct ctr *c);
+
+/* reconcile.c: start-up. load_one is the store visitor that fills the index (a damaged
+ * record becomes a recovered container); reconcile then matches the records with the
+ * runtime, the monitors and the exit files, and removes what no record owns. */
+int rm__ctr_load_one(const char *id, struct json_object *doc, const struct rm_error *bad,
+                     void *data, struct rm_error **err);
+void rm__ctr_reconcile(struct rm_container_manager *mgr);
 
 /* exits.c. refresh_exit records an exit if the runtime reports one (true once exited);
  * wait_exit waits up to timeout_ms for it; the watcher thread notices exits by itself. */

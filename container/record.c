@@ -39,6 +39,8 @@ struct json_object *rm__ctr_to_json(const struct ctr *c)
         put_str(o, "message", c->message);
         json_object_object_add(o, "stop_signal", json_object_new_int(c->stop_signal));
         json_object_object_add(o, "pid", json_object_new_int(c->pid));
+        if (c->start_pending)
+                json_object_object_add(o, "start_pending", json_object_new_boolean(true));
         json_object_object_add(o, "uid", json_object_new_int64(c->uid));
         json_object_object_add(o, "gid", json_object_new_int64(c->gid));
         put_str(o, "cgroup_path", c->cgroup_path);
@@ -214,6 +216,7 @@ struct ctr *rm__ctr_from_json(const char *id, struct json_object *doc, struct rm
         struct reader r = {.doc = doc, .id = id, .err = err};
         struct ctr *c = xzalloc(sizeof(*c));
         pthread_mutex_init(&c->op, NULL);
+        pthread_mutex_init(&c->save_lock, NULL);
         memcpy(c->id, id, RM_ID_LEN + 1);
         c->pod_id = str(&r, "pod_id");
         c->name = str(&r, "name");
@@ -243,6 +246,9 @@ struct ctr *rm__ctr_from_json(const char *id, struct json_object *doc, struct rm
         c->message = str(&r, "message");
         c->stop_signal = (int)num(&r, "stop_signal");
         c->pid = (pid_t)num(&r, "pid");
+        struct json_object *pending = NULL;
+        c->start_pending = json_object_object_get_ex(doc, "start_pending", &pending) &&
+                           json_object_get_boolean(pending);
         c->uid = (uint32_t)num(&r, "uid");
         c->gid = (uint32_t)num(&r, "gid");
         c->cgroup_path = str(&r, "cgroup_path");
@@ -277,5 +283,6 @@ void rm__ctr_free(struct ctr *c)
         free(c->reason);
         free(c->message);
         pthread_mutex_destroy(&c->op);
+        pthread_mutex_destroy(&c->save_lock);
         free(c);
 }

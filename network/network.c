@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <net/if.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -617,6 +618,22 @@ int rm_network_pod_teardown(struct rm_network *net, const char *pod_id, const ch
 }
 
 /* ---- reconcile ---- */
+
+bool rm_network_pod_present(struct rm_network *net, const char *pod_id)
+{
+        if (net->cfg.mode != RM_NET_BRIDGE || net->cni)
+                return true;
+        if (pod_id == NULL || !rm_store_valid_name(pod_id))
+                return false;
+        cleanup_json struct json_object *doc = rm_store_get(net->store, KIND, pod_id, NULL);
+        if (doc == NULL)
+                return false;
+        struct pod_rec r;
+        bool ok = rec_parse(pod_id, json_object_get(doc), &r, NULL) == 0 && r.ready &&
+                  if_nametoindex(r.veth) > 0;
+        pod_rec_release(&r);
+        return ok;
+}
 
 struct reconcile_ctx {
         struct rm_network *n;

@@ -34,9 +34,6 @@
  * unless its own client gives up first: kubelet's default request timeout. */
 #define ANSWER_WAIT_MS 120000
 
-enum { PIN_NET, PIN_IPC, PIN_UTS, PIN_USER, N_PINS };
-static const char *const pin_kinds[N_PINS] = {"netns", "ipcns", "utsns", "userns"};
-
 static int64_t now_ns(void)
 {
         struct timespec ts;
@@ -62,37 +59,14 @@ static void note_net_time(struct rm_sandbox_manager *mgr, struct pod *p, const c
         pthread_mutex_unlock(&mgr->lock);
 }
 
-/* ---- record fields ---- */
-
-static struct json_object *o_get(const struct pod *p, const char *key)
-{
-        struct json_object *v = NULL;
-        return json_object_object_get_ex(p->doc, key, &v) ? v : NULL;
-}
-
-static const char *s_get(const struct pod *p, const char *key)
-{
-        struct json_object *v = o_get(p, key);
-        return v ? json_object_get_string(v) : "";
-}
-
-static int64_t i_get(const struct pod *p, const char *key)
-{
-        struct json_object *v = o_get(p, key);
-        return v ? json_object_get_int64(v) : 0;
-}
-
-static void s_set(struct pod *p, const char *key, const char *v)
-{
-        json_object_object_add(p->doc, key, json_object_new_string(v ? v : ""));
-}
-
-static void pod_free(struct pod *p)
+void rm__pod_free(struct pod *p)
 {
         json_object_put(p->doc);
         pthread_mutex_destroy(&p->op);
         free(p);
 }
+
+const char *const rm__pin_kinds[N_PINS] = {"netns", "ipcns", "utsns", "userns"};
 
 /* ---- index (callers hold mgr->lock) ---- */
 
@@ -120,7 +94,7 @@ static void put(struct rm_sandbox_manager *mgr, struct pod *p)
 {
         pthread_mutex_lock(&mgr->lock);
         if (--p->refs == 0 && p->removed)
-                pod_free(p);
+                rm__pod_free(p);
         pthread_mutex_unlock(&mgr->lock);
 }
 
@@ -134,10 +108,10 @@ static void drop_locked(struct rm_sandbox_manager *mgr, struct pod *p)
         }
         p->removed = true;
         if (p->refs == 0)
-                pod_free(p);
+                rm__pod_free(p);
 }
 
-static int save(struct rm_sandbox_manager *mgr, struct pod *p, struct rm_error **err)
+int rm__pod_save(struct rm_sandbox_manager *mgr, struct pod *p, struct rm_error **err)
 {
         pthread_mutex_lock(&mgr->lock);
         json_object_object_add(p->doc, "state", json_object_new_int(p->state));
@@ -157,26 +131,21 @@ void rm__pod_put(struct rm_sandbox_manager *mgr, struct pod *p)
         put(mgr, p);
 }
 
-int rm__pod_save(struct rm_sandbox_manager *mgr, struct pod *p, struct rm_error **err)
-{
-        return save(mgr, p, err);
-}
-
 /* ---- directories and mounts ---- */
 
-static char *pin_path(const struct rm_sandbox_manager *mgr, int kind, const char *id)
+char *rm__pin_path(const struct rm_sandbox_manager *mgr, int kind, const char *id)
 {
         return xasprintf("%s/%s", mgr->pins[kind], id);
 }
 
 /* True when path is a live namespace pin (a bind mount of an nsfs file). */
-static bool pinned(const char *path)
+bool rm__pinned(const char *path)
 {
         struct statfs fs;
         return path && *path && statfs(path, &fs) == 0 && fs.f_type == NSFS_MAGIC;
 }
 
-static void unmount_shm(const char *dir)
+void rm__unmount_shm(const char *dir)
 {
         if (umount2(dir, MNT_DETACH) < 0 && errno != EINVAL && errno != ENOENT)
                 rm_log_warn("unmount %s: %s", dir, strerror(errno));
@@ -201,11 +170,6 @@ static uint64_t request_hash(const Runtime__V1__RunPodSandboxRequest *req)
         return rm_pb_canonical_hash((ProtobufCMessage *)&req->base);
 }
 
-/* What a failed run must undo, in reverse order. */
-struct undo {
-        bool dirs, pins[N_PINS], shm, net, infra, cgroup;
-};
-
 static void warn_undo(struct pod *p, struct rm_error **e)
 {
         rm_log_warn("pod %s: undoing a failed run: %s", p->id, (*e)->msg);
@@ -213,20 +177,22 @@ static void warn_undo(struct pod *p, struct rm_error **e)
         *e = NULL;
 }
 
-static void rollback(struct rm_sandbox_manager *mgr, struct pod *p, const struct undo *u)
+void rm__pod_rollback(struct rm_sandbox_manager *mgr, struct pod *p, const struct undo *u)
 {
         struct rm_error *e = NULL;
-        if (u->infra && mgr->hooks.infra_remove(mgr->hooks.ctx, p->id, &e) < 0)
+        if (u->infra && mgr->hooks.infra_remove &&
+            mgr->hooks.infra_remove(mgr->hooks.ctx, p->id, &e) < 0)
                 warn_undo(p, &e);
-        if (u->cgroup)
+        if (u->cgroup && mgr->hooks.pod_cgroup_remove)
                 mgr->hooks.pod_cgroup_remove(mgr->hooks.ctx, s_get(p, "cgroup_parent"));
-        if (u->net && mgr->hooks.net_teardown(mgr->hooks.ctx, p->id, s_get(p, "netns"), &e) < 0)
+        if (u->net && mgr->hooks.net_teardown &&
+            mgr->hooks.net_teardown(mgr->hooks.ctx, p->id, s_get(p, "netns"), &e) < 0)
                 warn_undo(p, &e);
         if (u->shm)
-                unmount_shm(s_get(p, "shm"));
+                rm__unmount_shm(s_get(p, "shm"));
         for (int k = 0; k < N_PINS; k++) {
                 if (u->pins[k]) {
-                        cleanup_free char *path = pin_path(mgr, k, p->id);
+                        cleanup_free char *path = rm__pin_path(mgr, k, p->id);
                         rm_pinns_unpin(path);
                 }
         }
@@ -236,6 +202,8 @@ static void rollback(struct rm_sandbox_manager *mgr, struct pod *p, const struct
                 if (rm_remove_tree(sdir, &e) < 0 || rm_remove_tree(dir, &e) < 0)
                         warn_undo(p, &e);
         }
+        if (u->record && rm_store_delete(mgr->store, POD_KIND, p->id, &e) < 0)
+                warn_undo(p, &e);
 }
 
 /* How the pod uses the host's namespaces. */
@@ -261,13 +229,49 @@ static int make_pod(struct rm_sandbox_manager *mgr, struct pod *p,
         cleanup_free char *sdir = xasprintf("%s/%s", mgr->state, p->id);
         cleanup_free char *shm = xasprintf("%s/shm", sdir);
         bool want[N_PINS] = {!m->host_net, !m->host_ipc, !m->host_net, m->userns};
-        cleanup_free char *user_pin = want[PIN_USER] ? pin_path(mgr, PIN_USER, p->id) : NULL;
-        cleanup_free char *net_pin = want[PIN_NET] ? pin_path(mgr, PIN_NET, p->id) : NULL;
-        cleanup_free char *ipc_pin = want[PIN_IPC] ? pin_path(mgr, PIN_IPC, p->id) : NULL;
-        cleanup_free char *uts_pin = want[PIN_UTS] ? pin_path(mgr, PIN_UTS, p->id) : NULL;
+        cleanup_free char *user_pin = want[PIN_USER] ? rm__pin_path(mgr, PIN_USER, p->id) : NULL;
+        cleanup_free char *net_pin = want[PIN_NET] ? rm__pin_path(mgr, PIN_NET, p->id) : NULL;
+        cleanup_free char *ipc_pin = want[PIN_IPC] ? rm__pin_path(mgr, PIN_IPC, p->id) : NULL;
+        cleanup_free char *uts_pin = want[PIN_UTS] ? rm__pin_path(mgr, PIN_UTS, p->id) : NULL;
+        const Runtime__V1__LinuxPodSandboxConfig *lc = c->linux;
+        const char *parent = lc && lc->cgroup_parent ? lc->cgroup_parent : "";
+        /* A cgroup parent that does not exist yet is made by Remora or by runc (in every
+         * hierarchy): then it is the pod's, and goes with it. */
+        bool cgroup_owned =
+            *parent && mgr->hooks.pod_cgroup_exists &&
+            !(parent[0] == '/' && mgr->hooks.pod_cgroup_exists(mgr->hooks.ctx, parent));
+
+        /* Intent first: the record names everything this run is about to make, so that a
+         * crash at any later step leaves only things start-up can find and undo. */
+        pthread_mutex_lock(&mgr->lock);
+        json_object_object_add(p->doc, "run_pending", json_object_new_boolean(true));
+        json_object_object_add(p->doc, "cgroup_owned", json_object_new_boolean(cgroup_owned));
+        json_object_object_add(p->doc, "infra", json_object_new_boolean(m->share_pid));
+        json_object_object_add(p->doc, "net", json_object_new_boolean(!m->host_net));
+        s_set(p, "netns", net_pin);
+        s_set(p, "ipcns", ipc_pin);
+        s_set(p, "utsns", uts_pin);
+        s_set(p, "userns", user_pin);
+        if (m->userns)
+                json_object_object_add(p->doc, "userns_map",
+                                       rm__pod_userns_json(&m->uids, &m->gids));
+        s_set(p, "shm", m->host_ipc ? "/dev/shm" : shm);
+        s_set(p, "hostname", hostname);
+        p->state = RUNTIME__V1__POD_SANDBOX_STATE__SANDBOX_NOTREADY;
+        pthread_mutex_unlock(&mgr->lock);
+        if (rm__pod_save(mgr, p, err) < 0)
+                return rm_error_wrap(err, "record pod sandbox %s", p->id);
+        *u = (struct undo){.record = true,
+                           .dirs = true,
+                           .pins = {want[0], want[1], want[2], want[3]},
+                           .shm = !m->host_ipc,
+                           .net = !m->host_net,
+                           .infra = m->share_pid,
+                           .cgroup = cgroup_owned};
+        rm_crashpoint("runpodsandbox.intent");
+
         if (rm_mkdir_p(dir, 0700, err) < 0 || rm_mkdir_p(sdir, 0700, err) < 0)
                 return -1;
-        u->dirs = true;
 
         struct rm_pinns_request pr = {
             .user = want[PIN_USER],
@@ -285,45 +289,29 @@ static int make_pod(struct rm_sandbox_manager *mgr, struct pod *p,
             .n_sysctls = n_sys,
         };
         /* The pod's cgroup first: its containers and infra process go under it. */
-        const Runtime__V1__LinuxPodSandboxConfig *lc = c->linux;
-        if (lc && lc->cgroup_parent && *lc->cgroup_parent && (lc->resources || lc->overhead) &&
-            mgr->hooks.pod_cgroup) {
+        if (*parent && (lc->resources || lc->overhead) && mgr->hooks.pod_cgroup) {
                 bool created = false;
                 if (mgr->hooks.pod_cgroup(mgr->hooks.ctx, lc->cgroup_parent, lc->resources,
                                           lc->overhead, &created, err) < 0)
                         return rm_error_wrap(err, "linux.cgroup_parent");
-                u->cgroup = created;
                 pthread_mutex_lock(&mgr->lock);
-                json_object_object_add(p->doc, "cgroup_created", json_object_new_boolean(created));
                 json_object_object_add(p->doc, "pod_resources",
                                        rm__pod_resources_json(lc->overhead, lc->resources));
                 pthread_mutex_unlock(&mgr->lock);
+                rm_crashpoint("runpodsandbox.cgroup");
         }
         if (want[PIN_NET] || want[PIN_IPC] || want[PIN_USER] || n_sys) {
                 if (rm_pinns_create(&pr, err) < 0)
                         return -1;
-                for (int k = 0; k < N_PINS; k++)
-                        u->pins[k] = want[k];
-                rm_crashpoint("runp.pinned");
+                rm_crashpoint("runpodsandbox.pins");
         }
-        pthread_mutex_lock(&mgr->lock);
-        s_set(p, "netns", net_pin);
-        s_set(p, "ipcns", ipc_pin);
-        s_set(p, "utsns", uts_pin);
-        s_set(p, "userns", user_pin);
-        if (m->userns)
-                json_object_object_add(p->doc, "userns_map",
-                                       rm__pod_userns_json(&m->uids, &m->gids));
-        s_set(p, "shm", m->host_ipc ? "/dev/shm" : shm);
-        s_set(p, "hostname", hostname);
-        pthread_mutex_unlock(&mgr->lock);
 
         if (!m->host_ipc) {
                 if (rm_mkdir_p(shm, 0755, err) < 0)
                         return -1;
                 if (mount("shm", shm, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, SHM_OPTIONS) < 0)
                         return rm_error_sys(err, "mount the pod's /dev/shm at %s", shm);
-                u->shm = true;
+                rm_crashpoint("runpodsandbox.shm");
         }
 
         /* The network, once its namespace exists, so addresses can go in /etc/hosts. */
@@ -333,8 +321,8 @@ static int make_pod(struct rm_sandbox_manager *mgr, struct pod *p,
                 int64_t t0 = mono_us();
                 if (mgr->hooks.net_setup(mgr->hooks.ctx, p->id, c, net_pin, ips, &n_ips, err) < 0)
                         return rm_error_wrap(err, "pod network");
-                u->net = true;
                 note_net_time(mgr, p, "net_setup_us", t0);
+                rm_crashpoint("runpodsandbox.network");
         }
         struct json_object *ipa = json_object_new_array();
         for (size_t i = 0; i < n_ips; i++) {
@@ -349,6 +337,7 @@ static int make_pod(struct rm_sandbox_manager *mgr, struct pod *p,
             n_ips ? json_object_get_string(json_object_array_get_idx(ipa, 0)) : NULL;
         if (rm__pod_files_write(dir, c, hostname, primary, m->host_net, err) < 0)
                 return -1;
+        rm_crashpoint("runpodsandbox.files");
 
         if (m->share_pid) {
                 struct rm_infra_request ir = {
@@ -367,10 +356,10 @@ static int make_pod(struct rm_sandbox_manager *mgr, struct pod *p,
                 pid_t pid = 0;
                 if (mgr->hooks.infra_start(mgr->hooks.ctx, &ir, &pid, err) < 0)
                         return rm_error_wrap(err, "start the pod's infra process");
-                u->infra = true;
                 pthread_mutex_lock(&mgr->lock);
                 json_object_object_add(p->doc, "infra_pid", json_object_new_int(pid));
                 pthread_mutex_unlock(&mgr->lock);
+                rm_crashpoint("runpodsandbox.infra");
         }
         return 0;
 }
@@ -559,10 +548,22 @@ int rm_sandbox_run(struct rm_sandbox_manager *mgr, const Runtime__V1__RunPodSand
         struct undo u = {0};
         pthread_mutex_lock(&p->op);
         int rc = setup_pod(mgr, p, req, &u, err);
-        if (rc == 0)
-                rc = save(mgr, p, err);
+        if (rc == 0) {
+                pthread_mutex_lock(&mgr->lock);
+                json_object_object_del(p->doc, "run_pending");
+                p->state = RUNTIME__V1__POD_SANDBOX_STATE__SANDBOX_READY;
+                pthread_mutex_unlock(&mgr->lock);
+                rc = rm__pod_save(mgr, p, err);
+                if (rc < 0) {
+                        pthread_mutex_lock(&mgr->lock);
+                        p->state = RUNTIME__V1__POD_SANDBOX_STATE__SANDBOX_NOTREADY;
+                        pthread_mutex_unlock(&mgr->lock);
+                }
+        }
         if (rc < 0)
-                rollback(mgr, p, &u);
+                rm__pod_rollback(mgr, p, &u);
+        else
+                rm_crashpoint("runpodsandbox.saved");
         pthread_mutex_unlock(&p->op);
         pthread_mutex_lock(&mgr->lock);
         p->creating = false;
@@ -586,13 +587,14 @@ void rm_sandbox_answered(struct rm_sandbox_manager *mgr, const char *id, bool de
 
 /* ---- stop and remove ---- */
 
-static int stop_locked(struct rm_sandbox_manager *mgr, struct pod *p, struct rm_error **err)
+/* Tear down what a stopped pod no longer needs: infra process, network, pins, shm. Each
+ * step is idempotent, so start-up can run it again for a stop a crash cut off. */
+static int teardown(struct rm_sandbox_manager *mgr, struct pod *p, struct rm_error **err)
 {
-        if (p->state == RUNTIME__V1__POD_SANDBOX_STATE__SANDBOX_NOTREADY)
-                return 0;
-        if (i_get(p, "infra_pid") && mgr->hooks.infra_stop &&
+        if ((i_get(p, "infra_pid") || i_get(p, "infra")) && mgr->hooks.infra_stop &&
             mgr->hooks.infra_stop(mgr->hooks.ctx, p->id, err) < 0)
                 return rm_error_wrap(err, "stop pod sandbox %s: infra process", p->id);
+        rm_crashpoint("stoppodsandbox.infra");
         const char *netns = s_get(p, "netns");
         if (*netns && mgr->hooks.net_teardown) {
                 int64_t t0 = mono_us();
@@ -600,20 +602,45 @@ static int stop_locked(struct rm_sandbox_manager *mgr, struct pod *p, struct rm_
                         return rm_error_wrap(err, "stop pod sandbox %s: network", p->id);
                 note_net_time(mgr, p, "net_teardown_us", t0);
         }
+        rm_crashpoint("stoppodsandbox.network");
         for (int k = 0; k < N_PINS; k++) {
-                const char *pin = s_get(p, pin_kinds[k]);
+                const char *pin = s_get(p, rm__pin_kinds[k]);
                 if (*pin)
                         rm_pinns_unpin(pin);
         }
+        rm_crashpoint("stoppodsandbox.pins");
         const char *shm = s_get(p, "shm");
         if (*shm && strcmp(shm, "/dev/shm") != 0)
-                unmount_shm(shm);
+                rm__unmount_shm(shm);
+        return 0;
+}
+
+int rm__pod_teardown(struct rm_sandbox_manager *mgr, struct pod *p, struct rm_error **err)
+{
+        return teardown(mgr, p, err);
+}
+
+/* NOTREADY is recorded before anything is torn down: a crash part-way leaves a NOTREADY
+ * pod, whose remaining parts start-up removes, never a READY pod missing some. */
+static int stop_locked(struct rm_sandbox_manager *mgr, struct pod *p, struct rm_error **err)
+{
         pthread_mutex_lock(&mgr->lock);
+        bool ready = p->state == RUNTIME__V1__POD_SANDBOX_STATE__SANDBOX_READY;
         p->state = RUNTIME__V1__POD_SANDBOX_STATE__SANDBOX_NOTREADY;
         pthread_mutex_unlock(&mgr->lock);
-        if (save(mgr, p, err) < 0)
+        if (ready && rm__pod_save(mgr, p, err) < 0) {
+                pthread_mutex_lock(&mgr->lock);
+                p->state = RUNTIME__V1__POD_SANDBOX_STATE__SANDBOX_READY;
+                pthread_mutex_unlock(&mgr->lock);
+                return rm_error_wrap(err, "stop pod sandbox %s", p->id);
+        }
+        if (ready)
+                rm_crashpoint("stoppodsandbox.intent");
+        /* Torn down again when already NOTREADY: a stop cut off by a failure goes on. */
+        if (teardown(mgr, p, err) < 0)
                 return -1;
-        rm_log_info("pod sandbox %s stopped", p->id);
+        if (ready)
+                rm_log_info("pod sandbox %s stopped", p->id);
         return 0;
 }
 
@@ -642,20 +669,26 @@ int rm_sandbox_remove(struct rm_sandbox_manager *mgr, const char *id, struct rm_
                 return -1;
         }
         pthread_mutex_lock(&p->op);
+        /* Each step is idempotent and the record goes last: a crash part-way leaves a
+         * NOTREADY pod that a repeated RemovePodSandbox finishes. */
         int rc = stop_locked(mgr, p, err);
-        if (rc == 0 && i_get(p, "infra_pid") && mgr->hooks.infra_remove &&
+        rm_crashpoint("removepodsandbox.stopped");
+        if (rc == 0 && (i_get(p, "infra_pid") || i_get(p, "infra")) && mgr->hooks.infra_remove &&
             mgr->hooks.infra_remove(mgr->hooks.ctx, p->id, err) < 0)
                 rc = rm_error_wrap(err, "remove pod sandbox %s: infra process", p->id);
+        rm_crashpoint("removepodsandbox.infra");
         cleanup_free char *dir = xasprintf("%s/%s", mgr->dir, p->id);
         cleanup_free char *sdir = xasprintf("%s/%s", mgr->state, p->id);
         if (rc == 0 && (rm_remove_tree(sdir, err) < 0 || rm_remove_tree(dir, err) < 0))
                 rc = -1;
-        struct json_object *made = NULL;
-        if (rc == 0 && json_object_object_get_ex(p->doc, "cgroup_created", &made) &&
-            json_object_get_boolean(made) && mgr->hooks.pod_cgroup_remove)
+        rm_crashpoint("removepodsandbox.dirs");
+        if (rc == 0 && rm__pod_cgroup_owned(p) && mgr->hooks.pod_cgroup_remove)
                 mgr->hooks.pod_cgroup_remove(mgr->hooks.ctx, s_get(p, "cgroup_parent"));
+        rm_crashpoint("removepodsandbox.cgroup");
         if (rc == 0)
                 rc = rm_store_delete(mgr->store, POD_KIND, p->id, err);
+        if (rc == 0)
+                rm_crashpoint("removepodsandbox.record");
         pthread_mutex_unlock(&p->op);
         if (rc == 0) {
                 pthread_mutex_lock(&mgr->lock);
@@ -666,6 +699,14 @@ int rm_sandbox_remove(struct rm_sandbox_manager *mgr, const char *id, struct rm_
         }
         put(mgr, p);
         return rc;
+}
+
+bool rm__pod_cgroup_owned(const struct pod *p)
+{
+        struct json_object *v = o_get(p, "cgroup_owned");
+        if (v == NULL)
+                v = o_get(p, "cgroup_created"); /* records written before cgroup_owned */
+        return v && json_object_get_boolean(v) && *s_get(p, "cgroup_parent");
 }
 
 /* ---- queries ---- */
@@ -898,140 +939,4 @@ char *rm_sandbox_resolve(struct rm_sandbox_manager *mgr, const char *id, struct 
         char *full = p ? xstrdup(p->id) : NULL;
         pthread_mutex_unlock(&mgr->lock);
         return full;
-}
-
-/* ---- open: load and repair ---- */
-
-static int load_one(const char *id, struct json_object *doc, const struct rm_error *bad, void *data,
-                    struct rm_error **err)
-{
-        (void)err;
-        struct rm_sandbox_manager *mgr = data;
-        if (doc == NULL || !rm_id_valid(id)) {
-                rm_log_warn("pod sandbox record %s is unreadable (%s); leaving it", id,
-                            bad ? bad->msg : "not a pod ID");
-                return 0;
-        }
-        struct pod *p = xzalloc(sizeof(*p));
-        pthread_mutex_init(&p->op, NULL);
-        memcpy(p->id, id, RM_ID_LEN + 1);
-        json_object_deep_copy(doc, &p->doc, NULL);
-        p->state = (Runtime__V1__PodSandboxState)i_get(p, "state");
-        /* A ready pod needs its pins; after a reboot (or a lost mount) they are gone. */
-        for (int k = 0; k < N_PINS && p->state == RUNTIME__V1__POD_SANDBOX_STATE__SANDBOX_READY;
-             k++) {
-                const char *pin = s_get(p, pin_kinds[k]);
-                if (*pin && !pinned(pin)) {
-                        rm_log_warn("pod sandbox %s lost its %s pin %s; marking it NOTREADY", id,
-                                    pin_kinds[k], pin);
-                        p->state = RUNTIME__V1__POD_SANDBOX_STATE__SANDBOX_NOTREADY;
-                }
-        }
-        mgr->pods = xrealloc(mgr->pods, sizeof(*mgr->pods) * (mgr->n + 1));
-        mgr->pods[mgr->n++] = p;
-        return 0;
-}
-
-static bool known(const struct rm_sandbox_manager *mgr, const char *id, bool need_ready)
-{
-        for (size_t i = 0; i < mgr->n; i++) {
-                if (strcmp(mgr->pods[i]->id, id) == 0)
-                        return !need_ready ||
-                               mgr->pods[i]->state == RUNTIME__V1__POD_SANDBOX_STATE__SANDBOX_READY;
-        }
-        return false;
-}
-
-/* Pins, shm mounts and directories that no pod owns: left by a crash mid-run. */
-static void sweep(struct rm_sandbox_manager *mgr)
-{
-        for (int k = 0; k < N_PINS; k++) {
-                cleanup_dir DIR *d = opendir(mgr->pins[k]);
-                struct dirent *e;
-                while (d && (e = readdir(d))) {
-                        if (e->d_name[0] == '.' || known(mgr, e->d_name, true))
-                                continue;
-                        cleanup_free char *path = xasprintf("%s/%s", mgr->pins[k], e->d_name);
-                        rm_pinns_unpin(path);
-                        rm_log_info("removed %s pin %s, which no ready pod owns", pin_kinds[k],
-                                    path);
-                }
-        }
-        const char *dirs[] = {mgr->state, mgr->dir};
-        for (int i = 0; i < 2; i++) {
-                cleanup_dir DIR *d = opendir(dirs[i]);
-                struct dirent *e;
-                while (d && (e = readdir(d))) {
-                        if (!rm_id_valid(e->d_name))
-                                continue;
-                        bool ours = known(mgr, e->d_name, false);
-                        cleanup_free char *path = xasprintf("%s/%s", dirs[i], e->d_name);
-                        /* A NOTREADY pod's shm goes too: its stop may have been cut off. */
-                        if (i == 0 && !known(mgr, e->d_name, true)) {
-                                cleanup_free char *shm = xasprintf("%s/shm", path);
-                                unmount_shm(shm);
-                        }
-                        if (ours)
-                                continue;
-                        cleanup_error struct rm_error *why = NULL;
-                        if (rm_remove_tree(path, &why) < 0)
-                                rm_log_warn("leftover of pod %s: %s", e->d_name, why->msg);
-                        else
-                                rm_log_info("removed %s, left by a pod run interrupted by a "
-                                            "crash",
-                                            path);
-                }
-        }
-}
-
-struct rm_sandbox_manager *rm_sandbox_manager_open(const char *root, const char *state,
-                                                   struct json_object *section,
-                                                   struct rm_store *store,
-                                                   const struct rm_sandbox_hooks *hooks,
-                                                   struct rm_error **err)
-{
-        static const char *const known_keys[] = {NULL};
-        if (rm_confsect_check_keys("sandbox", section, known_keys, err) < 0)
-                return NULL;
-        struct rm_sandbox_manager *mgr = xzalloc(sizeof(*mgr));
-        pthread_mutex_init(&mgr->lock, NULL);
-        mgr->answers = rm_answers_new();
-        mgr->dir = xasprintf("%s/sandboxes", root);
-        mgr->state = xasprintf("%s/sandboxes", state);
-        for (int k = 0; k < N_PINS; k++)
-                mgr->pins[k] = xasprintf("%s/%s", state, pin_kinds[k]);
-        mgr->store = store;
-        if (hooks)
-                mgr->hooks = *hooks;
-        int rc =
-            rm_mkdir_p(mgr->dir, 0700, err) < 0 || rm_mkdir_p(mgr->state, 0700, err) < 0 ? -1 : 0;
-        for (int k = 0; k < N_PINS && rc == 0; k++)
-                rc = rm_mkdir_p(mgr->pins[k], 0700, err);
-        if (rc == 0 && rm_store_list(store, POD_KIND, load_one, mgr, err) < 0)
-                rc = -1;
-        if (rc < 0) {
-                rm_error_wrap(err, "open the sandbox manager");
-                rm_sandbox_manager_close(mgr);
-                return NULL;
-        }
-        sweep(mgr);
-        if (mgr->n)
-                rm_log_info("loaded %zu pod sandboxes", mgr->n);
-        return mgr;
-}
-
-void rm_sandbox_manager_close(struct rm_sandbox_manager *mgr)
-{
-        if (mgr == NULL)
-                return;
-        for (size_t i = 0; i < mgr->n; i++)
-                pod_free(mgr->pods[i]);
-        free(mgr->pods);
-        free(mgr->dir);
-        free(mgr->state);
-        for (int k = 0; k < N_PINS; k++)
-                free(mgr->pins[k]);
-        rm_answers_free(mgr->answers);
-        pthread_mutex_destroy(&mgr->lock);
-        free(mgr);
 }

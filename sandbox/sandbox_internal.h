@@ -1,10 +1,12 @@
-/* The sandbox manager's shared state, split across sandbox.c (records, index,
- * lifecycle, status) and resources.c (UpdatePodSandboxResources). */
+/* The sandbox manager's shared state, split across sandbox.c (the lifecycle and
+ * queries), recover.c (start-up: load the records, finish or undo what a crash cut off,
+ * sweep what no record owns) and resources.c (UpdatePodSandboxResources). */
 #ifndef REMORA_SANDBOX_INTERNAL_H
 #define REMORA_SANDBOX_INTERNAL_H
 
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <json-c/json.h>
 
 #include "remora/ids.h"
@@ -35,6 +37,52 @@ struct rm_sandbox_manager {
         size_t n;
         struct rm_answers *answers; /* which RunPodSandbox answers reached their client */
 };
+
+enum { PIN_NET, PIN_IPC, PIN_UTS, PIN_USER, N_PINS };
+extern const char *const rm__pin_kinds[N_PINS];
+
+/* ---- record fields ---- */
+
+static inline struct json_object *o_get(const struct pod *p, const char *key)
+{
+        struct json_object *v = NULL;
+        return json_object_object_get_ex(p->doc, key, &v) ? v : NULL;
+}
+
+static inline const char *s_get(const struct pod *p, const char *key)
+{
+        struct json_object *v = o_get(p, key);
+        return v ? json_object_get_string(v) : "";
+}
+
+static inline int64_t i_get(const struct pod *p, const char *key)
+{
+        struct json_object *v = o_get(p, key);
+        return v ? json_object_get_int64(v) : 0;
+}
+
+static inline void s_set(struct pod *p, const char *key, const char *v)
+{
+        json_object_object_add(p->doc, key, json_object_new_string(v ? v : ""));
+}
+
+/* What a failed run must undo, in reverse order (from its intent record at start-up). */
+struct undo {
+        bool record, dirs, pins[N_PINS], shm, net, infra, cgroup;
+};
+
+/* sandbox.c */
+void rm__pod_free(struct pod *p);
+char *rm__pin_path(const struct rm_sandbox_manager *mgr, int kind, const char *id);
+/* True when path is a live namespace pin (a bind mount of an nsfs file). */
+bool rm__pinned(const char *path);
+void rm__unmount_shm(const char *dir);
+/* Undo what u says a run made, in reverse order; failures are logged. */
+void rm__pod_rollback(struct rm_sandbox_manager *mgr, struct pod *p, const struct undo *u);
+/* Stop's teardown (infra process, network, pins, shm); idempotent. */
+int rm__pod_teardown(struct rm_sandbox_manager *mgr, struct pod *p, struct rm_error **err);
+/* Whether the pod's cgroup parent is the pod's own (made for it), to remove with it. */
+bool rm__pod_cgroup_owned(const struct pod *p);
 
 /* A pod by ID or unique prefix, with a reference (drop it with put). */
 struct pod *rm__pod_get(struct rm_sandbox_manager *mgr, const char *id, struct rm_error **err);

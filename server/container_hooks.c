@@ -13,6 +13,7 @@
 #include "remora/cleanup.h"
 #include "remora/fsutil.h"
 #include "remora/log.h"
+#include "remora/orphans.h"
 #include "remora/xalloc.h"
 
 static int image_lookup(void *ctx, const char *ref, struct rm_arena *a, struct rm_ctr_image *out,
@@ -139,17 +140,22 @@ static int delete_ctr(void *ctx, const char *id, bool force, struct rm_error **e
         if (d->oci->ops->delete (d->oci, id, force, err) < 0)
                 return -1;
         cleanup_free char *exits = exit_file(d, id);
-        unlink(exits);
+        rm_exit_file_remove(exits);
         return 0;
 }
 
-static int exit_status(void *ctx, const char *id, int *code, int64_t *finished_ns,
+static int exit_status(void *ctx, const char *id, pid_t pid, int *code, int64_t *finished_ns,
                        struct rm_error **err)
 {
         struct rm_daemon *d = ctx;
         cleanup_free char *exits = exit_file(d, id);
         struct rm_exit_status st;
         int rc = rm_exit_file_read(exits, &st, err);
+        if (rc == 1 && pid > 0 && st.pid != pid) {
+                rm_log_warn("container %s: exit file %s is for pid %d, not %d; ignoring it", id,
+                            exits, (int)st.pid, (int)pid);
+                return 0;
+        }
         if (rc == 1) {
                 *code = st.exit_code;
                 *finished_ns = st.finished_ns;
@@ -240,6 +246,12 @@ static bool oom_killed(void *ctx, const char *cgroup_path)
         return rm_cgroup_oom_killed(&d->cgroups, cgroup_path);
 }
 
+static void cgroup_remove(void *ctx, const char *cgroup_path)
+{
+        struct rm_daemon *d = ctx;
+        rm_cgroup_remove(&d->cgroups, cgroup_path);
+}
+
 /* The monitor answers within a second unless it is wedged. */
 #define SHIM_COMMAND_TIMEOUT_MS 5000
 
@@ -267,6 +279,8 @@ void rm__container_ops(struct rm_daemon *d, struct rm_container_ops *ops)
         ops->exec_sync = exec_sync;
         ops->update = update;
         ops->oom_killed = oom_killed;
+        ops->cgroup_remove = cgroup_remove;
         ops->reopen_log = reopen_log;
         ops->exit_dir = d->exit_dir;
+        ops->runtime_root = d->oci->root;
 }

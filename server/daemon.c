@@ -90,8 +90,9 @@ static int prepare_socket(const char *path, struct rm_error **err)
         return 0;
 }
 
-/* Containers need runc, remora-shim beside remorad, and the host's cgroup layout. */
-static int open_containers(struct rm_daemon *d, struct rm_error **err)
+/* Containers and infra processes need runc, remora-shim beside remorad, and the host's
+ * cgroup layout: before the sandbox manager, whose start-up repairs infra processes. */
+static int open_runtime(struct rm_daemon *d, struct rm_error **err)
 {
         const struct rm_config *cfg = d->cfg;
         if (rm_cgroup_detect(&d->cgroups, err) < 0 ||
@@ -104,6 +105,12 @@ static int open_containers(struct rm_daemon *d, struct rm_error **err)
                 return -1;
         d->oci = rm_oci_new(&rm_runc_ops, d->runtime->path ? d->runtime->path : cfg->runtime_path,
                             runc_root, 0);
+        return 0;
+}
+
+static int open_containers(struct rm_daemon *d, struct rm_error **err)
+{
+        const struct rm_config *cfg = d->cfg;
         struct rm_container_ops ops;
         rm__container_ops(d, &ops);
         d->containers = rm_containers_open(cfg->root, cfg->state, d->store, &ops, &d->host, err);
@@ -172,6 +179,8 @@ static int open_managers(struct rm_daemon *d, struct rm_error **err)
         if (d->images == NULL)
                 return -1;
         d->userns_unavailable = detect_userns(cfg);
+        if (open_runtime(d, err) < 0)
+                return -1;
         struct rm_sandbox_hooks hooks;
         rm__sandbox_hooks(d, &hooks);
         rm__infra_hooks(d, &hooks);
@@ -179,6 +188,7 @@ static int open_managers(struct rm_daemon *d, struct rm_error **err)
             cfg->root, cfg->state, cfg->sections[RM_SECTION_SANDBOX], d->store, &hooks, err);
         if (d->sandboxes == NULL)
                 return -1;
+        rm__infra_reconcile(d);
         reconcile_network(d);
         if (open_containers(d, err) < 0)
                 return -1;

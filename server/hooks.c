@@ -203,16 +203,26 @@ static int pod_cgroup_update(void *ctx, const char *parent,
         return rc < 0 ? rc : pod_cgroup(ctx, parent, res, over, &created, err);
 }
 
+static bool pod_cgroup_exists(void *ctx, const char *parent)
+{
+        struct rm_daemon *d = ctx;
+        return rm_cgroup_exists(&d->cgroups, parent);
+}
+
+/* From every hierarchy: runc makes a pod's parent cgroup in all of them. */
 static void pod_cgroup_remove(void *ctx, const char *parent)
 {
         struct rm_daemon *d = ctx;
-        char *dirs[2] = {NULL, NULL};
-        size_t n = pod_cgroup_dirs(&d->cgroups, parent, dirs);
-        for (size_t i = 0; i < n; i++) {
-                if (rmdir(dirs[i]) < 0 && errno != ENOENT)
-                        rm_log_warn("remove the pod cgroup %s: %s", dirs[i], strerror(errno));
-                free(dirs[i]);
-        }
+        int left = rm_cgroup_remove(&d->cgroups, parent);
+        if (left)
+                rm_log_warn("pod cgroup %s: %d director%s could not be removed", parent, left,
+                            left == 1 ? "y" : "ies");
+}
+
+static bool net_present(void *ctx, const char *pod_id)
+{
+        struct rm_daemon *d = ctx;
+        return rm_network_pod_present(d->network, pod_id);
 }
 
 void rm__sandbox_hooks(struct rm_daemon *d, struct rm_sandbox_hooks *h)
@@ -223,8 +233,10 @@ void rm__sandbox_hooks(struct rm_daemon *d, struct rm_sandbox_hooks *h)
             .net_teardown = net_teardown,
             .pod_cgroup = pod_cgroup,
             .pod_cgroup_update = pod_cgroup_update,
+            .pod_cgroup_exists = pod_cgroup_exists,
             .pod_cgroup_remove = pod_cgroup_remove,
             .userns_unavailable = d->userns_unavailable,
+            .net_present = net_present,
         };
 }
 

@@ -13,6 +13,9 @@ void rm__sandbox_hooks(struct rm_daemon *d, struct rm_sandbox_hooks *h);
 
 /* The infra process hooks (pods sharing one PID namespace). */
 void rm__infra_hooks(struct rm_daemon *d, struct rm_sandbox_hooks *h);
+/* Start-up: remove infra containers (monitor, runc state, bundle, cgroup) of pods no
+ * record owns. After the sandbox manager is open. */
+void rm__infra_reconcile(struct rm_daemon *d);
 
 /* The container manager's pod lookup and event reporting (images and the runtime are
  * filled in by the caller). */

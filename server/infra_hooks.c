@@ -1,6 +1,7 @@
 /* The infra process of a pod that shares one PID namespace: remora-pause as PID 1, run
  * by runc under remora-shim from a root filesystem Remora makes itself (the one static
  * binary), joining the pod's pinned network, IPC and UTS namespaces. No image is pulled. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -12,9 +13,12 @@
 #include "daemon.h"
 #include "hooks.h"
 #include "remora/cleanup.h"
+#include "remora/crashpoint.h"
 #include "remora/fsutil.h"
 #include "remora/idmap.h"
+#include "remora/ids.h"
 #include "remora/log.h"
+#include "remora/orphans.h"
 #include "remora/xalloc.h"
 
 /* Infra containers are named after their pod, with a prefix no CRI ID can have. */
@@ -129,6 +133,7 @@ static int infra_start(void *ctx, const struct rm_infra_request *req, pid_t *pid
                 d->oci->ops->delete (d->oci, id, true, &ignored);
                 return -1;
         }
+        rm_crashpoint("runpodsandbox.infracreated");
         if (d->oci->ops->start(d->oci, id, err) < 0) {
                 d->oci->ops->delete (d->oci, id, true, &ignored);
                 return -1;
@@ -150,16 +155,83 @@ static int infra_stop(void *ctx, const char *pod_id, struct rm_error **err)
         return 0;
 }
 
+/* The infra's cgroup, from its bundle's config (before the bundle goes). */
+static char *infra_cgroup(const char *bundle)
+{
+        cleanup_free char *config = xasprintf("%s/config.json", bundle);
+        cleanup_json struct json_object *spec = json_object_from_file(config);
+        struct json_object *linux = NULL, *path = NULL;
+        if (spec && json_object_object_get_ex(spec, "linux", &linux) &&
+            json_object_object_get_ex(linux, "cgroupsPath", &path))
+                return xstrdup(json_object_get_string(path));
+        return NULL;
+}
+
+/* Everything of the infra: its monitor first (so no exit file appears after the delete),
+ * runc's state, the exit file, the bundle, and the cgroup when runc's delete left it. */
 static int infra_remove(void *ctx, const char *pod_id, struct rm_error **err)
 {
         struct rm_daemon *d = ctx;
         cleanup_free char *id = infra_id(pod_id);
+        cleanup_free char *bundle = xasprintf("%s/infra/%s", d->cfg->state, pod_id);
+        /* Without a bundle (lost with <state>), the cgroup of a pod without a parent. */
+        cleanup_free char *cgroup = infra_cgroup(bundle);
+        if (cgroup == NULL)
+                cgroup = xasprintf("/remora/%s", id);
+        rm_shims_kill(bundle);
         if (d->oci->ops->delete (d->oci, id, true, err) < 0)
                 return -1;
         cleanup_free char *exits = xasprintf("%s/%s", d->exit_dir, id);
-        unlink(exits);
-        cleanup_free char *bundle = xasprintf("%s/infra/%s", d->cfg->state, pod_id);
+        rm_exit_file_remove(exits);
+        if (cgroup)
+                rm_cgroup_remove(&d->cgroups, cgroup);
         return rm_remove_tree(bundle, err);
+}
+
+static bool infra_alive(void *ctx, const char *pod_id, pid_t pid)
+{
+        struct rm_daemon *d = ctx;
+        cleanup_free char *id = infra_id(pod_id);
+        cleanup_free char *state = xasprintf("%s/%s/state.json", d->oci->root, id);
+        return pid > 0 && access(state, F_OK) == 0 && kill(pid, 0) == 0;
+}
+
+/* Infra containers (runc state, bundle) of pods the sandbox manager does not know: left by
+ * a RunPodSandbox or RemovePodSandbox a crash cut off. */
+void rm__infra_reconcile(struct rm_daemon *d)
+{
+        cleanup_free char *infra_dir = xasprintf("%s/infra", d->cfg->state);
+        const char *dirs[] = {infra_dir, d->oci->root, d->exit_dir};
+        for (int i = 0; i < 3; i++) {
+                cleanup_dir DIR *dir = opendir(dirs[i]);
+                struct dirent *e;
+                while (dir && (e = readdir(dir))) {
+                        char pod[RM_ID_LEN + 1];
+                        const char *name = e->d_name;
+                        if (i > 0 && strncmp(name, "infra-", 6) != 0)
+                                continue;
+                        /* "infra-<pod>", and in the exit directory also "infra-<pod>.tmp" */
+                        snprintf(pod, sizeof(pod), "%.*s", RM_ID_LEN, i > 0 ? name + 6 : name);
+                        if (!rm_id_valid(pod))
+                                continue;
+                        struct rm_arena *a = rm_arena_new();
+                        struct rm_sandbox_view v;
+                        cleanup_error struct rm_error *nf = NULL;
+                        bool known = rm_sandbox_view(d->sandboxes, pod, a, &v, &nf) == 0 &&
+                                     strcmp(v.id, pod) == 0;
+                        rm_arena_free(a);
+                        if (known)
+                                continue;
+                        cleanup_error struct rm_error *e2 = NULL;
+                        if (infra_remove(d, pod, &e2) < 0)
+                                rm_log_warn("infra process of pod %s, which no record owns: %s",
+                                            pod, e2->msg);
+                        else
+                                rm_log_info("removed the infra process of pod %s, which no "
+                                            "record owns",
+                                            pod);
+                }
+        }
 }
 
 void rm__infra_hooks(struct rm_daemon *d, struct rm_sandbox_hooks *h)
@@ -168,4 +240,5 @@ void rm__infra_hooks(struct rm_daemon *d, struct rm_sandbox_hooks *h)
         h->infra_start = infra_start;
         h->infra_stop = infra_stop;
         h->infra_remove = infra_remove;
+        h->infra_alive = infra_alive;
 }

@@ -4,6 +4,7 @@
 #include "api.pb-c.h"
 #include "daemon.h"
 #include "handlers.h"
+#include "remora/crashpoint.h"
 #include "remora/xalloc.h"
 
 /* The pod an answer names, until the front end says whether it was delivered. */
@@ -67,6 +68,8 @@ RM_HANDLER(stop_pod_sandbox)
                 return -1;
         int rc = each_container(d, pod_id, false, err);
         if (rc == 0)
+                rm_crashpoint("stoppodsandbox.containers");
+        if (rc == 0)
                 rc = rm_sandbox_stop(d->sandboxes, pod_id, err);
         free(pod_id);
         if (rc < 0)
@@ -94,6 +97,8 @@ RM_HANDLER(remove_pod_sandbox)
                 rc = each_container(d, pod_id, true, err);
                 if (rc == 0 && d->containers)
                         rm_containers_settle(d->containers, pod_id); /* runc's deletes */
+                if (rc == 0)
+                        rm_crashpoint("removepodsandbox.containers");
                 if (rc == 0)
                         rc = rm_sandbox_remove(d->sandboxes, pod_id, err);
                 free(pod_id);

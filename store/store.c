@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "remora/cleanup.h"
@@ -247,6 +248,36 @@ int rm_store_delete(struct rm_store *store, const char *kind, const char *id, st
         return fsync_dir(kind_dir, err);
 }
 
+/* A damaged record is renamed to <id>.json.corrupt-<unix time>: kept for the operator,
+ * no longer read as a record (only *.json is), so its object falls to the orphan rules
+ * and is never mistaken for what it described. The new path goes into bad's message. */
+static void set_aside(const char *path, struct rm_error *bad)
+{
+        cleanup_free char *aside = xasprintf("%s.corrupt-%lld", path, (long long)time(NULL));
+        if (rename(path, aside) < 0) {
+                rm_log_warn("store: %s; could not move it aside to %s: %s", bad->msg, aside,
+                            strerror(errno));
+                return;
+        }
+        cleanup_free char *dir = xstrdup(path);
+        *strrchr(dir, '/') = '\0';
+        fsync_dir(dir, NULL);
+        rm_log_warn("store: %s; moved it aside to %s", bad->msg, aside);
+        cleanup_free char *msg = xasprintf("%s (moved aside to %s)", bad->msg, aside);
+        free(bad->msg);
+        bad->msg = steal_pointer(&msg);
+}
+
+void rm_store_set_aside(struct rm_store *store, const char *kind, const char *id, const char *why)
+{
+        if (check_names(kind, id, NULL) < 0)
+                return;
+        cleanup_free char *path = xasprintf("%s/%s/%s" RECORD_SUFFIX, store->root, kind, id);
+        struct rm_error bad = {.code = RM_DATA_LOSS, .msg = xasprintf("record %s: %s", path, why)};
+        set_aside(path, &bad);
+        free(bad.msg);
+}
+
 int rm_store_list(struct rm_store *store, const char *kind, rm_store_visit_fn visit, void *data,
                   struct rm_error **err)
 {
@@ -272,7 +303,7 @@ int rm_store_list(struct rm_store *store, const char *kind, rm_store_visit_fn vi
                 if (doc == NULL && bad->code == RM_NOT_FOUND)
                         continue; /* deleted while we listed */
                 if (doc == NULL)
-                        rm_log_warn("store: %s", bad->msg);
+                        set_aside(path, bad);
                 visited++;
                 if (visit(id, doc, bad, data, err) < 0)
                         return -1;

@@ -15,6 +15,8 @@ enum rm_cgroup_mode {
         RM_CGROUP_V2, /* the unified hierarchy only, at /sys/fs/cgroup */
 };
 
+#define RM_CGROUP_MAX_HIERARCHIES 24
+
 /* Where each v1 controller Remora reads is mounted; empty strings when absent. */
 struct rm_cgroup_host {
         enum rm_cgroup_mode mode;
@@ -23,6 +25,10 @@ struct rm_cgroup_host {
         char cpu[256];
         char memory[256];
         char pids[256];
+        /* Every cgroup hierarchy mounted (v1 controllers, named ones like systemd, and the
+         * v2 tree), where runc may make a container's or pod's cgroup. */
+        char hierarchies[RM_CGROUP_MAX_HIERARCHIES][256];
+        size_t n_hierarchies;
 };
 
 /* Detect the cgroup layout from /proc/self/mountinfo. */
@@ -52,6 +58,15 @@ int rm_cgroup_stats(const struct rm_cgroup_host *host, const char *path,
 bool rm_cgroup_oom_killed(const struct rm_cgroup_host *host, const char *path);
 /* How many times it has (0 when the figure cannot be read). */
 uint64_t rm_cgroup_oom_kills(const struct rm_cgroup_host *host, const char *path);
+
+/* Whether the cgroup at path exists in any hierarchy. */
+bool rm_cgroup_exists(const struct rm_cgroup_host *host, const char *path);
+
+/* Remove the cgroup at path, and the cgroups below it, from every hierarchy it exists
+ * in (a v1 host has ten or so; runc makes a cgroup in each). Returns how many
+ * directories could not be removed (still holding processes), each logged; 0 when none
+ * is left. A path that exists nowhere is fine. */
+int rm_cgroup_remove(const struct rm_cgroup_host *host, const char *path);
 
 /* Facts the spec builder needs: cgroup v2 or not, and the lowest oom_score_adj this
  * process may give its children (its own, where the host refuses lowering it, which is

@@ -84,13 +84,17 @@ struct rm_container_ops {
         int (*kill)(void *ctx, const char *id, int sig, struct rm_error **err);
         /* Remove the runtime's state of a stopped (or, with force, any) container. */
         int (*delete)(void *ctx, const char *id, bool force, struct rm_error **err);
-        /* 1 with the exit code and time (ns) once the container's process has exited,
-         * 0 while it runs, -1 on error. */
-        int (*exit_status)(void *ctx, const char *id, int *code, int64_t *finished_ns,
+        /* 1 with the exit code and time (ns) once the container's process (pid) has
+         * exited, 0 while it runs, -1 on error. An exit recorded for another pid (a
+         * previous monitor's) is not this process's: 0. */
+        int (*exit_status)(void *ctx, const char *id, pid_t pid, int *code, int64_t *finished_ns,
                            struct rm_error **err);
         int (*exec_sync)(void *ctx, const char *id, char *const *argv, int64_t timeout_s,
                          const struct rm_cancel *cancel, struct rm_ctr_exec_result *res,
                          struct rm_error **err);
+        /* Remove the cgroup at path from every hierarchy (a container's whose runtime
+         * state is gone, after a reboot); may be NULL. */
+        void (*cgroup_remove)(void *ctx, const char *cgroup_path);
         /* Whether the OOM killer struck in the cgroup at path (the container's, looked at
          * once it exited); may be NULL. */
         bool (*oom_killed)(void *ctx, const char *cgroup_path);
@@ -106,6 +110,8 @@ struct rm_container_ops {
          * renamed in) when it exits, so the manager notices exits without polling; NULL
          * to rely on polling only. */
         const char *exit_dir;
+        /* The runtime's state directory (runc --root): one entry per container it has. */
+        const char *runtime_root;
 };
 
 struct rm_container_manager;

@@ -87,6 +87,10 @@ int rm_network_pod_setup(struct rm_network *net, const struct rm_pod_network_req
 int rm_network_pod_teardown(struct rm_network *net, const char *pod_id, const char *netns_path,
                             struct rm_error **err);
 
+/* Start-up: whether the pod's network is all there (its record finished, its veth on the
+ * host). Always true without a bridge network of Remora's own (mode none or cni). */
+bool rm_network_pod_present(struct rm_network *net, const char *pod_id);
+
 /* Start-up reconcile: undo every pod network whose pod is not in live_pod_ids (the pods
  * the server still has) or whose setup never finished (a crash mid-setup): its port
  * mappings, veth and address record. Also removes veths on the bridge that no record

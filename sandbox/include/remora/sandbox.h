@@ -51,7 +51,11 @@ struct rm_sandbox_hooks {
                                  const Runtime__V1__LinuxContainerResources *resources,
                                  const Runtime__V1__LinuxContainerResources *overhead,
                                  struct rm_error **err);
-        /* Remove a pod cgroup pod_cgroup made; missing is fine. */
+        /* Whether the cgroup exists already (in any hierarchy): when it does not, Remora
+         * or runc makes it and RemovePodSandbox removes it. NULL: never ours. */
+        bool (*pod_cgroup_exists)(void *ctx, const char *cgroup_parent);
+        /* Remove a pod cgroup Remora or runc made, from every hierarchy; missing is
+         * fine. */
         void (*pod_cgroup_remove)(void *ctx, const char *cgroup_parent);
         /* Start the pod's infra process (its PID 1); NULL when this build has none. */
         int (*infra_start)(void *ctx, const struct rm_infra_request *req, pid_t *pid,
@@ -62,14 +66,23 @@ struct rm_sandbox_hooks {
         /* Why this host cannot give a pod its own user namespace (userns_options POD is
          * then FAILED_PRECONDITION with this reason); NULL when it can. */
         const char *userns_unavailable;
+        /* At start-up: whether the pod's infra process (pid) still runs. */
+        bool (*infra_alive)(void *ctx, const char *pod_id, pid_t pid);
+        /* At start-up: whether the pod's network (veth, address, port mappings) is all
+         * there; NULL: assumed so. */
+        bool (*net_present)(void *ctx, const char *pod_id);
 };
 
 struct rm_sandbox_manager;
 
 /* Open the sandbox manager: pod files under <root>/sandboxes/<id>, pins and shm under
  * <state>. section is the config file's "sandbox" object (NULL when absent). Loads the
- * records and repairs what a crash left: pins without a pod are removed, pods whose pins
- * are gone become NOTREADY; each repair is logged. */
+ * records and repairs what a crash left (each repair logged): a RunPodSandbox that did
+ * not finish is undone from its intent record; a READY pod missing any part (pin, shm,
+ * network, infra process) becomes NOTREADY and the rest of it is torn down, as a
+ * StopPodSandbox cut off is finished; pins, shm mounts and directories no record owns are
+ * removed; a damaged record is replaced by a recovered NOTREADY pod (metadata name
+ * "recovered-<id>") so the operator can still remove what it described by ID. */
 struct rm_sandbox_manager *rm_sandbox_manager_open(const char *root, const char *state,
                                                    struct json_object *section,
                                                    struct rm_store *store,

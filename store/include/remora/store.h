@@ -46,10 +46,16 @@ typedef int (*rm_store_visit_fn)(const char *id, struct json_object *doc,
                                  const struct rm_error *bad, void *data, struct rm_error **err);
 
 /* Visit every record of kind. A missing kind directory is an empty list. Corrupt
- * records are reported to the visitor (and logged), never fatal. Returns the number of
+ * records are reported to the visitor (and logged), never fatal; each is moved aside to
+ * <id>.json.corrupt-<unix time> first (named in bad's message), so it is kept for the
+ * operator but no longer a record: the next listing does not see it. Returns the number of
  * records visited (good and corrupt) or -1. */
 int rm_store_list(struct rm_store *store, const char *kind, rm_store_visit_fn visit, void *data,
                   struct rm_error **err);
+
+/* Move a record that parses but makes no sense to its reader aside, as rm_store_list does
+ * with one that does not parse (why goes into the log line). */
+void rm_store_set_aside(struct rm_store *store, const char *kind, const char *id, const char *why);
 
 /* True when s is usable as a kind or an ID. */
 bool rm_store_valid_name(const char *s);

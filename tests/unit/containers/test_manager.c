@@ -180,10 +180,11 @@ static int fake_delete(void *ctx, const char *id, bool force, struct rm_error **
         return 0;
 }
 
-static int fake_exit_status(void *ctx, const char *id, int *code, int64_t *finished,
+static int fake_exit_status(void *ctx, const char *id, pid_t pid, int *code, int64_t *finished,
                             struct rm_error **err)
 {
         (void)ctx;
+        (void)pid;
         (void)err;
         pthread_mutex_lock(&F.lock);
         int i = find_fake(id);

@@ -1,3 +1,4 @@
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -240,9 +241,19 @@ static void test_list(void **state)
         assert_int_equal(l.bad, 1);
         assert_int_equal(l.bad_code, RM_DATA_LOSS);
 
+        /* The corrupt record was moved aside: kept, but no longer a record. */
         enum rm_code code = RM_OK;
         assert_null(get_value(s, "containers", "c6", &code));
-        assert_int_equal(code, RM_DATA_LOSS);
+        assert_int_equal(code, RM_NOT_FOUND);
+        cleanup_dir DIR *d = opendir(dir);
+        struct dirent *de;
+        int aside = 0;
+        while ((de = readdir(d)))
+                aside += strncmp(de->d_name, "c6.json.corrupt-", 16) == 0;
+        assert_int_equal(aside, 1);
+        memset(&l, 0, sizeof(l));
+        assert_int_equal(rm_store_list(s, "containers", collect, &l, NULL), 3);
+        assert_int_equal(l.bad, 0);
         rm_store_close(s);
         remove_root(root);
 }
