@@ -107,6 +107,7 @@ struct rm_container_manager {
         const char *deleting_pod; /* pod of the container being deleted, or NULL */
 
         struct rm_answers *answers; /* which CreateContainer answers reached their client */
+        size_t repairs;             /* what start-up finished, undid or removed (for /metrics) */
 };
 
 #define CTR_KIND "containers"

@@ -112,6 +112,7 @@ int rm__ctr_load_one(const char *id, struct json_object *doc, const struct rm_er
                 if (doc)
                         rm_store_set_aside(mgr->store, CTR_KIND, id, why->msg);
                 c = recovered(mgr, id);
+                mgr->repairs++;
                 rm_log_warn("container %s: its record was damaged (%s); rebuilt as %s (%s), its "
                             "process left as it was",
                             id,
@@ -173,7 +174,8 @@ static void sweep_dirs(struct rm_container_manager *mgr, const char *dir, bool b
                 if (rm_remove_tree(path, &why) < 0)
                         rm_log_warn("leftover of container %s: %s", e->d_name, why->msg);
                 else
-                        rm_log_info("removed %s, which no container record owns", path);
+                        mgr->repairs++;
+                rm_log_info("removed %s, which no container record owns", path);
         }
 }
 
@@ -196,10 +198,12 @@ static void sweep_runtime(struct rm_container_manager *mgr)
                                 continue;
                         if (i == 0) {
                                 runtime_undo(mgr, e->d_name);
+                                mgr->repairs++;
                                 rm_log_info("deleted container %s from the runtime: no record "
                                             "owns it (a removal cut off by a crash)",
                                             e->d_name);
                         } else if (unlinkat(dirfd(d), e->d_name, 0) == 0) {
+                                mgr->repairs++;
                                 rm_log_info("removed exit file %s/%s, which no record owns",
                                             dirs[i], e->d_name);
                         }
@@ -218,6 +222,7 @@ static void set_exited(struct rm_container_manager *mgr, struct ctr *c, int code
         rm__replace_str(&c->reason, reason);
         rm__replace_str(&c->message, message);
         pthread_mutex_unlock(&mgr->lock);
+        mgr->repairs++;
         rm_log_warn("container %s: %s: %s", c->id, reason, message);
 }
 
@@ -297,4 +302,9 @@ void rm__ctr_reconcile(struct rm_container_manager *mgr)
                 rm_log_info("loaded %zu containers; %zu of the %zu not exited exited while "
                             "remorad was not running",
                             mgr->n, exited, was_live);
+}
+
+size_t rm_containers_repairs(struct rm_container_manager *mgr)
+{
+        return mgr->repairs;
 }

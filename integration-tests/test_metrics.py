@@ -32,6 +32,7 @@ FAMILIES = {
     "remora_shim_processes": "gauge",
     "remora_start_time_seconds": "gauge",
     "remora_startup_duration_seconds": "gauge",
+    "remora_startup_repairs": "gauge",
     "remora_ipam_addresses": "gauge",
     "remora_cni_plugin_failures": "counter",
     "remora_exec_sessions": "gauge",
@@ -99,6 +100,7 @@ def test_every_family_is_there_and_parses(mdaemon):
     assert s.value("remora_process_open_fds") > 3
     assert s.value("remora_process_threads") > 1
     assert 0 < s.value("remora_startup_duration_seconds") < 15
+    assert s.value("remora_startup_repairs", part="pods") == 0  # a fresh daemon: nothing
     # the socket is for the node's operators only
     assert oct(os.stat(mdaemon.metrics_sock).st_mode & 0o777) == "0o660"
     # only /metrics, only GET

@@ -70,6 +70,7 @@ static int load_one(const char *id, struct json_object *doc, const struct rm_err
         if (doc == NULL) {
                 p->doc = recovered_doc(mgr, id);
                 json_object_object_add(p->doc, "recovered", json_object_new_boolean(true));
+                mgr->repairs++;
                 rm_log_warn("pod sandbox %s: its record was damaged (%s); listed as %s so it can "
                             "be removed by ID",
                             id, bad ? bad->msg : "unreadable", s_get(p, "name"));
@@ -124,6 +125,7 @@ static void undo_run(struct rm_sandbox_manager *mgr, struct pod *p)
         for (int k = 0; k < N_PINS; k++)
                 u.pins[k] = *s_get(p, rm__pin_kinds[k]) != '\0';
         rm__pod_rollback(mgr, p, &u);
+        mgr->repairs++;
         rm_log_info("pod sandbox %s: undid its RunPodSandbox, cut off by a crash", p->id);
 }
 
@@ -147,6 +149,7 @@ static void repair(struct rm_sandbox_manager *mgr)
                                         rm_log_warn("pod sandbox %s: %s", p->id, e->msg);
                                 continue;
                         }
+                        mgr->repairs++;
                         rm_log_warn("pod sandbox %s lost its %s; marking it NOTREADY", p->id, gone);
                         p->state = RUNTIME__V1__POD_SANDBOX_STATE__SANDBOX_NOTREADY;
                 } else if (!i_get(p, "recovered")) {
@@ -186,6 +189,7 @@ static void sweep(struct rm_sandbox_manager *mgr)
                                 continue;
                         cleanup_free char *path = xasprintf("%s/%s", mgr->pins[k], e->d_name);
                         rm_pinns_unpin(path);
+                        mgr->repairs++;
                         rm_log_info("removed %s pin %s, which no ready pod owns", rm__pin_kinds[k],
                                     path);
                 }
@@ -210,9 +214,10 @@ static void sweep(struct rm_sandbox_manager *mgr)
                         if (rm_remove_tree(path, &why) < 0)
                                 rm_log_warn("leftover of pod %s: %s", e->d_name, why->msg);
                         else
-                                rm_log_info("removed %s, left by a pod run interrupted by a "
-                                            "crash",
-                                            path);
+                                mgr->repairs++;
+                        rm_log_info("removed %s, left by a pod run interrupted by a "
+                                    "crash",
+                                    path);
                 }
         }
 }
@@ -268,4 +273,9 @@ void rm_sandbox_manager_close(struct rm_sandbox_manager *mgr)
         rm_answers_free(mgr->answers);
         pthread_mutex_destroy(&mgr->lock);
         free(mgr);
+}
+
+size_t rm_sandbox_repairs(struct rm_sandbox_manager *mgr)
+{
+        return mgr->repairs;
 }

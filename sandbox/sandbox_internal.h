@@ -36,6 +36,7 @@ struct rm_sandbox_manager {
         struct pod **pods;
         size_t n;
         struct rm_answers *answers; /* which RunPodSandbox answers reached their client */
+        size_t repairs;             /* what start-up finished, undid or removed (for /metrics) */
 };
 
 enum { PIN_NET, PIN_IPC, PIN_UTS, PIN_USER, N_PINS };

@@ -130,6 +130,13 @@ static void write_process(struct rm_daemon *d, FILE *out)
         rm_metrics_family(out, "remora_start_time_seconds", "gauge",
                           "When remorad started, in seconds since the epoch.");
         rm_metrics_sample(out, "remora_start_time_seconds", NULL, (double)d->started);
+        rm_metrics_family(out, "remora_startup_repairs", "gauge",
+                          "What start-up found half done or left over and finished, undid or "
+                          "removed, by part (the log names each one).");
+        rm_metrics_sample(out, "remora_startup_repairs", "part=\"pods\"",
+                          d->sandboxes ? (double)rm_sandbox_repairs(d->sandboxes) : 0);
+        rm_metrics_sample(out, "remora_startup_repairs", "part=\"containers\"",
+                          d->containers ? (double)rm_containers_repairs(d->containers) : 0);
         rm_metrics_family(out, "remora_startup_duration_seconds", "gauge",
                           "How long start-up took: loading records, reconciling, until serving.");
         rm_metrics_sample(out, "remora_startup_duration_seconds", NULL,

@@ -144,6 +144,10 @@ int rm_containers_start(struct rm_container_manager *mgr, const char *id, struct
  * exited container succeeds. cancel (may be NULL) is the caller's token. */
 int rm_containers_stop(struct rm_container_manager *mgr, const char *id, int64_t timeout,
                        const struct rm_cancel *cancel, struct rm_error **err);
+/* How many things start-up repaired (records rebuilt, runtime state, exit files and
+ * directories removed, containers marked exited), for /metrics. */
+size_t rm_containers_repairs(struct rm_container_manager *mgr);
+
 /* Removing a container that does not exist succeeds, as the CRI requires. */
 int rm_containers_remove(struct rm_container_manager *mgr, const char *id, struct rm_error **err);
 

@@ -75,6 +75,10 @@ struct rm_sandbox_hooks {
 
 struct rm_sandbox_manager;
 
+/* How many things start-up repaired (runs undone, stops finished, damaged records,
+ * leftover pins and directories removed), for /metrics. */
+size_t rm_sandbox_repairs(struct rm_sandbox_manager *mgr);
+
 /* Open the sandbox manager: pod files under <root>/sandboxes/<id>, pins and shm under
  * <state>. section is the config file's "sandbox" object (NULL when absent). Loads the
  * records and repairs what a crash left (each repair logged): a RunPodSandbox that did
