@@ -272,3 +272,32 @@ def test_exec_and_streaming_sessions(mdaemon, image_ref, tmp_path):  # noqa: F81
     cri.call("StopPodSandbox", pod_sandbox_id=pod_id)
     cri.call("RemovePodSandbox", pod_sandbox_id=pod_id)
     cri.close()
+
+
+def test_startup_repairs_count_what_a_crash_left(make_daemon, tmp_path, monkeypatch):
+    """remorad killed in the middle of RunPodSandbox: the next start undoes the run and
+    counts it."""
+    from ctr_helpers import POD
+    from google.protobuf import json_format
+    d = make_daemon()
+    sock = os.path.join(d.state, "metrics.sock")
+    with open(d.config) as f:
+        cfg = json.load(f)
+    cfg["metrics"] = {"address": "unix://" + sock}
+    with open(d.config, "w") as f:
+        json.dump(cfg, f)
+    monkeypatch.setenv("REMORA_CRASH_AT", "runpodsandbox.pins")
+    d.start()
+    monkeypatch.delenv("REMORA_CRASH_AT")
+    cri = d.client()
+    with pytest.raises(grpc.RpcError):
+        cri.call("RunPodSandbox", config=json_format.ParseDict(
+            dict(POD, log_directory=str(tmp_path / "logs")), cri.api.PodSandboxConfig()))
+    cri.close()
+    d.proc.wait(timeout=10)
+    d2 = make_daemon(base=d.base).start()
+    s = Scrape(sock)
+    assert s.value("remora_startup_repairs", part="pods") >= 1
+    assert s.value("remora_pods", state="ready") == 0 and s.value("remora_pods",
+                                                                  state="notready") == 0
+    d2.stop()
