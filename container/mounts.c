@@ -257,7 +257,16 @@ static int add_request_mount(struct json_object *list, const Runtime__V1__Mount 
                         return rm_error_set(err, RM_INVALID_ARGUMENT,
                                             "mounts[%zu]: recursive_read_only needs readonly", i);
                 }
-                json_object_array_add(opts, json_object_new_string("rro"));
+                /* runc 1.1 knows no "rro" and would fail the start with a parse error;
+                 * Status reports recursive_read_only_mounts false for every handler, so
+                 * kubelet does not ask, and a client that does is told why here. */
+                json_object_put(opts);
+                return rm_error_set(err, RM_FAILED_PRECONDITION,
+                                    "mounts[%zu] (%s): recursive_read_only is not supported: the "
+                                    "OCI runtime (runc 1.1) has no recursive read-only bind "
+                                    "mounts (Status reports recursive_read_only_mounts false); "
+                                    "use readonly without recursive_read_only",
+                                    i, dest);
         }
         json_object_array_add(list, mount_entry(dest, "bind", real, opts));
         return 0;

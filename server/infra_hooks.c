@@ -49,6 +49,10 @@ static int infra_start(void *ctx, const struct rm_infra_request *req, pid_t *pid
                        struct rm_error **err)
 {
         struct rm_daemon *d = ctx;
+        const struct rm_runtime *rt = rm_runtimes_select(d->runtimes, req->runtime_handler, err);
+        if (rt == NULL || !rm_runtime_usable(rt, err))
+                return -1;
+        const struct rm_oci *oci = rt->oci;
         cleanup_free char *rootfs = xasprintf("%s/infra-rootfs", d->cfg->state);
         cleanup_free char *id = infra_id(req->pod_id);
         cleanup_free char *bundle = xasprintf("%s/infra/%s", d->cfg->state, req->pod_id);
@@ -104,7 +108,7 @@ static int infra_start(void *ctx, const struct rm_infra_request *req, pid_t *pid
         cleanup_free char *exits = xasprintf("%s/%s", d->exit_dir, id);
         struct rm_shim_request sr = {
             .shim = d->helpers.shim,
-            .oci = d->oci,
+            .oci = oci,
             .id = id,
             .bundle = bundle,
             .pid_file = pid_file,
@@ -114,11 +118,11 @@ static int infra_start(void *ctx, const struct rm_infra_request *req, pid_t *pid
         struct rm_shim_result r;
         cleanup_error struct rm_error *ignored = NULL;
         if (rm_shim_spawn(&sr, &r, err) < 0) {
-                d->oci->ops->delete (d->oci, id, true, &ignored);
+                oci->ops->delete (oci, id, true, &ignored);
                 return -1;
         }
-        if (d->oci->ops->start(d->oci, id, err) < 0) {
-                d->oci->ops->delete (d->oci, id, true, &ignored);
+        if (oci->ops->start(oci, id, err) < 0) {
+                oci->ops->delete (oci, id, true, &ignored);
                 return -1;
         }
         *pid = r.container_pid;
@@ -129,7 +133,8 @@ static int infra_stop(void *ctx, const char *pod_id, struct rm_error **err)
 {
         struct rm_daemon *d = ctx;
         cleanup_free char *id = infra_id(pod_id);
-        if (d->oci->ops->kill(d->oci, id, SIGKILL, true, err) < 0) {
+        const struct rm_oci *oci = rm_runtimes_owner(d->runtimes, id)->oci;
+        if (oci->ops->kill(oci, id, SIGKILL, true, err) < 0) {
                 if ((*err)->code != RM_NOT_FOUND)
                         return -1;
                 rm_error_free(*err);
@@ -142,7 +147,8 @@ static int infra_remove(void *ctx, const char *pod_id, struct rm_error **err)
 {
         struct rm_daemon *d = ctx;
         cleanup_free char *id = infra_id(pod_id);
-        if (d->oci->ops->delete (d->oci, id, true, err) < 0)
+        const struct rm_oci *oci = rm_runtimes_owner(d->runtimes, id)->oci;
+        if (oci->ops->delete (oci, id, true, err) < 0)
                 return -1;
         cleanup_free char *exits = xasprintf("%s/%s", d->exit_dir, id);
         unlink(exits);

@@ -75,14 +75,63 @@ static Runtime__V1__StatusResponse__InfoEntry *info_entry(struct rm_arena *arena
         return e;
 }
 
-static struct json_object *runtime_json(const struct rm_daemon *d)
+static struct json_object *handler_json(const struct rm_runtime *rt)
 {
         struct json_object *o = json_object_new_object();
-        json_object_object_add(o, "handler", json_object_new_string(d->runtime->handler));
-        json_object_object_add(o, "configured", json_object_new_string(d->runtime->configured));
-        json_object_object_add(o, "path",
-                               d->runtime->path ? json_object_new_string(d->runtime->path) : NULL);
+        json_object_object_add(o, "handler", json_object_new_string(rt->handler));
+        json_object_object_add(o, "configured", json_object_new_string(rt->configured));
+        json_object_object_add(o, "path", rt->path ? json_object_new_string(rt->path) : NULL);
+        json_object_object_add(o, "root", json_object_new_string(rt->root));
+        json_object_object_add(o, "systemd_cgroup", json_object_new_boolean(rt->systemd_cgroup));
         return o;
+}
+
+/* "runtime": the default handler (as before handlers existed), with "handlers": all. */
+static struct json_object *runtime_json(const struct rm_daemon *d)
+{
+        struct json_object *o = handler_json(d->runtime);
+        struct json_object *all = json_object_new_array();
+        for (size_t i = 0; i < d->runtimes->n; i++)
+                json_object_array_add(all, handler_json(d->runtimes->v[i]));
+        json_object_object_add(o, "handlers", all);
+        return o;
+}
+
+/* Whether this host can run user-namespaced pods (idmapped mounts and all). Not
+ * detected yet: false until the user namespace support sets it from the host. */
+static bool host_user_namespaces(const struct rm_daemon *d)
+{
+        (void)d;
+        return false;
+}
+
+static Runtime__V1__RuntimeHandler *handler_entry(struct rm_arena *a, const char *name,
+                                                  const struct rm_runtime *rt, bool userns)
+{
+        struct rm_runtime_features f;
+        rm_runtime_features(rt, userns, &f);
+        Runtime__V1__RuntimeHandlerFeatures *hf = rm_arena_alloc(a, sizeof(*hf));
+        runtime__v1__runtime_handler_features__init(hf);
+        hf->recursive_read_only_mounts = f.recursive_read_only_mounts;
+        hf->user_namespaces = f.user_namespaces;
+        Runtime__V1__RuntimeHandler *h = rm_arena_alloc(a, sizeof(*h));
+        runtime__v1__runtime_handler__init(h);
+        h->name = rm_arena_strdup(a, name);
+        h->features = hf;
+        return h;
+}
+
+/* Every handler by name, and the default once more under "" (the CRI's name for the
+ * handler a pod without a RuntimeClass gets), as containerd lists them. */
+static void list_handlers(const struct rm_daemon *d, struct rm_arena *a,
+                          Runtime__V1__StatusResponse *r)
+{
+        bool userns = host_user_namespaces(d);
+        r->runtime_handlers = (Runtime__V1__RuntimeHandler **)rm_arena_ptrs(a, d->runtimes->n + 1);
+        r->runtime_handlers[r->n_runtime_handlers++] = handler_entry(a, "", d->runtime, userns);
+        for (size_t i = 0; i < d->runtimes->n; i++)
+                r->runtime_handlers[r->n_runtime_handlers++] =
+                    handler_entry(a, d->runtimes->v[i]->handler, d->runtimes->v[i], userns);
 }
 
 static struct json_object *build_json(const struct rm_daemon *d)
@@ -114,6 +163,7 @@ RM_HANDLER(status)
         Runtime__V1__StatusResponse *r = rm_arena_alloc(a, sizeof(*r));
         runtime__v1__status_response__init(r);
         r->status = st;
+        list_handlers(d, a, r);
         if (in->verbose) {
                 cleanup_json struct json_object *config = rm_config_to_json(d->cfg);
                 cleanup_json struct json_object *runtime = runtime_json(d);

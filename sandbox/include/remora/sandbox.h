@@ -24,6 +24,7 @@ struct rm_infra_request {
         const char *utsns_path;
         const char *cgroup_parent;
         const char *hostname;
+        const char *runtime_handler; /* the pod's RuntimeClass handler, "" for the default */
 };
 
 struct rm_sandbox_hooks {
