@@ -132,6 +132,10 @@ static void list_handlers(const struct rm_daemon *d, struct rm_arena *a,
         for (size_t i = 0; i < d->runtimes->n; i++)
                 r->runtime_handlers[r->n_runtime_handlers++] =
                     handler_entry(a, d->runtimes->v[i]->handler, d->runtimes->v[i], userns);
+        Runtime__V1__RuntimeFeatures *f = rm_arena_alloc(a, sizeof(*f));
+        runtime__v1__runtime_features__init(f);
+        f->supplemental_groups_policy = true;
+        r->features = f;
 }
 
 static struct json_object *build_json(const struct rm_daemon *d)
