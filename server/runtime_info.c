@@ -75,7 +75,17 @@ static Runtime__V1__StatusResponse__InfoEntry *info_entry(struct rm_arena *arena
         return e;
 }
 
-static struct json_object *handler_json(const struct rm_runtime *rt)
+/* Whether this host can run user-namespaced pods (idmapped mounts and all). Not
+ * detected yet: false until the user namespace support sets it from the host. */
+static bool host_user_namespaces(const struct rm_daemon *d)
+{
+        (void)d;
+        return false;
+}
+
+/* A handler as the verbose Status shows it; its features too, for clients (crictl before
+ * 1.30) that know no Status.runtime_handlers. */
+static struct json_object *handler_json(const struct rm_daemon *d, const struct rm_runtime *rt)
 {
         struct json_object *o = json_object_new_object();
         json_object_object_add(o, "handler", json_object_new_string(rt->handler));
@@ -83,26 +93,30 @@ static struct json_object *handler_json(const struct rm_runtime *rt)
         json_object_object_add(o, "path", rt->path ? json_object_new_string(rt->path) : NULL);
         json_object_object_add(o, "root", json_object_new_string(rt->root));
         json_object_object_add(o, "systemd_cgroup", json_object_new_boolean(rt->systemd_cgroup));
+        struct rm_runtime_features f;
+        rm_runtime_features(rt, host_user_namespaces(d), &f);
+        struct json_object *fo = json_object_new_object();
+        json_object_object_add(fo, "recursive_read_only_mounts",
+                               json_object_new_boolean(f.recursive_read_only_mounts));
+        json_object_object_add(fo, "user_namespaces", json_object_new_boolean(f.user_namespaces));
+        json_object_object_add(o, "features", fo);
         return o;
 }
 
-/* "runtime": the default handler (as before handlers existed), with "handlers": all. */
+/* "runtime": the default handler (as before handlers existed), with "handlers": all, and
+ * "runtime_features": Status.features. */
 static struct json_object *runtime_json(const struct rm_daemon *d)
 {
-        struct json_object *o = handler_json(d->runtime);
+        struct json_object *o = handler_json(d, d->runtime);
         struct json_object *all = json_object_new_array();
         for (size_t i = 0; i < d->runtimes->n; i++)
-                json_object_array_add(all, handler_json(d->runtimes->v[i]));
+                json_object_array_add(all, handler_json(d, d->runtimes->v[i]));
         json_object_object_add(o, "handlers", all);
+        struct json_object *features = json_object_new_object();
+        json_object_object_add(features, "supplemental_groups_policy",
+                               json_object_new_boolean(true));
+        json_object_object_add(o, "runtime_features", features);
         return o;
-}
-
-/* Whether this host can run user-namespaced pods (idmapped mounts and all). Not
- * detected yet: false until the user namespace support sets it from the host. */
-static bool host_user_namespaces(const struct rm_daemon *d)
-{
-        (void)d;
-        return false;
 }
 
 static Runtime__V1__RuntimeHandler *handler_entry(struct rm_arena *a, const char *name,
