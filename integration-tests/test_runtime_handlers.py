@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import time
 
 import grpc
@@ -246,3 +247,20 @@ def test_default_handler_can_be_renamed(make_daemon, wrapper, image_ref, tmp_pat
     cri.call("RemoveContainer", container_id=cid)
     remove_pod(cri, pod[0])
     cri.close()
+
+
+def test_check_reports_every_handler(remorad_bin, wrapper, tmp_path):
+    """`remorad --check` has a runtime line per handler; a missing binary is a FAIL naming
+    the handler and the key to set."""
+    cfg = tmp_path / "check.json"
+    cfg.write_text(json.dumps({"runtimes": {"handlers": {
+        "wrap": {"path": str(wrapper[0])}, "gone": {"path": "/nonexistent/runc-gone"}}}}))
+    p = subprocess.run([remorad_bin, "--check", "--config", str(cfg),
+                        "--root", str(tmp_path / "root"), "--state", str(tmp_path / "state")],
+                       capture_output=True, text=True, timeout=60)
+    lines = [line for line in p.stdout.splitlines() if line.split()[1:2] == ["runtime"]]
+    assert len(lines) == 3, p.stdout
+    assert lines[0].startswith("OK") and "handler runc" in lines[0], lines
+    assert lines[1].startswith("OK") and "handler wrap" in lines[1], lines
+    assert lines[2].startswith("FAIL") and "runtimes.handlers.gone.path" in lines[2], lines
+    assert p.returncode == 1
