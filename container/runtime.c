@@ -306,6 +306,8 @@ struct rm_runtime *rm_runtimes_select(const struct rm_runtimes *rts, const char 
 
 struct rm_runtime *rm_runtimes_owner(const struct rm_runtimes *rts, const char *id)
 {
+        if (*id == '\0' || strchr(id, '/') || strcmp(id, "..") == 0)
+                return rm_runtimes_default(rts); /* never a container ID */
         for (size_t i = 0; i < rts->n; i++) {
                 char path[4096];
                 struct stat st;
