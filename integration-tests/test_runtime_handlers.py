@@ -14,6 +14,7 @@ import pytest
 from google.protobuf import json_format
 
 from ctr_helpers import POD, container_config, image_ref, status, wait_until  # noqa: F401
+from test_streaming import STDOUT, collect, connect
 
 RUNC = shutil.which("runc") or "/usr/sbin/runc"
 
@@ -48,6 +49,19 @@ def verbs(wrapper, cid):
             out.append(next(w for w in words if w in ("create", "start", "kill", "delete",
                                                       "exec", "update", "state")))
     return out
+
+
+def processes_mentioning(text):
+    """PIDs of processes whose command line contains text (a daemon's state dir)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                if text.encode() in f.read() and int(pid) != os.getpid():
+                    found.append(int(pid))
+        except OSError:
+            pass
+    return found
 
 
 def run_pod(cri, tmp_path, uid, handler="", share_pid=False):
@@ -122,6 +136,11 @@ def test_pod_with_handler_runs_its_containers_through_it(make_daemon, wrapper, i
     assert not os.path.exists(os.path.join(d.state, "runc", cid))
     out = cri.call("ExecSync", container_id=cid, cmd=["/bin/echo", "hi"], timeout=20)
     assert out.stdout == b"hi\n"
+    # Exec on the streaming server (kubectl exec) runs runc exec itself: the wrapper too.
+    url = cri.call("Exec", container_id=cid, cmd=["/bin/echo", "streamed"], stdout=True).url
+    assert collect(connect(url))[STDOUT] == b"streamed\n"
+    assert any("--preserve-fds" in argv and cid in argv for argv in calls_of(wrapper)), \
+        calls_of(wrapper)
     st = cri.call("ContainerStatus", container_id=cid, verbose=True)
     assert json.loads(st.info["info"])["runtimeHandler"] == "wrap"
     pst = cri.call("PodSandboxStatus", pod_sandbox_id=wrapped[0]).status
@@ -183,6 +202,9 @@ def test_restart_keeps_using_the_pods_handler(make_daemon, wrapper, image_ref, t
         calls_of(wrapper)
     wrap_root = os.path.join(d2.state, "runtimes", "wrap")
     wait_until(lambda: os.listdir(wrap_root) == [], "the wrapper's root is empty")
+    left = [p for p in processes_mentioning(d2.state) if p != d2.proc.pid]
+    assert left == [], "a shim or runc of the pod is left"
+    assert "no longer configured" not in d2.read_log()
     cri.close()
 
 
@@ -264,3 +286,42 @@ def test_check_reports_every_handler(remorad_bin, wrapper, tmp_path):
     assert lines[1].startswith("OK") and "handler wrap" in lines[1], lines
     assert lines[2].startswith("FAIL") and "runtimes.handlers.gone.path" in lines[2], lines
     assert p.returncode == 1
+
+
+def test_a_handler_dropped_from_the_config_is_reported(make_daemon, wrapper, image_ref,
+                                                      tmp_path):
+    """Restarting without a handler that pods still use: the start log names the pod and
+    the handler, and a new container in such a pod is refused naming it; put back, the
+    handler cleans up as usual."""
+    d = make_daemon(config=handler_config(wrapper)).start()
+    cri = d.client()
+    pod = run_pod(cri, tmp_path, "dropped", handler="wrap")
+    cid = start_ctr(cri, image_ref, pod, "c")
+    cri.close()
+    d.stop()
+
+    d2 = make_daemon(base=d.base, config=json.dumps({}))
+    d2.start()
+    log = d2.read_log()
+    assert "no longer configured" in log and pod[0] in log and "wrap" in log, log
+    cri = d2.client()
+    cfg = container_config(cri, image_ref, "new", ["/bin/true"])
+    with pytest.raises(grpc.RpcError) as e:
+        c2 = cri.call("CreateContainer", pod_sandbox_id=pod[0], config=cfg,
+                      sandbox_config=pod[1]).container_id
+        cri.call("StartContainer", container_id=c2)
+    assert "wrap" in e.value.details()
+    cri.close()
+    d2.stop()
+
+    d3 = make_daemon(base=d.base, config=handler_config(wrapper))
+    d3.start()
+    cri = d3.client()
+    assert status(cri, cid).state == cri.api.CONTAINER_RUNNING
+    for c in cri.call("ListContainers").containers:
+        stop(cri, c.id)
+        cri.call("RemoveContainer", container_id=c.id)
+    remove_pod(cri, pod[0])
+    wrap_root = os.path.join(d3.state, "runtimes", "wrap")
+    wait_until(lambda: os.listdir(wrap_root) == [], "the wrapper's root is empty")
+    cri.close()

@@ -129,6 +129,23 @@ static void reconcile_network(struct rm_daemon *d)
         rm_arena_free(a);
 }
 
+/* A pod run with a handler the config no longer has: its containers' runc state sits in
+ * a root no handler owns, so stopping them would not reach them. Said once at start. */
+static void warn_dropped_handlers(struct rm_daemon *d)
+{
+        struct rm_arena *a = rm_arena_new();
+        Runtime__V1__ListPodSandboxResponse *l = rm_sandbox_list(d->sandboxes, NULL, a);
+        for (size_t i = 0; i < l->n_items; i++) {
+                const char *h = l->items[i]->runtime_handler;
+                if (rm_runtimes_find(d->runtimes, h) == NULL)
+                        rm_log_warn("pod sandbox %s was run with runtime handler %s, which is no "
+                                    "longer configured: its containers cannot be stopped or "
+                                    "new ones created until runtimes.handlers.%s is restored",
+                                    l->items[i]->id, h, h);
+        }
+        rm_arena_free(a);
+}
+
 static int open_managers(struct rm_daemon *d, struct rm_error **err)
 {
         const struct rm_config *cfg = d->cfg;
@@ -172,6 +189,7 @@ static int open_managers(struct rm_daemon *d, struct rm_error **err)
         if (d->sandboxes == NULL)
                 return -1;
         reconcile_network(d);
+        warn_dropped_handlers(d);
         if (open_containers(d, err) < 0)
                 return -1;
         d->dispatch = rm_dispatch_new(rm_handlers, d, err);
