@@ -3,11 +3,17 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include "cmd.h"
 #include "remora/cleanup.h"
 #include "remora/container.h"
 #include "remora/xalloc.h"
+
+/* `runc features` answers in milliseconds; a wedged binary must not hold the start. */
+#define FEATURES_TIMEOUT_MS 5000
 
 static bool is_executable_file(const char *path)
 {
@@ -187,6 +193,43 @@ static struct rm_runtime *handler_from_json(const char *name, struct json_object
         return rt;
 }
 
+/* mount_setattr(2), which "rro" needs, came with Linux 5.12. */
+static bool kernel_has_mount_setattr(void)
+{
+        struct utsname u;
+        int major = 0, minor = 0;
+        if (uname(&u) < 0 || sscanf(u.release, "%d.%d", &major, &minor) != 2)
+                return false;
+        return major > 5 || (major == 5 && minor >= 12);
+}
+
+/* Whether `<binary> features` (runc 1.1 and later) lists the "rro" mount option. A
+ * runtime without the command, or one that fails, has no such feature. */
+static bool lists_rro(const struct rm_runtime *rt)
+{
+        if (rt->path == NULL)
+                return false;
+        const char *argv[] = {rt->path, "features", NULL};
+        struct rm__cmd c = {.argv = argv, .timeout_ms = FEATURES_TIMEOUT_MS};
+        struct rm__cmd_result r = {0};
+        cleanup_error struct rm_error *err = NULL;
+        bool found = false;
+        if (rm__cmd_run(&c, &r, &err) == 0 && WIFEXITED(r.wstatus) && WEXITSTATUS(r.wstatus) == 0) {
+                cleanup_json struct json_object *doc = json_tokener_parse(r.out ? r.out : "");
+                struct json_object *opts = NULL;
+                if (doc && json_object_object_get_ex(doc, "mountOptions", &opts) &&
+                    json_object_is_type(opts, json_type_array)) {
+                        for (size_t i = 0; i < json_object_array_length(opts) && !found; i++) {
+                                const char *o =
+                                    json_object_get_string(json_object_array_get_idx(opts, i));
+                                found = o && strcmp(o, "rro") == 0;
+                        }
+                }
+        }
+        rm__cmd_result_clear(&r);
+        return found;
+}
+
 static void add(struct rm_runtimes *rts, struct rm_runtime *rt)
 {
         rts->v = xrealloc(rts->v, sizeof(*rts->v) * (rts->n + 1));
@@ -265,9 +308,11 @@ struct rm_runtimes *rm_runtimes_new(struct json_object *section, const char *run
                         }
                 }
         }
+        bool kernel_rro = kernel_has_mount_setattr();
         for (size_t i = 0; i < rts->n; i++) {
                 struct rm_runtime *r = rts->v[i];
                 r->oci = rm_oci_new(ops, r->path ? r->path : r->configured, r->root, 0);
+                r->recursive_read_only = kernel_rro && lists_rro(r);
         }
         return rts;
 }
@@ -321,7 +366,6 @@ struct rm_runtime *rm_runtimes_owner(const struct rm_runtimes *rts, const char *
 void rm_runtime_features(const struct rm_runtime *rt, bool user_namespaces_host,
                          struct rm_runtime_features *out)
 {
-        (void)rt;
-        out->recursive_read_only_mounts = false;
+        out->recursive_read_only_mounts = rt->recursive_read_only;
         out->user_namespaces = user_namespaces_host;
 }

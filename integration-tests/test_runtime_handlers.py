@@ -35,8 +35,19 @@ def handler_config(wrapper):
 
 
 def calls_of(wrapper):
-    """Each logged call as its argv words."""
-    return [line.split() for line in wrapper[1].read_text().splitlines()]
+    """Each logged call as its argv words (not the `features` probe remorad makes of
+    every handler at start)."""
+    return [line.split() for line in wrapper[1].read_text().splitlines()
+            if line.split()[:1] != ["features"]]
+
+
+def runc_has_rro():
+    """What the handler feature should say for runc, found here independently: the
+    kernel has mount_setattr (5.12) and `runc features` lists the "rro" option."""
+    major, minor = (int(x) for x in os.uname().release.split(".")[:2])
+    out = subprocess.run([RUNC, "features"], capture_output=True, text=True)
+    listed = out.returncode == 0 and "rro" in json.loads(out.stdout).get("mountOptions", [])
+    return (major, minor) >= (5, 12) and listed
 
 
 def verbs(wrapper, cid):
@@ -102,7 +113,8 @@ def test_status_lists_handlers_with_features(make_daemon, wrapper):
     assert names == ["", "runc", "wrap"], names
     for h in r.runtime_handlers:
         assert h.HasField("features")
-        assert h.features.recursive_read_only_mounts is False
+        # the wrapper passes `features` through to runc: the same answer
+        assert h.features.recursive_read_only_mounts is runc_has_rro()
         assert h.features.user_namespaces is False
     info = json.loads(cri.call("Status", verbose=True).info["runtime"])
     by_name = {h["handler"]: h for h in info["handlers"]}
@@ -208,27 +220,6 @@ def test_restart_keeps_using_the_pods_handler(make_daemon, wrapper, image_ref, t
     cri.close()
 
 
-def test_recursive_read_only_is_refused_clearly(make_daemon, image_ref, tmp_path):
-    """runc 1.1 has no "rro": remora used to pass it and StartContainer failed with runc's
-    parse error. Now CreateContainer refuses it, naming the field."""
-    d = make_daemon().start()
-    cri = d.client()
-    pod = run_pod(cri, tmp_path, "rro")
-    cri.call("PullImage", image=cri.message("ImageSpec", image=image_ref), timeout=60)
-    src = tmp_path / "src"
-    src.mkdir()
-    cfg = container_config(cri, image_ref, "rro", ["/bin/true"],
-                           mounts=[{"container_path": "/data", "host_path": str(src),
-                                    "readonly": True, "recursive_read_only": True}])
-    with pytest.raises(grpc.RpcError) as e:
-        cri.call("CreateContainer", pod_sandbox_id=pod[0], config=cfg, sandbox_config=pod[1])
-    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert "recursive_read_only" in e.value.details()
-    assert len(cri.call("ListContainers").containers) == 0
-    remove_pod(cri, pod[0])
-    cri.close()
-
-
 @pytest.mark.parametrize("runtimes, words", [
     ({"handlers": {"wrap": {"path": "/bin/true", "systemd_cgroup": True}}},
      ["runtimes.handlers.wrap.systemd_cgroup", "cgroupfs"]),
@@ -324,4 +315,68 @@ def test_a_handler_dropped_from_the_config_is_reported(make_daemon, wrapper, ima
     remove_pod(cri, pod[0])
     wrap_root = os.path.join(d3.state, "runtimes", "wrap")
     wait_until(lambda: os.listdir(wrap_root) == [], "the wrapper's root is empty")
+    cri.close()
+
+
+def test_recursive_read_only_follows_the_handlers_features(make_daemon, tmp_path, image_ref):
+    """A handler whose binary does not list "rro" in `features` (runc before 1.1, a
+    stand-in script here) reports recursive_read_only_mounts false, and such a mount in
+    its pods is refused at CreateContainer naming the handler, instead of failing at start
+    with the runtime's parse error. runc 1.1+ on a 5.12+ kernel lists it: there a
+    submount under the bind mount is read-only too, which a plain readonly mount does not
+    give."""
+    fake = tmp_path / "runc-old"
+    fake.write_text("#!/bin/sh\nif [ \"$1\" = features ]; then\n"
+                    "  echo '{\"mountOptions\": [\"bind\", \"ro\"]}'; exit 0\nfi\n"
+                    "exec %s \"$@\"\n" % RUNC)
+    fake.chmod(0o755)
+    d = make_daemon(config=json.dumps({"runtimes": {"handlers": {"old": {"path": str(fake)}}}}))
+    d.start()
+    cri = d.client()
+    feats = {h.name: h.features.recursive_read_only_mounts
+             for h in cri.call("Status").runtime_handlers}
+    assert feats == {"": runc_has_rro(), "runc": runc_has_rro(), "old": False}, feats
+    cri.call("PullImage", image=cri.message("ImageSpec", image=image_ref), timeout=60)
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "h19c-rro", str(src / "sub")],
+                   check=True)
+    try:
+        mount = {"container_path": "/data", "host_path": str(src), "readonly": True,
+                 "recursive_read_only": True}
+        cfg = container_config(cri, image_ref, "rro", ["/bin/sleep", "1000"], mounts=[mount])
+
+        old = run_pod(cri, tmp_path, "rro-old", handler="old")
+        with pytest.raises(grpc.RpcError) as e:
+            cri.call("CreateContainer", pod_sandbox_id=old[0], config=cfg, sandbox_config=old[1])
+        assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "recursive_read_only" in e.value.details() and "old" in e.value.details()
+        assert len(cri.call("ListContainers").containers) == 0
+        # Without readonly it is a bad request whatever the handler.
+        c = container_config(cri, image_ref, "bad", ["/bin/true"],
+                             mounts=[dict(mount, readonly=False)])
+        with pytest.raises(grpc.RpcError) as e:
+            cri.call("CreateContainer", pod_sandbox_id=old[0], config=c, sandbox_config=old[1])
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value.details()
+        assert "needs readonly" in e.value.details()
+        remove_pod(cri, old[0])
+
+        if runc_has_rro():
+            pod = run_pod(cri, tmp_path, "rro-runc")
+            probe = "touch /data/sub/x 2>/dev/null && echo writable || echo read-only"
+            results = {}
+            for name, m in (("rro", mount), ("ro", dict(mount, recursive_read_only=False))):
+                c = container_config(cri, image_ref, name, ["/bin/sleep", "1000"], mounts=[m])
+                cid = cri.call("CreateContainer", pod_sandbox_id=pod[0], config=c,
+                               sandbox_config=pod[1]).container_id
+                cri.call("StartContainer", container_id=cid)
+                r = cri.call("ExecSync", container_id=cid, cmd=["/bin/sh", "-c", probe],
+                             timeout=20)
+                results[name] = r.stdout.decode().strip()
+                stop(cri, cid)
+                cri.call("RemoveContainer", container_id=cid)
+            assert results == {"rro": "read-only", "ro": "writable"}, results
+            remove_pod(cri, pod[0])
+    finally:
+        subprocess.run(["umount", str(src / "sub")], check=True)
     cri.close()

@@ -19,6 +19,9 @@ struct rm_runtime {
         char *path;       /* absolute path resolved at start, NULL when not found */
         char *root;       /* runc --root: where this handler keeps its containers' state */
         bool systemd_cgroup;
+        /* Recursive read-only bind mounts ("rro"): the runtime lists the option in
+         * `<binary> features` and the kernel has mount_setattr (5.12). Found at start. */
+        bool recursive_read_only;
         struct rm_oci *oci; /* the driver for this binary and root */
 };
 
@@ -49,7 +52,8 @@ struct rm_runtimes {
  * The default handler (named "runc" unless `default` says otherwise) always exists; its
  * binary is runtime_path unless its entry names a path, its root <state>/runc. Other
  * handlers need a path; their root defaults to <state>/runtimes/<name>. Each handler
- * gets an rm_oci driver with ops. INVALID_ARGUMENT / FAILED_PRECONDITION naming the key
+ * gets an rm_oci driver with ops, and its features are asked of its binary
+ * (`<binary> features`, a few milliseconds). INVALID_ARGUMENT / FAILED_PRECONDITION naming the key
  * on a bad section or an option this host or Remora cannot honour. */
 struct rm_runtimes *rm_runtimes_new(struct json_object *section, const char *runtime_path,
                                     const char *state, const struct rm_runtime_ops *ops,
@@ -82,10 +86,9 @@ struct rm_runtime_features {
         bool user_namespaces;
 };
 
-/* What handler rt can do. Recursive read-only mounts need runc 1.2's "rro" mount option
- * and Remora does not pass it: false for every handler, and such mounts are refused.
- * user_namespaces_host is the host's own answer (idmapped mounts and a kernel that
- * supports them), detected elsewhere. */
+/* What handler rt can do: recursive read-only mounts as detected at start (runc 1.1 has
+ * none; 1.2 lists "rro"); user_namespaces_host is the host's own answer (idmapped mounts
+ * and a kernel that supports them), detected elsewhere. */
 void rm_runtime_features(const struct rm_runtime *rt, bool user_namespaces_host,
                          struct rm_runtime_features *out);
 
