@@ -166,8 +166,10 @@ static int open_managers(struct rm_daemon *d, struct rm_error **err)
                                     rt == d->runtime ? "RuntimeReady stays false"
                                                      : "its pods fail to start");
                 else
-                        rm_log_info("runtime handler %s%s: %s --root %s", rt->handler,
-                                    rt == d->runtime ? " (default)" : "", rt->path, rt->root);
+                        rm_log_info("runtime handler %s%s: %s --root %s (recursive read-only "
+                                    "mounts: %s)",
+                                    rt->handler, rt == d->runtime ? " (default)" : "", rt->path,
+                                    rt->root, rt->recursive_read_only ? "yes" : "no");
         }
         d->streaming =
             rm_streaming_open(cfg->sections[RM_SECTION_STREAMING], &rm__stream_backend, d, err);
