@@ -341,13 +341,14 @@ static int build_and_create(struct rm_container_manager *mgr, struct ctr *c,
                 return rm_error_set(err, RM_INTERNAL, "write %s: %s", config,
                                     cfd < 0 ? strerror(errno) : json_util_get_last_err());
         struct json_object *uid = NULL, *gid = NULL, *user = NULL, *process = NULL, *linux = NULL,
-                           *cgpath = NULL;
+                           *cgpath = NULL, *groups = NULL;
         json_object_object_get_ex(spec, "linux", &linux);
         json_object_object_get_ex(linux, "cgroupsPath", &cgpath);
         json_object_object_get_ex(spec, "process", &process);
         json_object_object_get_ex(process, "user", &user);
         json_object_object_get_ex(user, "uid", &uid);
         json_object_object_get_ex(user, "gid", &gid);
+        json_object_object_get_ex(user, "additionalGids", &groups);
 
         /* The runtime's create (runc create under its monitor) waits for StartContainer, as
          * in containerd: CreateContainer stays cheap, and a container never started costs
@@ -358,6 +359,8 @@ static int build_and_create(struct rm_container_manager *mgr, struct ctr *c,
         c->stdin_once = cfg->stdin_once;
         c->uid = (uint32_t)json_object_get_int64(uid);
         c->gid = (uint32_t)json_object_get_int64(gid);
+        json_object_put(c->groups);
+        c->groups = groups ? json_object_get(groups) : json_object_new_array();
         rm__replace_str(&c->log_path, log);
         rm__replace_str(&c->cgroup_path, cgpath ? json_object_get_string(cgpath) : "");
         c->stop_signal = stop_signal;

@@ -40,7 +40,8 @@ struct ctr {
         bool tty, stdin, stdin_once;
         uint32_t uid; /* the user the process runs as, for ContainerStatus.user */
         uint32_t gid;
-        char *cgroup_path;             /* the OCI cgroupsPath, "" before create */
+        struct json_object *groups; /* [gid...]: the init's groups (getgroups()), primary first */
+        char *cgroup_path;          /* the OCI cgroupsPath, "" before create */
         struct json_object *resources; /* LinuxContainerResources, CRI field names */
 
         /* Not persisted. */

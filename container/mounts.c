@@ -195,7 +195,8 @@ static int check_propagation(const char *path, const char *host_path, bool need_
 }
 
 static int add_request_mount(struct json_object *list, const Runtime__V1__Mount *m, size_t i,
-                             bool privileged, const char **propagation, struct rm_error **err)
+                             const struct rm_spec_pod *pod, bool privileged,
+                             const char **propagation, struct rm_error **err)
 {
         const char *dest = m->container_path;
         if (dest == NULL || dest[0] != '/')
@@ -253,10 +254,29 @@ static int add_request_mount(struct json_object *list, const Runtime__V1__Mount 
         json_object_array_add(opts, json_object_new_string(prop));
         json_object_array_add(opts, json_object_new_string(m->readonly ? "ro" : "rw"));
         if (m->recursive_read_only) {
-                if (!m->readonly) {
+                /* The CRI asks readonly and private propagation with it; the handler must
+                 * know "rro" (runc 1.1 does not and would fail the start with a parse
+                 * error): Status tells kubelet which handlers do, a client that asks
+                 * anyway is told here. */
+                const char *why = !m->readonly                    ? "needs readonly"
+                                  : strcmp(prop, "rprivate") != 0 ? "needs private propagation"
+                                                                  : NULL;
+                if (why == NULL && !pod->recursive_read_only) {
+                        json_object_put(opts);
+                        return rm_error_set(err, RM_FAILED_PRECONDITION,
+                                            "mounts[%zu] (%s): recursive_read_only is not "
+                                            "supported by the pod's runtime handler %s (runc 1.1 "
+                                            "has no recursive read-only bind mounts; Status "
+                                            "reports recursive_read_only_mounts false for it); "
+                                            "use readonly alone",
+                                            i, dest,
+                                            pod->runtime_handler ? pod->runtime_handler : "");
+                }
+                if (why) {
                         json_object_put(opts);
                         return rm_error_set(err, RM_INVALID_ARGUMENT,
-                                            "mounts[%zu]: recursive_read_only needs readonly", i);
+                                            "mounts[%zu] (%s): recursive_read_only %s", i, dest,
+                                            why);
                 }
                 json_object_array_add(opts, json_object_new_string("rro"));
         }
@@ -283,8 +303,8 @@ struct json_object *rm__spec_mounts(const Runtime__V1__ContainerConfig *cfg,
         }
         qsort(order, cfg->n_mounts, sizeof(*order), by_depth);
         for (size_t i = 0; i < cfg->n_mounts; i++) {
-                if (add_request_mount(list, order[i].m, order[i].index, privileged, propagation,
-                                      err) < 0)
+                if (add_request_mount(list, order[i].m, order[i].index, pod, privileged,
+                                      propagation, err) < 0)
                         return NULL;
         }
         return steal_pointer(&list);

@@ -23,10 +23,14 @@
  * assumed to. */
 static bool runtime_has(const struct rm_container_manager *mgr, const char *id)
 {
-        if (mgr->ops.runtime_root == NULL)
+        if (mgr->ops.runtime_roots == NULL)
                 return true;
-        cleanup_free char *path = xasprintf("%s/%s/state.json", mgr->ops.runtime_root, id);
-        return access(path, F_OK) == 0;
+        for (const char *const *root = mgr->ops.runtime_roots; *root; root++) {
+                cleanup_free char *path = xasprintf("%s/%s/state.json", *root, id);
+                if (access(path, F_OK) == 0)
+                        return true;
+        }
+        return false;
 }
 
 static bool pid_alive(pid_t pid)
@@ -183,20 +187,24 @@ static void sweep_dirs(struct rm_container_manager *mgr, const char *dir, bool b
  * a crash cut off. Infra containers ("infra-<pod>") are the sandbox side's. */
 static void sweep_runtime(struct rm_container_manager *mgr)
 {
-        const char *dirs[] = {mgr->ops.runtime_root, mgr->ops.exit_dir};
-        for (int i = 0; i < 2; i++) {
-                cleanup_dir DIR *d = dirs[i] ? opendir(dirs[i]) : NULL;
+        /* Every handler's root (i > 0), then the exit files (i == 0). */
+        size_t n_roots = 0;
+        while (mgr->ops.runtime_roots && mgr->ops.runtime_roots[n_roots])
+                n_roots++;
+        for (size_t i = 0; i <= n_roots; i++) {
+                const char *dir = i == 0 ? mgr->ops.exit_dir : mgr->ops.runtime_roots[i - 1];
+                cleanup_dir DIR *d = dir ? opendir(dir) : NULL;
                 struct dirent *e;
                 while (d && (e = readdir(d))) {
                         /* an exit file's temp of a monitor killed while writing it */
                         char id[RM_ID_LEN + 1] = "";
-                        if (i == 1 && strlen(e->d_name) == RM_ID_LEN + 4 &&
+                        if (i == 0 && strlen(e->d_name) == RM_ID_LEN + 4 &&
                             strcmp(e->d_name + RM_ID_LEN, ".tmp") == 0)
                                 snprintf(id, sizeof(id), "%.*s", RM_ID_LEN, e->d_name);
                         const char *name = *id ? id : e->d_name;
                         if (!rm_id_valid(name) || indexed(mgr, name))
                                 continue;
-                        if (i == 0) {
+                        if (i > 0) {
                                 runtime_undo(mgr, e->d_name);
                                 mgr->repairs++;
                                 rm_log_info("deleted container %s from the runtime: no record "
@@ -204,8 +212,8 @@ static void sweep_runtime(struct rm_container_manager *mgr)
                                             e->d_name);
                         } else if (unlinkat(dirfd(d), e->d_name, 0) == 0) {
                                 mgr->repairs++;
-                                rm_log_info("removed exit file %s/%s, which no record owns",
-                                            dirs[i], e->d_name);
+                                rm_log_info("removed exit file %s/%s, which no record owns", dir,
+                                            e->d_name);
                         }
                 }
         }
@@ -260,7 +268,7 @@ static bool reconcile_one(struct rm_container_manager *mgr, struct ctr *c)
                 c->runtime_deleted = true;
                 return true;
         }
-        if (live && mgr->ops.runtime_root && !pid_alive(c->pid)) {
+        if (live && mgr->ops.runtime_roots && !pid_alive(c->pid)) {
                 cleanup_free char *bundle = xasprintf("%s/%s", mgr->bundles, c->id);
                 if (rm_shim_alive(bundle) || rm__ctr_refresh_exit(mgr, c))
                         return changed; /* its monitor is about to record the exit */
@@ -271,7 +279,7 @@ static bool reconcile_one(struct rm_container_manager *mgr, struct ctr *c)
                 return true;
         }
         if (c->state == RUNTIME__V1__CONTAINER_STATE__CONTAINER_EXITED && c->pid &&
-            !c->runtime_deleted && mgr->ops.runtime_root) {
+            !c->runtime_deleted && mgr->ops.runtime_roots) {
                 if (runtime_has(mgr, c->id))
                         reap_later(mgr, c); /* the watcher's delete was cut off */
                 else

@@ -43,6 +43,8 @@ struct json_object *rm__ctr_to_json(const struct ctr *c)
                 json_object_object_add(o, "start_pending", json_object_new_boolean(true));
         json_object_object_add(o, "uid", json_object_new_int64(c->uid));
         json_object_object_add(o, "gid", json_object_new_int64(c->gid));
+        if (c->groups)
+                json_object_object_add(o, "groups", json_object_get(c->groups));
         put_str(o, "cgroup_path", c->cgroup_path);
         json_object_object_add(o, "tty", json_object_new_boolean(c->tty));
         json_object_object_add(o, "stdin", json_object_new_boolean(c->stdin));
@@ -251,6 +253,11 @@ struct ctr *rm__ctr_from_json(const char *id, struct json_object *doc, struct rm
                            json_object_get_boolean(pending);
         c->uid = (uint32_t)num(&r, "uid");
         c->gid = (uint32_t)num(&r, "gid");
+        /* Optional: records written before the groups were kept have none. */
+        struct json_object *groups = NULL;
+        if (json_object_object_get_ex(doc, "groups", &groups) &&
+            json_object_is_type(groups, json_type_array))
+                c->groups = json_object_get(groups);
         c->cgroup_path = str(&r, "cgroup_path");
         c->tty = flag(&r, "tty");
         c->stdin = flag(&r, "stdin");
@@ -278,6 +285,7 @@ void rm__ctr_free(struct ctr *c)
         json_object_put(c->annotations);
         json_object_put(c->mounts);
         json_object_put(c->image_volumes);
+        json_object_put(c->groups);
         free(c->cgroup_path);
         json_object_put(c->resources);
         free(c->reason);

@@ -300,7 +300,16 @@ int rm_spec_resolve_user(const Runtime__V1__LinuxContainerSecurityContext *sc,
 
         /* Supplementary groups, as containerd and CRI-O set them: the primary gid first
          * (getgroups() in the container lists it), then the user's memberships in the
-         * image, then the request's, each gid once. */
+         * image (policy Merge, the default; Strict leaves them out), then the request's,
+         * each gid once. */
+        if (sc &&
+            sc->supplemental_groups_policy != RUNTIME__V1__SUPPLEMENTAL_GROUPS_POLICY__Merge &&
+            sc->supplemental_groups_policy != RUNTIME__V1__SUPPLEMENTAL_GROUPS_POLICY__Strict) {
+                rm_error_set(err, RM_INVALID_ARGUMENT,
+                             "supplemental_groups_policy %d is neither Merge (0) nor Strict (1)",
+                             (int)sc->supplemental_groups_policy);
+                goto fail;
+        }
         size_t n_req = sc ? sc->n_supplemental_groups : 0;
         if (n_req > NGROUPS_MAX) {
                 rm_error_set(err, RM_INVALID_ARGUMENT,
@@ -310,7 +319,9 @@ int rm_spec_resolve_user(const Runtime__V1__LinuxContainerSecurityContext *sc,
         }
         struct gid_list groups = {0};
         gid_list_push(&groups, out->gid);
-        if (pw_name) {
+        bool strict =
+            sc && sc->supplemental_groups_policy == RUNTIME__V1__SUPPLEMENTAL_GROUPS_POLICY__Strict;
+        if (pw_name && !strict) {
                 int64_t unused = -1;
                 if (scan_groups(rootfs, NULL, &unused, pw_name, &groups, err) < 0) {
                         free(groups.v);

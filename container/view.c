@@ -61,6 +61,12 @@ static Runtime__V1__ContainerUser *user(const struct ctr *c, struct rm_arena *a)
         runtime__v1__linux_container_user__init(l);
         l->uid = c->uid;
         l->gid = c->gid;
+        size_t n = c->groups ? json_object_array_length(c->groups) : 0;
+        l->supplemental_groups = rm_arena_alloc(a, sizeof(int64_t) * (n + 1));
+        for (size_t i = 0; i < n; i++)
+                l->supplemental_groups[i] =
+                    json_object_get_int64(json_object_array_get_idx(c->groups, i));
+        l->n_supplemental_groups = n;
         Runtime__V1__ContainerUser *u = rm_arena_alloc(a, sizeof(*u));
         runtime__v1__container_user__init(u);
         u->linux = l;

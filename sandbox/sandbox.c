@@ -352,6 +352,7 @@ static int make_pod(struct rm_sandbox_manager *mgr, struct pod *p,
                     .gid_len = m->gids.len,
                     .cgroup_parent = c->linux ? c->linux->cgroup_parent : NULL,
                     .hostname = hostname,
+                    .runtime_handler = req->runtime_handler ? req->runtime_handler : "",
                 };
                 pid_t pid = 0;
                 if (mgr->hooks.infra_start(mgr->hooks.ctx, &ir, &pid, err) < 0)
@@ -528,11 +529,6 @@ int rm_sandbox_run(struct rm_sandbox_manager *mgr, const Runtime__V1__RunPodSand
 {
         if (rm__pod_config_check(req->config, err) < 0)
                 return -1;
-        if (req->runtime_handler && *req->runtime_handler)
-                return rm_error_set(err, RM_INVALID_ARGUMENT,
-                                    "runtime_handler \"%s\" is not configured; remora has only "
-                                    "the default handler",
-                                    req->runtime_handler);
         uint64_t hash = request_hash(req);
         struct pod *p = NULL;
         while (p == NULL) {

@@ -92,22 +92,36 @@ static char *first_line_of(const char *path, const char *arg)
         return xstrdup(buf);
 }
 
+/* Every runtime handler of the config's runtimes section (the default alone without
+ * one): its binary must be there and answer --version. */
 static void check_runtime(struct report *r, const struct rm_config *cfg)
 {
-        struct rm_runtime *rt = rm_runtime_new("", cfg->runtime_path);
-        cleanup_error struct rm_error *err = NULL;
-        if (!rm_runtime_usable(rt, &err)) {
-                say(r, FAIL, "runtime",
-                    "%s: install runc (apt-get install runc) or set runtime_path", err->msg);
-        } else {
+        cleanup_error struct rm_error *cerr = NULL;
+        struct rm_runtimes *rts = rm_runtimes_new(cfg->sections[RM_SECTION_RUNTIMES],
+                                                  cfg->runtime_path, cfg->state, NULL, &cerr);
+        if (rts == NULL) {
+                say(r, FAIL, "runtime", "%s", cerr->msg);
+                return;
+        }
+        for (size_t i = 0; i < rts->n; i++) {
+                const struct rm_runtime *rt = rts->v[i];
+                cleanup_error struct rm_error *err = NULL;
+                if (!rm_runtime_usable(rt, &err)) {
+                        say(r, FAIL, "runtime",
+                            "handler %s: %s: install runc (apt-get install "
+                            "runc) or set runtime_path / runtimes.handlers.%s.path",
+                            rt->handler, err->msg, rt->handler);
+                        continue;
+                }
                 cleanup_free char *v = first_line_of(rt->path, "--version");
                 if (v)
-                        say(r, OK, "runtime", "%s (%s)", v, rt->path);
+                        say(r, OK, "runtime", "%s (%s, handler %s)", v, rt->path, rt->handler);
                 else
-                        say(r, FAIL, "runtime", "%s does not answer --version: check the binary",
-                            rt->path);
+                        say(r, FAIL, "runtime",
+                            "handler %s: %s does not answer --version: check the binary",
+                            rt->handler, rt->path);
         }
-        rm_runtime_free(rt);
+        rm_runtimes_free(rts);
 
         struct rm_helpers h;
         cleanup_error struct rm_error *herr = NULL;

@@ -24,7 +24,7 @@ void rm_config_init(struct rm_config *cfg)
 static const char *const section_names[RM_CONFIG_SECTIONS] = {
     [RM_SECTION_IMAGE] = "image",     [RM_SECTION_SANDBOX] = "sandbox",
     [RM_SECTION_NETWORK] = "network", [RM_SECTION_STREAMING] = "streaming",
-    [RM_SECTION_METRICS] = "metrics",
+    [RM_SECTION_METRICS] = "metrics", [RM_SECTION_RUNTIMES] = "runtimes",
 };
 
 const char *rm_config_section_name(enum rm_config_section s)
@@ -146,7 +146,7 @@ int rm_config_apply_json(struct rm_config *cfg, struct json_object *doc, struct 
                         return rm_error_set(err, RM_INVALID_ARGUMENT,
                                             "unknown config key \"%s\" (known keys: listen, root, "
                                             "state, log_level, workers, runtime_path, image, "
-                                            "sandbox, network, streaming, metrics)",
+                                            "sandbox, network, streaming, metrics, runtimes)",
                                             key);
                 }
         }

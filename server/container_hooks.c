@@ -85,15 +85,28 @@ static char *exit_file(const struct rm_daemon *d, const char *id)
         return xasprintf("%s/%s", d->exit_dir, id);
 }
 
+/* The driver of the handler whose root holds container id's runtime state. */
+static const struct rm_oci *oci_of(const struct rm_daemon *d, const char *id)
+{
+        return rm_runtimes_owner(d->runtimes, id)->oci;
+}
+
 static int create(void *ctx, const struct rm_ctr_create *c, pid_t *pid, struct rm_error **err)
 {
         struct rm_daemon *d = ctx;
+        /* The pod's handler, recorded in the container's record at CreateContainer. */
+        const struct rm_runtime *rt = rm_runtimes_select(d->runtimes, c->runtime_handler, err);
+        if (rt == NULL)
+                return rm_error_wrap(err, "container %s", c->id);
+        if (!rm_runtime_usable(rt, err))
+                return rm_error_wrap(err, "runtime handler %s", rt->handler);
+        const struct rm_oci *oci = rt->oci;
         cleanup_free char *pid_file = xasprintf("%s/init.pid", c->bundle);
         cleanup_free char *shim_log = xasprintf("%s/shim.log", c->bundle);
         cleanup_free char *exits = exit_file(d, c->id);
         struct rm_shim_request req = {
             .shim = d->helpers.shim,
-            .oci = d->oci,
+            .oci = oci,
             .id = c->id,
             .bundle = c->bundle,
             .pid_file = pid_file,
@@ -107,7 +120,7 @@ static int create(void *ctx, const struct rm_ctr_create *c, pid_t *pid, struct r
         struct rm_shim_result res;
         if (rm_shim_spawn(&req, &res, err) < 0) {
                 cleanup_error struct rm_error *ignored = NULL;
-                d->oci->ops->delete (d->oci, c->id, true, &ignored);
+                oci->ops->delete (oci, c->id, true, &ignored);
                 return -1;
         }
         *pid = res.container_pid;
@@ -117,7 +130,8 @@ static int create(void *ctx, const struct rm_ctr_create *c, pid_t *pid, struct r
 static int start(void *ctx, const char *id, struct rm_error **err)
 {
         struct rm_daemon *d = ctx;
-        return d->oci->ops->start(d->oci, id, err);
+        const struct rm_oci *oci = oci_of(d, id);
+        return oci->ops->start(oci, id, err);
 }
 
 static int kill_ctr(void *ctx, const char *id, int sig, struct rm_error **err)
@@ -125,7 +139,8 @@ static int kill_ctr(void *ctx, const char *id, int sig, struct rm_error **err)
         struct rm_daemon *d = ctx;
         /* SIGKILL goes to every process of the container; other signals to its init only,
          * as a container's own stop logic expects. */
-        int rc = d->oci->ops->kill(d->oci, id, sig, sig == SIGKILL, err);
+        const struct rm_oci *oci = oci_of(d, id);
+        int rc = oci->ops->kill(oci, id, sig, sig == SIGKILL, err);
         if (rc < 0 && (*err)->code == RM_NOT_FOUND) {
                 rm_error_free(*err);
                 *err = NULL;
@@ -137,7 +152,8 @@ static int kill_ctr(void *ctx, const char *id, int sig, struct rm_error **err)
 static int delete_ctr(void *ctx, const char *id, bool force, struct rm_error **err)
 {
         struct rm_daemon *d = ctx;
-        if (d->oci->ops->delete (d->oci, id, force, err) < 0)
+        const struct rm_oci *oci = oci_of(d, id);
+        if (oci->ops->delete (oci, id, force, err) < 0)
                 return -1;
         cleanup_free char *exits = exit_file(d, id);
         rm_exit_file_remove(exits);
@@ -218,7 +234,8 @@ static int exec_sync(void *ctx, const char *id, char *const *argv, int64_t timeo
                                      .cancel = cancel,
                                      .scratch_root = scratch,
                                      .reaper = d->helpers.shim};
-        if (d->oci->ops->exec(d->oci, id, &o, &r, err) < 0) {
+        const struct rm_oci *oci = oci_of(d, id);
+        if (oci->ops->exec(oci, id, &o, &r, err) < 0) {
                 if ((*err)->code == RM_DEADLINE_EXCEEDED)
                         rm_error_wrap(err, "command timed out after %llds", (long long)timeout_s);
                 return -1;
@@ -237,7 +254,8 @@ static int exec_sync(void *ctx, const char *id, char *const *argv, int64_t timeo
 static int update(void *ctx, const char *id, const char *resources_json, struct rm_error **err)
 {
         struct rm_daemon *d = ctx;
-        return d->oci->ops->update(d->oci, id, resources_json, err);
+        const struct rm_oci *oci = oci_of(d, id);
+        return oci->ops->update(oci, id, resources_json, err);
 }
 
 static bool oom_killed(void *ctx, const char *cgroup_path)
@@ -282,5 +300,5 @@ void rm__container_ops(struct rm_daemon *d, struct rm_container_ops *ops)
         ops->cgroup_remove = cgroup_remove;
         ops->reopen_log = reopen_log;
         ops->exit_dir = d->exit_dir;
-        ops->runtime_root = d->oci->root;
+        ops->runtime_roots = (const char *const *)d->runtime_roots;
 }

@@ -99,12 +99,13 @@ static int open_runtime(struct rm_daemon *d, struct rm_error **err)
             rm_helpers_locate(NULL, NULL, &d->helpers, err) < 0)
                 return rm_error_wrap(err, "containers");
         rm_spec_host_detect(&d->cgroups, &d->host);
-        cleanup_free char *runc_root = xasprintf("%s/runc", cfg->state);
         d->exit_dir = xasprintf("%s/exits", cfg->state);
-        if (rm_mkdir_p(runc_root, 0700, err) < 0 || rm_mkdir_p(d->exit_dir, 0700, err) < 0)
+        if (rm_mkdir_p(d->exit_dir, 0700, err) < 0)
                 return -1;
-        d->oci = rm_oci_new(&rm_runc_ops, d->runtime->path ? d->runtime->path : cfg->runtime_path,
-                            runc_root, 0);
+        for (size_t i = 0; i < d->runtimes->n; i++) {
+                if (rm_mkdir_p(d->runtimes->v[i]->root, 0700, err) < 0)
+                        return rm_error_wrap(err, "runtime handler %s", d->runtimes->v[i]->handler);
+        }
         return 0;
 }
 
@@ -155,17 +156,52 @@ static char *detect_userns(const struct rm_config *cfg)
         return NULL;
 }
 
+/* A pod run with a handler the config no longer has: its containers' runc state sits in
+ * a root no handler owns, so stopping them would not reach them. Said once at start. */
+static void warn_dropped_handlers(struct rm_daemon *d)
+{
+        struct rm_arena *a = rm_arena_new();
+        Runtime__V1__ListPodSandboxResponse *l = rm_sandbox_list(d->sandboxes, NULL, a);
+        for (size_t i = 0; i < l->n_items; i++) {
+                const char *h = l->items[i]->runtime_handler;
+                if (rm_runtimes_find(d->runtimes, h) == NULL)
+                        rm_log_warn("pod sandbox %s was run with runtime handler %s, which is no "
+                                    "longer configured: its containers cannot be stopped or "
+                                    "new ones created until runtimes.handlers.%s is restored",
+                                    l->items[i]->id, h, h);
+        }
+        rm_arena_free(a);
+}
+
 static int open_managers(struct rm_daemon *d, struct rm_error **err)
 {
         const struct rm_config *cfg = d->cfg;
         d->store = rm_store_open(cfg->root, err);
         if (d->store == NULL)
                 return -1;
-        d->runtime = rm_runtime_new("", cfg->runtime_path);
-        if (d->runtime->path == NULL)
-                rm_log_warn("OCI runtime %s not found; RuntimeReady stays false until it is "
-                            "installed and remorad restarted",
-                            cfg->runtime_path);
+        d->runtimes = rm_runtimes_new(cfg->sections[RM_SECTION_RUNTIMES], cfg->runtime_path,
+                                      cfg->state, &rm_runc_ops, err);
+        if (d->runtimes == NULL)
+                return -1;
+        d->runtime = rm_runtimes_default(d->runtimes);
+        /* Every handler's runc root, for what start-up reconciles. */
+        d->runtime_roots = xzalloc(sizeof(char *) * (d->runtimes->n + 1));
+        for (size_t i = 0; i < d->runtimes->n; i++)
+                d->runtime_roots[i] = d->runtimes->v[i]->root;
+        for (size_t i = 0; i < d->runtimes->n; i++) {
+                const struct rm_runtime *rt = d->runtimes->v[i];
+                if (rt->path == NULL)
+                        rm_log_warn("OCI runtime %s (handler %s) not found; %s until it is "
+                                    "installed and remorad restarted",
+                                    rt->configured, rt->handler,
+                                    rt == d->runtime ? "RuntimeReady stays false"
+                                                     : "its pods fail to start");
+                else
+                        rm_log_info("runtime handler %s%s: %s --root %s (recursive read-only "
+                                    "mounts: %s)",
+                                    rt->handler, rt == d->runtime ? " (default)" : "", rt->path,
+                                    rt->root, rt->recursive_read_only ? "yes" : "no");
+        }
         d->streaming =
             rm_streaming_open(cfg->sections[RM_SECTION_STREAMING], &rm__stream_backend, d, err);
         if (d->streaming == NULL)
@@ -190,6 +226,7 @@ static int open_managers(struct rm_daemon *d, struct rm_error **err)
                 return -1;
         rm__infra_reconcile(d);
         reconcile_network(d);
+        warn_dropped_handlers(d);
         if (open_containers(d, err) < 0)
                 return -1;
         /* Images removed while containers used them: those whose containers went while
@@ -212,14 +249,14 @@ static void release(struct rm_daemon *d)
         rm_dispatch_free(d->dispatch);
         rm_events_free(d->events);
         rm_containers_close(d->containers);
-        rm_oci_free(d->oci);
         rm_helpers_clear(&d->helpers);
         free(d->exit_dir);
         free(d->userns_unavailable);
         rm_sandbox_manager_close(d->sandboxes);
         rm_image_service_close(d->images);
         rm_network_close(d->network);
-        rm_runtime_free(d->runtime);
+        rm_runtimes_free(d->runtimes);
+        free(d->runtime_roots);
         rm_store_close(d->store);
         for (size_t i = 0; i < 2; i++) {
                 if (d->lock_fds[i] >= 0)

@@ -33,12 +33,12 @@ struct rm_daemon {
         pthread_mutex_t runtime_config_lock;
         char *pod_cidr;
         struct rm_store *store;
-        struct rm_runtime *runtime;
+        struct rm_runtimes *runtimes; /* the runtime handlers (RuntimeClass) */
+        struct rm_runtime *runtime;   /* the default one, in runtimes */
         struct rm_network *network;
         struct rm_image_service *images;
         struct rm_sandbox_manager *sandboxes;
         struct rm_container_manager *containers;
-        struct rm_oci *oci;        /* runc, --root <state>/runc */
         struct rm_helpers helpers; /* remora-shim and remora-pause */
         char *exit_dir;            /* <state>/exits: the shims' exit files */
         struct rm_cgroup_host cgroups;
@@ -52,6 +52,7 @@ struct rm_daemon {
         struct rm_grpc_server *grpc;
         struct rm_streaming *streaming;    /* Exec/Attach/PortForward URLs point here */
         struct rm_metrics_server *metrics; /* NULL unless metrics.address is set */
+        char **runtime_roots;              /* every handler's root (borrowed strings), NULL-ended */
         struct rm_server_counters counters;
 };
 

@@ -274,6 +274,9 @@ static int pod_lookup(void *ctx, const char *pod_id, struct rm_arena *a, struct 
         out->spec.shm_dir = v.shm_dir;
         out->spec.cgroup_parent = v.cgroup_parent;
         out->spec.privileged = v.privileged;
+        const struct rm_runtime *rt = rm_runtimes_find(d->runtimes, v.runtime_handler);
+        out->spec.runtime_handler = rt ? rt->handler : v.runtime_handler;
+        out->spec.recursive_read_only = rt && rt->recursive_read_only;
         return 0;
 }
 

@@ -54,6 +54,10 @@ static int infra_start(void *ctx, const struct rm_infra_request *req, pid_t *pid
                        struct rm_error **err)
 {
         struct rm_daemon *d = ctx;
+        const struct rm_runtime *rt = rm_runtimes_select(d->runtimes, req->runtime_handler, err);
+        if (rt == NULL || !rm_runtime_usable(rt, err))
+                return -1;
+        const struct rm_oci *oci = rt->oci;
         cleanup_free char *rootfs = xasprintf("%s/infra-rootfs", d->cfg->state);
         cleanup_free char *id = infra_id(req->pod_id);
         cleanup_free char *bundle = xasprintf("%s/infra/%s", d->cfg->state, req->pod_id);
@@ -120,7 +124,7 @@ static int infra_start(void *ctx, const struct rm_infra_request *req, pid_t *pid
         cleanup_free char *exits = xasprintf("%s/%s", d->exit_dir, id);
         struct rm_shim_request sr = {
             .shim = d->helpers.shim,
-            .oci = d->oci,
+            .oci = oci,
             .id = id,
             .bundle = bundle,
             .pid_file = pid_file,
@@ -130,12 +134,12 @@ static int infra_start(void *ctx, const struct rm_infra_request *req, pid_t *pid
         struct rm_shim_result r;
         cleanup_error struct rm_error *ignored = NULL;
         if (rm_shim_spawn(&sr, &r, err) < 0) {
-                d->oci->ops->delete (d->oci, id, true, &ignored);
+                oci->ops->delete (oci, id, true, &ignored);
                 return -1;
         }
         rm_crashpoint("runpodsandbox.infracreated");
-        if (d->oci->ops->start(d->oci, id, err) < 0) {
-                d->oci->ops->delete (d->oci, id, true, &ignored);
+        if (oci->ops->start(oci, id, err) < 0) {
+                oci->ops->delete (oci, id, true, &ignored);
                 return -1;
         }
         *pid = r.container_pid;
@@ -146,7 +150,8 @@ static int infra_stop(void *ctx, const char *pod_id, struct rm_error **err)
 {
         struct rm_daemon *d = ctx;
         cleanup_free char *id = infra_id(pod_id);
-        if (d->oci->ops->kill(d->oci, id, SIGKILL, true, err) < 0) {
+        const struct rm_oci *oci = rm_runtimes_owner(d->runtimes, id)->oci;
+        if (oci->ops->kill(oci, id, SIGKILL, true, err) < 0) {
                 if ((*err)->code != RM_NOT_FOUND)
                         return -1;
                 rm_error_free(*err);
@@ -179,7 +184,8 @@ static int infra_remove(void *ctx, const char *pod_id, struct rm_error **err)
         if (cgroup == NULL)
                 cgroup = xasprintf("/remora/%s", id);
         rm_shims_kill(bundle);
-        if (d->oci->ops->delete (d->oci, id, true, err) < 0)
+        const struct rm_oci *oci = rm_runtimes_owner(d->runtimes, id)->oci;
+        if (oci->ops->delete (oci, id, true, err) < 0)
                 return -1;
         cleanup_free char *exits = xasprintf("%s/%s", d->exit_dir, id);
         rm_exit_file_remove(exits);
@@ -192,7 +198,8 @@ static bool infra_alive(void *ctx, const char *pod_id, pid_t pid)
 {
         struct rm_daemon *d = ctx;
         cleanup_free char *id = infra_id(pod_id);
-        cleanup_free char *state = xasprintf("%s/%s/state.json", d->oci->root, id);
+        cleanup_free char *state =
+            xasprintf("%s/%s/state.json", rm_runtimes_owner(d->runtimes, id)->root, id);
         return pid > 0 && access(state, F_OK) == 0 && kill(pid, 0) == 0;
 }
 
@@ -201,9 +208,15 @@ static bool infra_alive(void *ctx, const char *pod_id, pid_t pid)
 void rm__infra_reconcile(struct rm_daemon *d)
 {
         cleanup_free char *infra_dir = xasprintf("%s/infra", d->cfg->state);
-        const char *dirs[] = {infra_dir, d->oci->root, d->exit_dir};
-        for (int i = 0; i < 3; i++) {
-                cleanup_dir DIR *dir = opendir(dirs[i]);
+        /* The bundles (i == 0), the exit files, then every handler's runc root. */
+        size_t n = 2;
+        while (d->runtime_roots[n - 2])
+                n++;
+        for (size_t i = 0; i < n; i++) {
+                const char *path = i == 0   ? infra_dir
+                                   : i == 1 ? d->exit_dir
+                                            : d->runtime_roots[i - 2];
+                cleanup_dir DIR *dir = opendir(path);
                 struct dirent *e;
                 while (dir && (e = readdir(dir))) {
                         char pod[RM_ID_LEN + 1];

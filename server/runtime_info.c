@@ -75,14 +75,80 @@ static Runtime__V1__StatusResponse__InfoEntry *info_entry(struct rm_arena *arena
         return e;
 }
 
-static struct json_object *runtime_json(const struct rm_daemon *d)
+/* Whether this host can run user-namespaced pods: idmapped mounts work where their
+ * files live (found once at start). */
+static bool host_user_namespaces(const struct rm_daemon *d)
+{
+        return d->userns_unavailable == NULL;
+}
+
+/* A handler as the verbose Status shows it; its features too, for clients (crictl before
+ * 1.30) that know no Status.runtime_handlers. */
+static struct json_object *handler_json(const struct rm_daemon *d, const struct rm_runtime *rt)
 {
         struct json_object *o = json_object_new_object();
-        json_object_object_add(o, "handler", json_object_new_string(d->runtime->handler));
-        json_object_object_add(o, "configured", json_object_new_string(d->runtime->configured));
-        json_object_object_add(o, "path",
-                               d->runtime->path ? json_object_new_string(d->runtime->path) : NULL);
+        json_object_object_add(o, "handler", json_object_new_string(rt->handler));
+        json_object_object_add(o, "configured", json_object_new_string(rt->configured));
+        json_object_object_add(o, "path", rt->path ? json_object_new_string(rt->path) : NULL);
+        json_object_object_add(o, "root", json_object_new_string(rt->root));
+        json_object_object_add(o, "systemd_cgroup", json_object_new_boolean(rt->systemd_cgroup));
+        struct rm_runtime_features f;
+        rm_runtime_features(rt, host_user_namespaces(d), &f);
+        struct json_object *fo = json_object_new_object();
+        json_object_object_add(fo, "recursive_read_only_mounts",
+                               json_object_new_boolean(f.recursive_read_only_mounts));
+        json_object_object_add(fo, "user_namespaces", json_object_new_boolean(f.user_namespaces));
+        json_object_object_add(o, "features", fo);
         return o;
+}
+
+/* "runtime": the default handler (as before handlers existed), with "handlers": all, and
+ * "runtime_features": Status.features. */
+static struct json_object *runtime_json(const struct rm_daemon *d)
+{
+        struct json_object *o = handler_json(d, d->runtime);
+        struct json_object *all = json_object_new_array();
+        for (size_t i = 0; i < d->runtimes->n; i++)
+                json_object_array_add(all, handler_json(d, d->runtimes->v[i]));
+        json_object_object_add(o, "handlers", all);
+        struct json_object *features = json_object_new_object();
+        json_object_object_add(features, "supplemental_groups_policy",
+                               json_object_new_boolean(true));
+        json_object_object_add(o, "runtime_features", features);
+        return o;
+}
+
+static Runtime__V1__RuntimeHandler *handler_entry(struct rm_arena *a, const char *name,
+                                                  const struct rm_runtime *rt, bool userns)
+{
+        struct rm_runtime_features f;
+        rm_runtime_features(rt, userns, &f);
+        Runtime__V1__RuntimeHandlerFeatures *hf = rm_arena_alloc(a, sizeof(*hf));
+        runtime__v1__runtime_handler_features__init(hf);
+        hf->recursive_read_only_mounts = f.recursive_read_only_mounts;
+        hf->user_namespaces = f.user_namespaces;
+        Runtime__V1__RuntimeHandler *h = rm_arena_alloc(a, sizeof(*h));
+        runtime__v1__runtime_handler__init(h);
+        h->name = rm_arena_strdup(a, name);
+        h->features = hf;
+        return h;
+}
+
+/* Every handler by name, and the default once more under "" (the CRI's name for the
+ * handler a pod without a RuntimeClass gets), as containerd lists them. */
+static void list_handlers(const struct rm_daemon *d, struct rm_arena *a,
+                          Runtime__V1__StatusResponse *r)
+{
+        bool userns = host_user_namespaces(d);
+        r->runtime_handlers = (Runtime__V1__RuntimeHandler **)rm_arena_ptrs(a, d->runtimes->n + 1);
+        r->runtime_handlers[r->n_runtime_handlers++] = handler_entry(a, "", d->runtime, userns);
+        for (size_t i = 0; i < d->runtimes->n; i++)
+                r->runtime_handlers[r->n_runtime_handlers++] =
+                    handler_entry(a, d->runtimes->v[i]->handler, d->runtimes->v[i], userns);
+        Runtime__V1__RuntimeFeatures *f = rm_arena_alloc(a, sizeof(*f));
+        runtime__v1__runtime_features__init(f);
+        f->supplemental_groups_policy = true;
+        r->features = f;
 }
 
 static struct json_object *build_json(const struct rm_daemon *d)
@@ -114,18 +180,7 @@ RM_HANDLER(status)
         Runtime__V1__StatusResponse *r = rm_arena_alloc(a, sizeof(*r));
         runtime__v1__status_response__init(r);
         r->status = st;
-        /* The default handler's features; user namespaces only where idmapped mounts were
-         * found to work at start. */
-        Runtime__V1__RuntimeHandlerFeatures *feat = rm_arena_alloc(a, sizeof(*feat));
-        runtime__v1__runtime_handler_features__init(feat);
-        feat->user_namespaces = d->userns_unavailable == NULL;
-        Runtime__V1__RuntimeHandler *h = rm_arena_alloc(a, sizeof(*h));
-        runtime__v1__runtime_handler__init(h);
-        h->name = "";
-        h->features = feat;
-        r->n_runtime_handlers = 1;
-        r->runtime_handlers = (Runtime__V1__RuntimeHandler **)rm_arena_ptrs(a, 1);
-        r->runtime_handlers[0] = h;
+        list_handlers(d, a, r);
         if (in->verbose) {
                 cleanup_json struct json_object *config = rm_config_to_json(d->cfg);
                 cleanup_json struct json_object *runtime = runtime_json(d);

@@ -26,6 +26,14 @@ RM_HANDLER(run_pod_sandbox)
         const Runtime__V1__RunPodSandboxRequest *in =
             (const Runtime__V1__RunPodSandboxRequest *)req;
         char *id = NULL;
+        /* The RuntimeClass handler is checked before anything of the pod is made. */
+        const struct rm_runtime *rt =
+            rm_runtimes_select(call->daemon->runtimes, in->runtime_handler, err);
+        if (rt == NULL)
+                return -1;
+        /* (The default handler's absence shows in RuntimeReady instead.) */
+        if (rt != call->daemon->runtime && !rm_runtime_usable(rt, err))
+                return rm_error_wrap(err, "runtime handler %s", rt->handler);
         if (rm_sandbox_run(call->daemon->sandboxes, in, call->cancel, &id, err) < 0)
                 return -1;
         Runtime__V1__RunPodSandboxResponse *r = rm_arena_alloc(call->arena, sizeof(*r));

@@ -219,9 +219,10 @@ static int stream_exec(void *ctx, const char *container_id, char *const *argv,
         cleanup_free char *log = xasprintf("%s/runc.log", dir);
         const char *args[MAX_EXEC_ARGS + 24];
         size_t n = 0;
-        const char *pre[] = {d->oci->binary,   "--root", d->oci->root, "--log",      log,
-                             "--log-format",   "json",   "exec",       "--pid-file", pid_file,
-                             "--preserve-fds", "2"};
+        const struct rm_oci *oci = rm_runtimes_owner(d->runtimes, container_id)->oci;
+        const char *pre[] = {oci->binary,  "--root",       oci->root,        "--log",
+                             log,          "--log-format", "json",           "exec",
+                             "--pid-file", pid_file,       "--preserve-fds", "2"};
         for (size_t i = 0; i < sizeof(pre) / sizeof(pre[0]); i++)
                 args[n++] = pre[i];
         if (io->tty)

@@ -111,7 +111,7 @@ struct rm_container_ops {
          * to rely on polling only. */
         const char *exit_dir;
         /* The runtime's state directory (runc --root): one entry per container it has. */
-        const char *runtime_root;
+        const char *const *runtime_roots; /* every handler's runc --root, NULL-ended */
 };
 
 struct rm_container_manager;

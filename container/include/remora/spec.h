@@ -54,6 +54,9 @@ struct rm_spec_pod {
         const char *shm_dir; /* NULL: the container gets its own /dev/shm */
         const char *cgroup_parent;
         bool privileged; /* the pod may hold privileged containers */
+        /* The pod's runtime handler, and whether it has recursive read-only mounts. */
+        const char *runtime_handler;
+        bool recursive_read_only;
 };
 
 /* Facts about the host that shape the spec, found once at start. */

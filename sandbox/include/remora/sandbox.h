@@ -28,6 +28,7 @@ struct rm_infra_request {
         uint32_t uid_host, uid_len, gid_host, gid_len;
         const char *cgroup_parent;
         const char *hostname;
+        const char *runtime_handler; /* the pod's RuntimeClass handler, "" for the default */
 };
 
 struct rm_sandbox_hooks {

@@ -17,7 +17,7 @@
 #define RM_MAX_WORKERS         256
 #define RM_MAX_MESSAGE_BYTES   (16 * 1024 * 1024)
 
-#define RM_CONFIG_SECTIONS 5
+#define RM_CONFIG_SECTIONS 6
 
 /* Effective configuration: built-in defaults, then the config file, then flags. */
 struct rm_config {
@@ -28,7 +28,8 @@ struct rm_config {
         int workers;
         char *runtime_path;
         char *config_path; /* the file the config came from, NULL when none */
-        /* Sections owned by a module ("image", "sandbox", "network", "streaming"), kept as
+        /* Sections owned by a module ("image", "sandbox", "network", "streaming",
+         * "metrics", "runtimes"), kept as
          * given (NULL when absent) and validated by that module when the daemon starts, so
          * each module names its own keys in errors and documents its own defaults. */
         struct json_object *sections[RM_CONFIG_SECTIONS];
@@ -41,6 +42,7 @@ enum rm_config_section {
         RM_SECTION_NETWORK,
         RM_SECTION_STREAMING,
         RM_SECTION_METRICS,
+        RM_SECTION_RUNTIMES,
 };
 
 /* The key of a module-owned section ("image", ...). */
