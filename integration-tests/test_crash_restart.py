@@ -155,7 +155,7 @@ def test_damaged_pod_record_keeps_its_container_and_can_be_removed(node, damage)
     listed = {p.id: p for p in cri.call("ListPodSandbox").items}
     assert pod in listed, listed
     assert listed[pod].metadata.name.startswith("recovered-")
-    assert listed[pod].state == cri.api.SANDBOX_READY
+    assert listed[pod].state == cri.api.SANDBOX_READY, d.read_log()[-3000:]
     assert cri.call("ContainerStatus", container_id=cid).status.state == \
         cri.api.CONTAINER_RUNNING
     assert all(alive(p) for p in procs), "a damaged pod record stopped its container"

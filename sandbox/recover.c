@@ -94,7 +94,8 @@ static bool mounted_at(const char *dir)
 /* What a READY pod is missing, or NULL when all its parts exist. */
 static const char *missing_part(struct rm_sandbox_manager *mgr, struct pod *p)
 {
-        static const char *const pins[] = {"netns pin", "ipcns pin", "utsns pin"};
+        static const char *const pins[N_PINS] = {"netns pin", "ipcns pin", "utsns pin",
+                                                 "userns pin"};
         for (int k = 0; k < N_PINS; k++) {
                 const char *pin = s_get(p, rm__pin_kinds[k]);
                 if (*pin && !rm__pinned(pin))

@@ -1,3 +1,4 @@
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -184,10 +185,27 @@ static int open_managers(struct rm_daemon *d, struct rm_error **err)
         if (d->runtimes == NULL)
                 return -1;
         d->runtime = rm_runtimes_default(d->runtimes);
-        /* Every handler's runc root, for what start-up reconciles. */
+        /* Every handler's runc root, for what start-up reconciles; and the roots under
+         * <state>/runtimes of handlers dropped from the config, whose containers must
+         * not be taken for gone. */
+        size_t n = 0;
         d->runtime_roots = xzalloc(sizeof(char *) * (d->runtimes->n + 1));
         for (size_t i = 0; i < d->runtimes->n; i++)
-                d->runtime_roots[i] = d->runtimes->v[i]->root;
+                d->runtime_roots[n++] = xstrdup(d->runtimes->v[i]->root);
+        cleanup_free char *handlers_dir = xasprintf("%s/runtimes", cfg->state);
+        cleanup_dir DIR *dir = opendir(handlers_dir);
+        struct dirent *e;
+        while (dir && (e = readdir(dir))) {
+                cleanup_free char *root = xasprintf("%s/%s", handlers_dir, e->d_name);
+                bool known = e->d_name[0] == '.';
+                for (size_t i = 0; i < n && !known; i++)
+                        known = strcmp(d->runtime_roots[i], root) == 0;
+                if (known || e->d_type != DT_DIR)
+                        continue;
+                d->runtime_roots = xrealloc(d->runtime_roots, sizeof(char *) * (n + 2));
+                d->runtime_roots[n++] = steal_pointer(&root);
+                d->runtime_roots[n] = NULL;
+        }
         for (size_t i = 0; i < d->runtimes->n; i++) {
                 const struct rm_runtime *rt = d->runtimes->v[i];
                 if (rt->path == NULL)
@@ -256,6 +274,8 @@ static void release(struct rm_daemon *d)
         rm_image_service_close(d->images);
         rm_network_close(d->network);
         rm_runtimes_free(d->runtimes);
+        for (size_t i = 0; d->runtime_roots && d->runtime_roots[i]; i++)
+                free(d->runtime_roots[i]);
         free(d->runtime_roots);
         rm_store_close(d->store);
         for (size_t i = 0; i < 2; i++) {

@@ -52,7 +52,7 @@ struct rm_daemon {
         struct rm_grpc_server *grpc;
         struct rm_streaming *streaming;    /* Exec/Attach/PortForward URLs point here */
         struct rm_metrics_server *metrics; /* NULL unless metrics.address is set */
-        char **runtime_roots;              /* every handler's root (borrowed strings), NULL-ended */
+        char **runtime_roots;              /* every handler's root, and dropped ones', NULL-ended */
         struct rm_server_counters counters;
 };
 
