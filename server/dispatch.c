@@ -11,6 +11,7 @@ struct method {
         char *path; /* "/runtime.v1.RuntimeService/Version" */
         const ProtobufCMessageDescriptor *input;
         rm_handler_fn fn;
+        enum rm_call_kind kind;
 };
 
 struct rm_dispatch {
@@ -74,6 +75,7 @@ struct rm_dispatch *rm_dispatch_new(const struct rm_handler_entry *handlers,
                         return NULL;
                 }
                 m->fn = h->fn;
+                m->kind = h->kind;
         }
         return d;
 }
@@ -86,6 +88,13 @@ size_t rm_dispatch_count(const struct rm_dispatch *d, size_t *implemented)
         if (implemented)
                 *implemented = n;
         return d->n;
+}
+
+const char *rm_dispatch_method(const struct rm_dispatch *d, size_t i, enum rm_call_kind *kind)
+{
+        if (kind)
+                *kind = d->methods[i].fn ? d->methods[i].kind : RM_CALL_QUICK;
+        return d->methods[i].path;
 }
 
 /* One line per failed call: expected outcomes (a method this build lacks, an object that
@@ -102,7 +111,8 @@ static void log_failure(const char *method, const struct rm_error *e)
 }
 
 static int call_handler(struct rm_dispatch *d, struct method *m, const uint8_t *in, size_t in_len,
-                        uint8_t **out, size_t *out_len, struct rm_error **err)
+                        const struct rm_cancel *cancel, struct rm_call_reply *reply,
+                        struct rm_error **err)
 {
         ProtobufCMessage *req = protobuf_c_message_unpack(m->input, NULL, in_len, in);
         if (req == NULL)
@@ -110,7 +120,10 @@ static int call_handler(struct rm_dispatch *d, struct method *m, const uint8_t *
                                     "%s: the request (%zu bytes) does not decode as %s", m->path,
                                     in_len, m->input->name);
 
-        struct rm_call call = {.daemon = d->daemon, .arena = rm_arena_new(), .method = m->path};
+        struct rm_call call = {.daemon = d->daemon,
+                               .arena = rm_arena_new(),
+                               .method = m->path,
+                               .cancel = m->kind == RM_CALL_PROMISE ? NULL : cancel};
         ProtobufCMessage *resp = NULL;
         int rc = m->fn(&call, req, &resp, err);
         protobuf_c_message_free_unpacked(req, NULL);
@@ -118,16 +131,19 @@ static int call_handler(struct rm_dispatch *d, struct method *m, const uint8_t *
                 rc =
                     rm_error_set(err, RM_INTERNAL, "%s: the handler produced no response", m->path);
         if (rc == 0) {
-                *out_len = protobuf_c_message_get_packed_size(resp);
-                *out = xmalloc(*out_len);
-                protobuf_c_message_pack(resp, *out);
+                reply->out_len = protobuf_c_message_get_packed_size(resp);
+                reply->out = xmalloc(reply->out_len ? reply->out_len : 1);
+                protobuf_c_message_pack(resp, reply->out);
         }
+        reply->after_send = call.after_send;
+        reply->after_send_arg = call.after_send_arg;
         rm_arena_free(call.arena);
         return rc;
 }
 
-int rm_dispatch_call(void *ctx, const char *method, const uint8_t *in, size_t in_len, uint8_t **out,
-                     size_t *out_len, struct rm_error **err)
+int rm_dispatch_serve(void *ctx, const char *method, const uint8_t *in, size_t in_len,
+                      const struct rm_cancel *cancel, struct rm_call_reply *reply,
+                      struct rm_error **err)
 {
         struct rm_dispatch *d = ctx;
         struct method *m = find(d, method);
@@ -138,8 +154,20 @@ int rm_dispatch_call(void *ctx, const char *method, const uint8_t *in, size_t in
                 rc = rm_error_set(err, RM_UNIMPLEMENTED,
                                   "%s is not implemented by this version of remora", method);
         else
-                rc = call_handler(d, m, in, in_len, out, out_len, err);
+                rc = call_handler(d, m, in, in_len, cancel, reply, err);
         if (rc < 0 && err && *err)
                 log_failure(method, *err);
+        return rc;
+}
+
+int rm_dispatch_call(void *ctx, const char *method, const uint8_t *in, size_t in_len, uint8_t **out,
+                     size_t *out_len, struct rm_error **err)
+{
+        struct rm_call_reply reply = {0};
+        int rc = rm_dispatch_serve(ctx, method, in, in_len, NULL, &reply, err);
+        if (reply.after_send)
+                reply.after_send(reply.after_send_arg, rc == 0);
+        *out = reply.out;
+        *out_len = reply.out_len;
         return rc;
 }

@@ -9,5 +9,6 @@
 
 int run_config_tests(void);
 int run_dispatch_tests(void);
+int run_pool_tests(void);
 
 #endif
