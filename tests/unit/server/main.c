@@ -8,5 +8,6 @@ int main(void)
         failed += run_config_tests();
         failed += run_dispatch_tests();
         failed += run_pool_tests();
+        failed += run_frontend_tests();
         return failed ? 1 : 0;
 }
