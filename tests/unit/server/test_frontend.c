@@ -224,7 +224,7 @@ static void test_front_end(void **state)
         rmdir(dir);
         /* Exactly one after_send per call that reached a handler. */
         assert_int_equal(hooks, 1 + 20 + 32 + 2);
-        grpc_shutdown();
+        grpc_shutdown_blocking();
 }
 
 int run_frontend_tests(void)
