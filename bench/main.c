@@ -28,6 +28,8 @@ static void usage(FILE *out)
                 "                    [--image REF] [--pull-image REF] [--list-sizes 10,100,500]\n"
                 "                    [--pid PID]... [--helper NAME]... [--only LIST]\n"
                 "                    [--timeout SECONDS] [--shared-pid] [--host-network]\n"
+                "                    [--soak-pods N] [--soak-execs N] [--soak-pulls N]\n"
+                "                    [--node-pods N] [--restart CMD]...\n"
                 "                    [--json FILE]\n"
                 "\n"
                 "  -n N            measured iterations per figure (default 20)\n"
@@ -40,7 +42,14 @@ static void usage(FILE *out)
                 "  --helper NAME   comm prefix of per-pod helper processes (default\n"
                 "                  containerd-shim and remora-shim)\n"
                 "  --only LIST     scenarios: rpc,pod,network,container,parallel,lists,image,\n"
-                "                  memory\n"
+                "                  memory (the default set), soak, node (only when named)\n"
+                "  --soak-pods N   soak: pod lifecycles, each with one container (default 200)\n"
+                "  --soak-execs N  soak: ExecSyncs spread over them (default 2000)\n"
+                "  --soak-pulls N  soak: RemoveImage + PullImage of --pull-image (default 10)\n"
+                "  --node-pods N   node: pods of two running containers (default 110)\n"
+                "  --restart CMD   node: after SIGTERM to the daemon of the matching\n"
+                "                  --endpoint, a shell command that starts it again in the\n"
+                "                  background; times the first full ListContainers\n"
                 "  --shared-pid    pods share one PID namespace (shareProcessNamespace); by\n"
                 "                  default each container has its own, as kubelet asks\n"
                 "  --host-network  pods use the node's network; compared with a default run,\n"
@@ -50,7 +59,7 @@ static void usage(FILE *out)
 static bool wanted(const struct bench *b, const char *name)
 {
         if (!b->only)
-                return true;
+                return strcmp(name, "soak") != 0 && strcmp(name, "node") != 0;
         size_t len = strlen(name);
         for (const char *p = b->only; (p = strstr(p, name)); p += len)
                 if ((p == b->only || p[-1] == ',') && (p[len] == ',' || p[len] == '\0'))
@@ -95,6 +104,11 @@ int main(int argc, char **argv)
         b.pods_k = 10;
         b.image = "docker.io/remora/bench-busybox:1";
         b.timeout_s = 120;
+        b.soak_pods = 200;
+        b.soak_execs = 2000;
+        b.soak_pulls = 10;
+        b.node_pods = 110;
+        size_t nrestart = 0;
         b.list_sizes[0] = 10, b.list_sizes[1] = 100, b.list_sizes[2] = 500, b.nlist = 3;
         pthread_mutex_init(&b.seq_lock, NULL);
         const char *endpoints[BENCH_MAX_ENDPOINTS];
@@ -115,6 +129,11 @@ int main(int argc, char **argv)
                                                  {"list-sizes", required_argument, NULL, 'l'},
                                                  {"shared-pid", no_argument, NULL, 'S'},
                                                  {"host-network", no_argument, NULL, 'N'},
+                                                 {"soak-pods", required_argument, NULL, 1001},
+                                                 {"soak-execs", required_argument, NULL, 1002},
+                                                 {"soak-pulls", required_argument, NULL, 1003},
+                                                 {"node-pods", required_argument, NULL, 1004},
+                                                 {"restart", required_argument, NULL, 1005},
                                                  {"help", no_argument, NULL, 'h'},
                                                  {NULL, 0, NULL, 0}};
         int c;
@@ -171,6 +190,22 @@ int main(int argc, char **argv)
                         free(copy);
                         break;
                 }
+                case 1001:
+                        b.soak_pods = parse_int(optarg, "--soak-pods", 1);
+                        break;
+                case 1002:
+                        b.soak_execs = parse_int(optarg, "--soak-execs", 0);
+                        break;
+                case 1003:
+                        b.soak_pulls = parse_int(optarg, "--soak-pulls", 0);
+                        break;
+                case 1004:
+                        b.node_pods = parse_int(optarg, "--node-pods", 1);
+                        break;
+                case 1005:
+                        if (nrestart < BENCH_MAX_ENDPOINTS)
+                                b.restart[nrestart++] = optarg;
+                        break;
                 case 'S':
                         b.shared_pid = true;
                         break;
@@ -238,7 +273,8 @@ int main(int argc, char **argv)
         } scenarios[] = {{"rpc", scenario_rpc},           {"memory", scenario_memory},
                          {"image", scenario_image},       {"pod", scenario_pod},
                          {"network", scenario_network},   {"container", scenario_container},
-                         {"parallel", scenario_parallel}, {"lists", scenario_lists}};
+                         {"parallel", scenario_parallel}, {"lists", scenario_lists},
+                         {"soak", scenario_soak},         {"node", scenario_node}};
         for (size_t i = 0; i < sizeof(scenarios) / sizeof(scenarios[0]); i++) {
                 if (bench_interrupted)
                         break;
