@@ -1,4 +1,5 @@
 #include <errno.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -25,6 +26,7 @@ struct rm_pool {
         size_t max;
         int idle_ms;
         bool stopping;
+        struct timespec last_trim;
         /* Threads that retired, joined by the next submit or by free. */
         pthread_t *retired;
         size_t n_retired, cap_retired;
@@ -53,9 +55,27 @@ static void retire_locked(struct rm_pool *p)
         pthread_cond_broadcast(&p->idle);
 }
 
+/* After a burst, give the heap's free pages back: the calls that made them (execs,
+ * pulls, lifecycles of many pods) are over. At most once per idle period, not at stop. */
+static void trim_after_burst(struct rm_pool *p)
+{
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        pthread_mutex_lock(&p->lock);
+        long since_ms = (now.tv_sec - p->last_trim.tv_sec) * 1000L +
+                        (now.tv_nsec - p->last_trim.tv_nsec) / 1000000L;
+        bool due = !p->stopping && since_ms >= p->idle_ms;
+        if (due)
+                p->last_trim = now;
+        pthread_mutex_unlock(&p->lock);
+        if (due)
+                malloc_trim(0);
+}
+
 static void *pool_main(void *arg)
 {
         struct rm_pool *p = arg;
+        bool idle_out = false;
         pthread_mutex_lock(&p->lock);
         for (;;) {
                 if (p->head == NULL) {
@@ -68,8 +88,10 @@ static void *pool_main(void *arg)
                         while (p->head == NULL && !p->stopping && rc != ETIMEDOUT)
                                 rc = pthread_cond_timedwait(&p->work, &p->lock, &until);
                         p->waiting--;
-                        if (p->head == NULL)
+                        if (p->head == NULL) {
+                                idle_out = rc == ETIMEDOUT;
                                 break; /* idle too long, or stopping */
+                        }
                 }
                 struct job *j = p->head;
                 p->head = j->next;
@@ -85,6 +107,10 @@ static void *pool_main(void *arg)
                 if (p->running == 0 && p->head == NULL)
                         pthread_cond_broadcast(&p->idle);
         }
+        pthread_mutex_unlock(&p->lock);
+        if (idle_out)
+                trim_after_burst(p);
+        pthread_mutex_lock(&p->lock);
         retire_locked(p);
         pthread_mutex_unlock(&p->lock);
         return NULL;
