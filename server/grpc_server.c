@@ -20,6 +20,12 @@
 #include "remora/log.h"
 #include "remora/xalloc.h"
 
+/* Completion queues the pollers share. gRPC's poller thread takes a completion off its
+ * own queue without waking another thread, so fewer queues mean fewer hand-offs. */
+#ifndef RM_GRPC_QUEUES
+#define RM_GRPC_QUEUES 1
+#endif
+
 /* How long shutdown waits for calls in flight before cancelling them. */
 #define SHUTDOWN_GRACE_SECONDS 30
 
@@ -37,7 +43,8 @@ struct tag {
 
 struct poller {
         struct rm_grpc_server *srv;
-        grpc_completion_queue *cq;
+        grpc_completion_queue *cq; /* shared with the pollers of the same queue */
+        bool owns_cq;
         pthread_t thread;
         bool running;
 };
@@ -363,20 +370,25 @@ static void free_server(struct rm_grpc_server *srv)
         if (srv->server)
                 grpc_server_destroy(srv->server);
         rm_stream_pump_free(srv->pump);
+        bool any_running = false;
+        for (int i = 0; i < srv->n_pollers; i++) {
+                if (srv->pollers[i].owns_cq)
+                        grpc_completion_queue_shutdown(srv->pollers[i].cq);
+                any_running |= srv->pollers[i].running;
+        }
         for (int i = 0; i < srv->n_pollers; i++) {
                 struct poller *p = &srv->pollers[i];
-                if (p->cq == NULL)
-                        continue;
-                grpc_completion_queue_shutdown(p->cq);
                 if (p->running)
                         pthread_join(p->thread, NULL);
-                else
+                else if (p->owns_cq && !any_running)
                         while (grpc_completion_queue_next(p->cq,
                                                           gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL)
                                    .type != GRPC_QUEUE_SHUTDOWN)
                                 ;
-                grpc_completion_queue_destroy(p->cq);
         }
+        for (int i = 0; i < srv->n_pollers; i++)
+                if (srv->pollers[i].owns_cq)
+                        grpc_completion_queue_destroy(srv->pollers[i].cq);
         if (srv->shutdown_cq) {
                 grpc_completion_queue_shutdown(srv->shutdown_cq);
                 while (grpc_completion_queue_next(srv->shutdown_cq,
@@ -421,10 +433,17 @@ struct rm_grpc_server *rm_grpc_server_start(const char *path, int pollers, int m
         srv->server = grpc_server_create(&channel_args, NULL);
         srv->shutdown_cq = grpc_completion_queue_create_for_next(NULL);
         grpc_server_register_completion_queue(srv->server, srv->shutdown_cq, NULL);
+        int queues = pollers < RM_GRPC_QUEUES ? pollers : RM_GRPC_QUEUES;
         for (int i = 0; i < pollers; i++) {
-                srv->pollers[i].srv = srv;
-                srv->pollers[i].cq = grpc_completion_queue_create_for_next(NULL);
-                grpc_server_register_completion_queue(srv->server, srv->pollers[i].cq, NULL);
+                struct poller *p = &srv->pollers[i];
+                p->srv = srv;
+                if (i < queues) {
+                        p->cq = grpc_completion_queue_create_for_next(NULL);
+                        p->owns_cq = true;
+                        grpc_server_register_completion_queue(srv->server, p->cq, NULL);
+                } else {
+                        p->cq = srv->pollers[i % queues].cq;
+                }
         }
         /* Registered methods get their request with the call: one wait less per call. */
         srv->regs = xzalloc(sizeof(struct reg) * (n_methods ? n_methods : 1));

