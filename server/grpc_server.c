@@ -67,6 +67,10 @@ struct gcall {
         grpc_call_details details; /* unregistered calls only */
         grpc_byte_buffer *payload;
         struct rm_cancel cancel;
+        /* Orders setting the token (poller) against closing its eventfd (pool thread, as
+         * soon as the handler returns: the fd must not outlive the call's work, and must
+         * not be written after it is closed). */
+        pthread_mutex_t cancel_lock;
         /* The handling (ends when the send completes) and the close watch of pool calls. */
         atomic_int refs;
         int cancelled; /* GRPC_OP_RECV_CLOSE_ON_SERVER's verdict */
@@ -118,6 +122,7 @@ static struct gcall *gcall_new(struct rm_grpc_server *srv, struct poller *p, str
         c->p = p;
         c->r = r;
         c->cancel.fd = -1;
+        pthread_mutex_init(&c->cancel_lock, NULL);
         atomic_init(&c->refs, 1);
         grpc_metadata_array_init(&c->md);
         grpc_call_details_init(&c->details);
@@ -137,6 +142,7 @@ static void gcall_free(struct gcall *c)
         grpc_metadata_array_destroy(&c->md);
         grpc_call_details_destroy(&c->details);
         rm_cancel_release(&c->cancel);
+        pthread_mutex_destroy(&c->cancel_lock);
         rm_error_free(c->err);
         free(c->reply.out);
         if (c->accepted)
@@ -281,6 +287,10 @@ static void pool_job(void *arg)
 {
         struct gcall *c = arg;
         run_handler(c);
+        /* Nobody waits on the token's fd any more; the flag stays readable. */
+        pthread_mutex_lock(&c->cancel_lock);
+        rm_cancel_release(&c->cancel);
+        pthread_mutex_unlock(&c->cancel_lock);
         start_send(c, false);
 }
 
@@ -345,7 +355,9 @@ static void *poller_main(void *arg)
                 case TAG_CLOSE:
                         /* Cancelled, or past its deadline: tell the handler to give up. */
                         if (c->cancelled) {
+                                pthread_mutex_lock(&c->cancel_lock);
                                 rm_cancel_set(&c->cancel);
+                                pthread_mutex_unlock(&c->cancel_lock);
                                 c->counted_cancelled = true;
                                 atomic_fetch_add(&c->srv->cancelled_calls, 1);
                         }
