@@ -217,7 +217,7 @@ struct rm_daemon *rm_daemon_start(struct rm_config *cfg, struct rm_error **err)
         for (size_t i = 0; i < n_methods; i++)
                 methods[i].path = rm_dispatch_method(d->dispatch, i, &methods[i].kind);
         d->grpc = rm_grpc_server_start(d->socket_path, cfg->workers, RM_MAX_MESSAGE_BYTES, methods,
-                                       n_methods, rm_dispatch_serve, d->dispatch, streams,
+                                       n_methods, rm_dispatch_call, d->dispatch, streams,
                                        sizeof(streams) / sizeof(streams[0]), err);
         free(methods);
         if (d->grpc == NULL) {

@@ -110,8 +110,8 @@ static void log_failure(const char *method, const struct rm_error *e)
         rm_log(lvl, "%s failed: %s: %s", method, rm_code_name(e->code), e->msg);
 }
 
-static int call_handler(struct rm_dispatch *d, struct method *m, const uint8_t *in, size_t in_len,
-                        const struct rm_cancel *cancel, struct rm_call_reply *reply,
+static int call_handler(struct rm_dispatch *d, struct rm_call *call, struct method *m,
+                        const uint8_t *in, size_t in_len, uint8_t **out, size_t *out_len,
                         struct rm_error **err)
 {
         ProtobufCMessage *req = protobuf_c_message_unpack(m->input, NULL, in_len, in);
@@ -120,30 +120,29 @@ static int call_handler(struct rm_dispatch *d, struct method *m, const uint8_t *
                                     "%s: the request (%zu bytes) does not decode as %s", m->path,
                                     in_len, m->input->name);
 
-        struct rm_call call = {.daemon = d->daemon,
-                               .arena = rm_arena_new(),
-                               .method = m->path,
-                               .cancel = m->kind == RM_CALL_PROMISE ? NULL : cancel};
+        call->daemon = d->daemon;
+        call->arena = rm_arena_new();
+        call->method = m->path;
+        if (m->kind == RM_CALL_PROMISE)
+                call->cancel = NULL; /* a stop finishes what it started */
         ProtobufCMessage *resp = NULL;
-        int rc = m->fn(&call, req, &resp, err);
+        int rc = m->fn(call, req, &resp, err);
         protobuf_c_message_free_unpacked(req, NULL);
         if (rc == 0 && resp == NULL)
                 rc =
                     rm_error_set(err, RM_INTERNAL, "%s: the handler produced no response", m->path);
         if (rc == 0) {
-                reply->out_len = protobuf_c_message_get_packed_size(resp);
-                reply->out = xmalloc(reply->out_len ? reply->out_len : 1);
-                protobuf_c_message_pack(resp, reply->out);
+                *out_len = protobuf_c_message_get_packed_size(resp);
+                *out = xmalloc(*out_len ? *out_len : 1);
+                protobuf_c_message_pack(resp, *out);
         }
-        reply->after_send = call.after_send;
-        reply->after_send_arg = call.after_send_arg;
-        rm_arena_free(call.arena);
+        rm_arena_free(call->arena);
+        call->arena = NULL;
         return rc;
 }
 
-int rm_dispatch_serve(void *ctx, const char *method, const uint8_t *in, size_t in_len,
-                      const struct rm_cancel *cancel, struct rm_call_reply *reply,
-                      struct rm_error **err)
+int rm_dispatch_call(void *ctx, struct rm_call *call, const char *method, const uint8_t *in,
+                     size_t in_len, uint8_t **out, size_t *out_len, struct rm_error **err)
 {
         struct rm_dispatch *d = ctx;
         struct method *m = find(d, method);
@@ -154,20 +153,8 @@ int rm_dispatch_serve(void *ctx, const char *method, const uint8_t *in, size_t i
                 rc = rm_error_set(err, RM_UNIMPLEMENTED,
                                   "%s is not implemented by this version of remora", method);
         else
-                rc = call_handler(d, m, in, in_len, cancel, reply, err);
+                rc = call_handler(d, call, m, in, in_len, out, out_len, err);
         if (rc < 0 && err && *err)
                 log_failure(method, *err);
-        return rc;
-}
-
-int rm_dispatch_call(void *ctx, const char *method, const uint8_t *in, size_t in_len, uint8_t **out,
-                     size_t *out_len, struct rm_error **err)
-{
-        struct rm_call_reply reply = {0};
-        int rc = rm_dispatch_serve(ctx, method, in, in_len, NULL, &reply, err);
-        if (reply.after_send)
-                reply.after_send(reply.after_send_arg, rc == 0);
-        *out = reply.out;
-        *out_len = reply.out_len;
         return rc;
 }

@@ -15,8 +15,9 @@
 
 struct rm_daemon;
 
-/* What a handler gets for one call. Build the response from the arena; it is freed
- * after the response is encoded. */
+/* What a handler gets for one call. The front end owns it (zeroed, cancel set), the
+ * dispatcher fills in daemon, arena and method. Build the response from the arena; it is
+ * freed after the response is encoded. */
 struct rm_call {
         struct rm_daemon *daemon;
         struct rm_arena *arena;
@@ -24,11 +25,13 @@ struct rm_call {
         /* Set when the client cancels or its deadline passes; NULL where the front end
          * gives none (and for RM_CALL_PROMISE methods, which finish what they started). */
         const struct rm_cancel *cancel;
-        /* Optional, set by the handler: called once, after the response (or error status)
-         * has been sent, with delivered = the send succeeded and the client had neither
-         * cancelled nor passed its deadline; with false if the call is dropped unsent.
-         * Runs on a pool thread for pool methods, inline for RM_CALL_QUICK ones. Whatever
-         * after_send_arg points to must outlive the call (not the arena). */
+        /* A handler that must know whether its answer reached the client sets these (the
+         * argument malloc'd or owned elsewhere, never in the arena). The front end calls
+         * after_send exactly once, after the send of the response (or of the error)
+         * completed: delivered is true only when the handler succeeded, the send
+         * succeeded, the call was not cancelled and its deadline had not passed (false
+         * also when the call is dropped unsent). On a pool thread for pool methods, on
+         * the polling thread for RM_CALL_QUICK ones. */
         void (*after_send)(void *arg, bool delivered);
         void *after_send_arg;
 };
@@ -74,24 +77,11 @@ size_t rm_dispatch_count(const struct rm_dispatch *d, size_t *implemented);
  * (i < rm_dispatch_count). Methods without a handler are RM_CALL_QUICK. */
 const char *rm_dispatch_method(const struct rm_dispatch *d, size_t i, enum rm_call_kind *kind);
 
-/* What one call produced besides its status. */
-struct rm_call_reply {
-        uint8_t *out; /* malloc'd response bytes (may be NULL when out_len is 0) */
-        size_t out_len;
-        void (*after_send)(void *arg, bool delivered); /* from struct rm_call */
-        void *after_send_arg;
-};
-
-/* Serve one call (ctx is the struct rm_dispatch): decode, run the handler, encode into
- * reply. Unknown or unimplemented method: UNIMPLEMENTED naming it; undecodable request:
- * INVALID_ARGUMENT. reply->after_send may be set on failure too. */
-int rm_dispatch_serve(void *ctx, const char *method, const uint8_t *in, size_t in_len,
-                      const struct rm_cancel *cancel, struct rm_call_reply *reply,
-                      struct rm_error **err);
-
-/* rm_dispatch_serve without a cancel token; an after_send hook is called at once with
- * delivered = true on success (for tests and in-process callers). */
-int rm_dispatch_call(void *ctx, const char *method, const uint8_t *in, size_t in_len, uint8_t **out,
-                     size_t *out_len, struct rm_error **err);
+/* rm_dispatch_fn for the gRPC front end (ctx is the struct rm_dispatch; call is the
+ * front end's, zeroed apart from cancel, which is dropped for RM_CALL_PROMISE methods).
+ * Unknown or unimplemented method: UNIMPLEMENTED naming it; undecodable request:
+ * INVALID_ARGUMENT. */
+int rm_dispatch_call(void *ctx, struct rm_call *call, const char *method, const uint8_t *in,
+                     size_t in_len, uint8_t **out, size_t *out_len, struct rm_error **err);
 
 #endif

@@ -77,7 +77,9 @@ struct gcall {
         bool send_ok;
         bool accepted;
         bool counted_cancelled;
-        struct rm_call_reply reply;
+        struct rm_call rcall; /* what the handler sees; after_send comes back in it */
+        uint8_t *out;
+        size_t out_len;
         struct rm_error *err;
         grpc_byte_buffer *resp;
         grpc_slice status_details;
@@ -144,7 +146,7 @@ static void gcall_free(struct gcall *c)
         rm_cancel_release(&c->cancel);
         pthread_mutex_destroy(&c->cancel_lock);
         rm_error_free(c->err);
-        free(c->reply.out);
+        free(c->out);
         if (c->accepted)
                 atomic_fetch_sub(&c->srv->calls, 1);
         if (c->counted_cancelled)
@@ -186,13 +188,13 @@ static void run_after_job(void *arg)
 /* The last reference went: tell the handler whether its answer arrived, then free. */
 static void finalize(struct gcall *c)
 {
-        if (c->reply.after_send) {
-                bool delivered = c->send_ok && !c->cancelled;
+        if (c->rcall.after_send) {
+                bool delivered = c->send_ok && !c->cancelled && c->err == NULL;
                 if (c->r == NULL || c->r->kind == RM_CALL_QUICK) {
-                        c->reply.after_send(c->reply.after_send_arg, delivered);
+                        c->rcall.after_send(c->rcall.after_send_arg, delivered);
                 } else {
                         struct after_job *j = xzalloc(sizeof(*j));
-                        *j = (struct after_job){c->reply.after_send, c->reply.after_send_arg,
+                        *j = (struct after_job){c->rcall.after_send, c->rcall.after_send_arg,
                                                 delivered};
                         rm_pool_submit(c->srv->pool, run_after_job, j);
                 }
@@ -216,9 +218,9 @@ static void start_send(struct gcall *c, bool with_close)
         size_t n = 0;
         ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
         if (c->err == NULL) {
-                uint8_t *out = c->reply.out ? c->reply.out : xmalloc(1);
-                c->reply.out = NULL;
-                grpc_slice body = grpc_slice_new(out, c->reply.out_len, free);
+                uint8_t *out = c->out ? c->out : xmalloc(1);
+                c->out = NULL;
+                grpc_slice body = grpc_slice_new(out, c->out_len, free);
                 c->resp = grpc_raw_byte_buffer_create(&body, 1);
                 grpc_slice_unref(body);
                 ops[n].op = GRPC_OP_SEND_MESSAGE;
@@ -274,12 +276,13 @@ static void run_handler(struct gcall *c)
         grpc_slice in = rm__grpc_flatten(c->payload);
         grpc_byte_buffer_destroy(c->payload);
         c->payload = NULL;
-        c->srv->dispatch(c->srv->ctx, c->r->path, GRPC_SLICE_START_PTR(in), GRPC_SLICE_LENGTH(in),
-                         &c->cancel, &c->reply, &c->err);
+        c->rcall.cancel = &c->cancel;
+        c->srv->dispatch(c->srv->ctx, &c->rcall, c->r->path, GRPC_SLICE_START_PTR(in),
+                         GRPC_SLICE_LENGTH(in), &c->out, &c->out_len, &c->err);
         grpc_slice_unref(in);
         if (c->err != NULL) {
-                free(c->reply.out);
-                c->reply.out = NULL;
+                free(c->out);
+                c->out = NULL;
         }
 }
 
@@ -349,7 +352,9 @@ static void *poller_main(void *arg)
                         on_new(c, ev.success != 0);
                         break;
                 case TAG_SEND:
-                        c->send_ok = ev.success != 0;
+                        /* Sent in time: a status that left after the deadline is not. */
+                        c->send_ok = ev.success != 0 &&
+                                     (c->cancel.deadline_ns == 0 || !rm_cancelled(&c->cancel));
                         unref(c);
                         break;
                 case TAG_CLOSE:

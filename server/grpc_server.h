@@ -23,9 +23,11 @@
 #define RM_POOL_IDLE_MS     10000
 
 /* Serve one unary call: method is the full path ("/runtime.v1.RuntimeService/Version"),
- * in the request bytes, cancel the call's token. Fills reply on success. */
-typedef int (*rm_dispatch_fn)(void *ctx, const char *method, const uint8_t *in, size_t in_len,
-                              const struct rm_cancel *cancel, struct rm_call_reply *reply,
+ * in the request bytes. On success *out (malloc'd, may be empty) is the response. call is
+ * the front end's per-call state (dispatch.h), zeroed apart from its cancel token; its
+ * after_send, when the handler set it, is called once the response's send completed. */
+typedef int (*rm_dispatch_fn)(void *ctx, struct rm_call *call, const char *method,
+                              const uint8_t *in, size_t in_len, uint8_t **out, size_t *out_len,
                               struct rm_error **err);
 
 /* One registered unary method. */
