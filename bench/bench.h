@@ -54,7 +54,11 @@ struct bench {
         size_t nlist;
         double timeout_s;
         const char *helpers[8];
-        const char *only; /* comma list of scenario names, NULL for all */
+        const char *only; /* comma list of scenario names, NULL for all but soak and node */
+        int soak_pods, soak_execs, soak_pulls;    /* soak: lifecycles, ExecSyncs, pulls */
+        int node_pods;                            /* node: pods of 2 containers each */
+        int load_execs, load_stops, load_pulls;   /* load: slow calls held in flight */
+        const char *restart[BENCH_MAX_ENDPOINTS]; /* node: command that starts the daemon */
         char run_id[32];
         unsigned long seq; /* name counter, under seq_lock */
         pthread_mutex_t seq_lock;
@@ -86,6 +90,11 @@ void scenario_parallel(struct bench *b);
 void scenario_lists(struct bench *b);
 void scenario_image(struct bench *b);
 void scenario_memory(struct bench *b);
+/* longrun.c: run only when named in --only */
+void scenario_soak(struct bench *b);
+void scenario_node(struct bench *b);
+/* load.c: run only when named in --only */
+void scenario_load(struct bench *b);
 /* Stops and removes every sandbox still recorded; returns how many failed. */
 int bench_cleanup(struct bench *b);
 

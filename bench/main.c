@@ -30,6 +30,9 @@ static void usage(FILE *out)
                 "                    [--image REF] [--pull-image REF] [--list-sizes 10,100,500]\n"
                 "                    [--pid PID]... [--helper NAME]... [--only LIST]\n"
                 "                    [--timeout SECONDS] [--shared-pid] [--host-network]\n"
+                "                    [--soak-pods N] [--soak-execs N] [--soak-pulls N]\n"
+                "                    [--node-pods N] [--restart CMD]...\n"
+                "                    [--load-execs N] [--load-stops N] [--load-pulls N]\n"
                 "                    [--json FILE] [--html FILE]\n"
                 "       remora-bench --from-json FILE --html FILE\n"
                 "\n"
@@ -43,7 +46,18 @@ static void usage(FILE *out)
                 "  --helper NAME   comm prefix of per-pod helper processes (default\n"
                 "                  containerd-shim and remora-shim)\n"
                 "  --only LIST     scenarios: rpc,pod,network,container,parallel,lists,image,\n"
-                "                  memory\n"
+                "                  memory (the default set), soak, node, load (only when\n"
+                "                  named)\n"
+                "  --load-execs N  load: ExecSync sleep 20 in flight (default 64)\n"
+                "  --load-stops N  load: StopContainer waiting out 20 s (default 16)\n"
+                "  --load-pulls N  load: threads pulling --pull-image in a loop (default 4)\n"
+                "  --soak-pods N   soak: pod lifecycles, each with one container (default 200)\n"
+                "  --soak-execs N  soak: ExecSyncs spread over them (default 2000)\n"
+                "  --soak-pulls N  soak: RemoveImage + PullImage of --pull-image (default 10)\n"
+                "  --node-pods N   node: pods of two running containers (default 110)\n"
+                "  --restart CMD   node: after SIGTERM to the daemon of the matching\n"
+                "                  --endpoint, a shell command that starts it again in the\n"
+                "                  background; times the first full ListContainers\n"
                 "  --shared-pid    pods share one PID namespace (shareProcessNamespace); by\n"
                 "                  default each container has its own, as kubelet asks\n"
                 "  --host-network  pods use the node's network; compared with a default run,\n"
@@ -57,7 +71,8 @@ static void usage(FILE *out)
 static bool wanted(const struct bench *b, const char *name)
 {
         if (!b->only)
-                return true;
+                return strcmp(name, "soak") != 0 && strcmp(name, "node") != 0 &&
+                       strcmp(name, "load") != 0;
         size_t len = strlen(name);
         for (const char *p = b->only; (p = strstr(p, name)); p += len)
                 if ((p == b->only || p[-1] == ',') && (p[len] == ',' || p[len] == '\0'))
@@ -102,6 +117,14 @@ int main(int argc, char **argv)
         b.pods_k = 10;
         b.image = "docker.io/remora/bench-busybox:1";
         b.timeout_s = 120;
+        b.soak_pods = 200;
+        b.soak_execs = 2000;
+        b.soak_pulls = 10;
+        b.node_pods = 110;
+        b.load_execs = 64;
+        b.load_stops = 16;
+        b.load_pulls = 4;
+        size_t nrestart = 0;
         b.list_sizes[0] = 10, b.list_sizes[1] = 100, b.list_sizes[2] = 500, b.nlist = 3;
         pthread_mutex_init(&b.seq_lock, NULL);
         const char *endpoints[BENCH_MAX_ENDPOINTS];
@@ -125,6 +148,14 @@ int main(int argc, char **argv)
                                                  {"list-sizes", required_argument, NULL, 'l'},
                                                  {"shared-pid", no_argument, NULL, 'S'},
                                                  {"host-network", no_argument, NULL, 'N'},
+                                                 {"soak-pods", required_argument, NULL, 1001},
+                                                 {"soak-execs", required_argument, NULL, 1002},
+                                                 {"soak-pulls", required_argument, NULL, 1003},
+                                                 {"node-pods", required_argument, NULL, 1004},
+                                                 {"restart", required_argument, NULL, 1005},
+                                                 {"load-execs", required_argument, NULL, 1006},
+                                                 {"load-stops", required_argument, NULL, 1007},
+                                                 {"load-pulls", required_argument, NULL, 1008},
                                                  {"help", no_argument, NULL, 'h'},
                                                  {NULL, 0, NULL, 0}};
         int c;
@@ -187,6 +218,31 @@ int main(int argc, char **argv)
                         free(copy);
                         break;
                 }
+                case 1001:
+                        b.soak_pods = parse_int(optarg, "--soak-pods", 1);
+                        break;
+                case 1002:
+                        b.soak_execs = parse_int(optarg, "--soak-execs", 0);
+                        break;
+                case 1003:
+                        b.soak_pulls = parse_int(optarg, "--soak-pulls", 0);
+                        break;
+                case 1004:
+                        b.node_pods = parse_int(optarg, "--node-pods", 1);
+                        break;
+                case 1005:
+                        if (nrestart < BENCH_MAX_ENDPOINTS)
+                                b.restart[nrestart++] = optarg;
+                        break;
+                case 1006:
+                        b.load_execs = parse_int(optarg, "--load-execs", 0);
+                        break;
+                case 1007:
+                        b.load_stops = parse_int(optarg, "--load-stops", 0);
+                        break;
+                case 1008:
+                        b.load_pulls = parse_int(optarg, "--load-pulls", 0);
+                        break;
                 case 'S':
                         b.shared_pid = true;
                         break;
@@ -268,7 +324,9 @@ int main(int argc, char **argv)
         } scenarios[] = {{"rpc", scenario_rpc},           {"memory", scenario_memory},
                          {"image", scenario_image},       {"pod", scenario_pod},
                          {"network", scenario_network},   {"container", scenario_container},
-                         {"parallel", scenario_parallel}, {"lists", scenario_lists}};
+                         {"parallel", scenario_parallel}, {"lists", scenario_lists},
+                         {"soak", scenario_soak},         {"node", scenario_node},
+                         {"load", scenario_load}};
         for (size_t i = 0; i < sizeof(scenarios) / sizeof(scenarios[0]); i++) {
                 if (bench_interrupted)
                         break;

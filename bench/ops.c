@@ -149,6 +149,12 @@ int op_remove_pod(struct bench *b, struct endpoint *ep, const char *id, struct c
 int op_create_ctr(struct bench *b, struct endpoint *ep, const struct pod *p, char **cid,
                   struct cri_result *res)
 {
+        return op_create_ctr_cmd(b, ep, p, NULL, 0, cid, res);
+}
+
+int op_create_ctr_cmd(struct bench *b, struct endpoint *ep, const struct pod *p, char **command,
+                      size_t n_command, char **cid, struct cri_result *res)
+{
         char name[96];
         op_name(b, "ctr", name, sizeof(name));
         char log[128];
@@ -165,6 +171,8 @@ int op_create_ctr(struct bench *b, struct endpoint *ep, const struct pod *p, cha
         cfg.image = &image;
         cfg.log_path = log;
         cfg.linux = &linux;
+        cfg.command = command;
+        cfg.n_command = n_command;
         Runtime__V1__LinuxContainerSecurityContext sc =
             RUNTIME__V1__LINUX_CONTAINER_SECURITY_CONTEXT__INIT;
         sc.namespace_options = &pc.ns;

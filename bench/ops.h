@@ -44,6 +44,9 @@ int op_stop_pod(struct bench *b, struct endpoint *ep, const char *id, struct cri
 int op_remove_pod(struct bench *b, struct endpoint *ep, const char *id, struct cri_result *res);
 int op_create_ctr(struct bench *b, struct endpoint *ep, const struct pod *p, char **cid,
                   struct cri_result *res);
+/* The same with a command instead of the image's (command NULL: the image's). */
+int op_create_ctr_cmd(struct bench *b, struct endpoint *ep, const struct pod *p, char **command,
+                      size_t n_command, char **cid, struct cri_result *res);
 int op_ctr(struct bench *b, struct endpoint *ep, const char *method, const char *cid,
            struct cri_result *res);
 /* Pulls REF unless the endpoint already has it. */

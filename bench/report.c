@@ -81,7 +81,7 @@ static int cmp_double(const void *a, const void *b)
 
 struct summary {
         bool ok;
-        double p50, p95, max;
+        double p50, p95, p99, max;
 };
 
 /* Nearest-rank percentiles. */
@@ -92,15 +92,17 @@ static struct summary summarize(const struct figure *f)
                 return s;
         s.ok = true;
         if (f->value) {
-                s.p50 = s.p95 = s.max = f->v[0];
+                s.p50 = s.p95 = s.p99 = s.max = f->v[0];
                 return s;
         }
         double *v = xmalloc(f->n * sizeof(double));
         memcpy(v, f->v, f->n * sizeof(double));
         qsort(v, f->n, sizeof(double), cmp_double);
-        size_t i50 = (size_t)ceil(0.50 * f->n), i95 = (size_t)ceil(0.95 * f->n);
+        size_t i50 = (size_t)ceil(0.50 * f->n), i95 = (size_t)ceil(0.95 * f->n),
+               i99 = (size_t)ceil(0.99 * f->n);
         s.p50 = v[i50 ? i50 - 1 : 0];
         s.p95 = v[i95 ? i95 - 1 : 0];
+        s.p99 = v[i99 ? i99 - 1 : 0];
         s.max = v[f->n - 1];
         free(v);
         return s;
@@ -301,6 +303,7 @@ struct json_object *report_doc(const struct bench *b)
                                 json_object_object_add(r, "n", json_object_new_int((int)f->n));
                                 json_object_object_add(r, "p50", jdouble(s[e].p50));
                                 json_object_object_add(r, "p95", jdouble(s[e].p95));
+                                json_object_object_add(r, "p99", jdouble(s[e].p99));
                                 json_object_object_add(r, "max", jdouble(s[e].max));
                         }
                         json_object_array_add(res, r);

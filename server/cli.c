@@ -23,7 +23,7 @@ static void usage(FILE *out)
             "  --state DIR          runtime state: socket, lock, runc root "
             "(default " RM_DEFAULT_STATE ")\n"
             "  --log-level LEVEL    error, warn, info or debug (default info)\n"
-            "  --workers N          gRPC worker threads, 1-%d (default %d)\n"
+            "  --workers N          threads polling gRPC completion queues, 1-%d (default %d)\n"
             "  --runtime-path PATH  OCI runtime binary, a name in $PATH or a path "
             "(default " RM_DEFAULT_RUNTIME ")\n"
             "  --print-config       print the effective config as JSON and exit\n"

@@ -321,8 +321,14 @@ struct rm_daemon *rm_daemon_start(struct rm_config *cfg, struct rm_error **err)
                         return NULL;
                 }
         }
-        d->grpc = rm_grpc_server_start(d->socket_path, cfg->workers, RM_MAX_MESSAGE_BYTES,
-                                       rm_dispatch_call, d->dispatch, streams, 1 + n_lists, err);
+        size_t n_methods = rm_dispatch_count(d->dispatch, NULL);
+        struct rm_grpc_method *methods = xzalloc(sizeof(*methods) * n_methods);
+        for (size_t i = 0; i < n_methods; i++)
+                methods[i].path = rm_dispatch_method(d->dispatch, i, &methods[i].kind);
+        d->grpc = rm_grpc_server_start(d->socket_path, cfg->workers, RM_MAX_MESSAGE_BYTES, methods,
+                                       n_methods, rm_dispatch_call, d->dispatch, streams,
+                                       1 + n_lists, err);
+        free(methods);
         if (d->grpc == NULL) {
                 release(d);
                 return NULL;
@@ -336,7 +342,7 @@ struct rm_daemon *rm_daemon_start(struct rm_config *cfg, struct rm_error **err)
                 return NULL;
         }
         size_t implemented = 0, total = rm_dispatch_count(d->dispatch, &implemented);
-        rm_log_info("remorad listening on %s (%d workers, %zu of %zu CRI methods implemented, "
+        rm_log_info("remorad listening on %s (%d gRPC threads, %zu of %zu CRI methods implemented, "
                     "root %s, state %s)",
                     cfg->listen, cfg->workers, implemented, total, cfg->root, cfg->state);
         return d;

@@ -26,6 +26,7 @@ struct method {
 
         const char *why; /* why it is not implemented, when it deliberately is not */
         bool streamed;   /* served by the stream front end */
+        enum rm_call_kind kind;
 };
 
 struct rm_dispatch {
@@ -92,6 +93,7 @@ struct rm_dispatch *rm_dispatch_new(const struct rm_handler_entry *handlers,
                         return NULL;
                 }
                 m->fn = h->fn;
+                m->kind = h->kind;
         }
         return d;
 }
@@ -152,6 +154,13 @@ size_t rm_dispatch_count(const struct rm_dispatch *d, size_t *implemented)
         return d->n;
 }
 
+const char *rm_dispatch_method(const struct rm_dispatch *d, size_t i, enum rm_call_kind *kind)
+{
+        if (kind)
+                *kind = d->methods[i].fn ? d->methods[i].kind : RM_CALL_QUICK;
+        return d->methods[i].path;
+}
+
 /* One line per failed call: expected outcomes (a method this build lacks, an object that
  * is gone) at debug so polling clients do not flood the log. */
 static void log_failure(const char *method, const struct rm_error *e)
@@ -178,6 +187,8 @@ static int call_handler(struct rm_dispatch *d, struct rm_call *call, struct meth
         call->daemon = d->daemon;
         call->arena = rm_arena_new();
         call->method = m->path;
+        if (m->kind == RM_CALL_PROMISE)
+                call->cancel = NULL; /* a stop finishes what it started */
         ProtobufCMessage *resp = NULL;
         int rc = m->fn(call, req, &resp, err);
         protobuf_c_message_free_unpacked(req, NULL);
@@ -186,7 +197,7 @@ static int call_handler(struct rm_dispatch *d, struct rm_call *call, struct meth
                     rm_error_set(err, RM_INTERNAL, "%s: the handler produced no response", m->path);
         if (rc == 0) {
                 *out_len = protobuf_c_message_get_packed_size(resp);
-                *out = xmalloc(*out_len);
+                *out = xmalloc(*out_len ? *out_len : 1);
                 protobuf_c_message_pack(resp, *out);
         }
         rm_arena_free(call->arena);

@@ -24,13 +24,15 @@ struct rm_call {
         struct rm_arena *arena;
         const char *method;
         /* Set when the client cancels or its deadline passes; NULL where the front end
-         * gives none. */
+         * gives none (and for RM_CALL_PROMISE methods, which finish what they started). */
         const struct rm_cancel *cancel;
         /* A handler that must know whether its answer reached the client sets these (the
          * argument malloc'd or owned elsewhere, never in the arena). The front end calls
          * after_send exactly once, after the send of the response (or of the error)
-         * completed: delivered is true only when the send succeeded, the call was not
-         * cancelled and its deadline had not passed. */
+         * completed: delivered is true only when the handler succeeded, the send
+         * succeeded, the call was not cancelled and its deadline had not passed (false
+         * also when the call is dropped unsent). On a pool thread for pool methods, on
+         * the polling thread for RM_CALL_QUICK ones. */
         void (*after_send)(void *arg, bool delivered);
         void *after_send_arg;
 };
@@ -38,10 +40,24 @@ struct rm_call {
 typedef int (*rm_handler_fn)(struct rm_call *call, const ProtobufCMessage *req,
                              ProtobufCMessage **resp, struct rm_error **err);
 
+/* How the front end runs a method's calls. */
+enum rm_call_kind {
+        /* On the elastic pool (may block: runc, exec, pulls, CNI, disk walks). A call
+         * whose client gave up before it started is answered CANCELLED unrun. */
+        RM_CALL_POOL = 0,
+        /* Inline on the thread that polls the completion queue: memory only, short
+         * locks, never a process, a network round trip or a wait. */
+        RM_CALL_QUICK,
+        /* On the pool, and always run to the end (StopContainer, StopPodSandbox: kubelet
+         * relies on the stop happening even when it stopped waiting); cancel is NULL. */
+        RM_CALL_PROMISE,
+};
+
 struct rm_handler_entry {
         const char *service; /* "runtime.v1.RuntimeService" */
         const char *method;  /* "Version" */
         rm_handler_fn fn;
+        enum rm_call_kind kind;
 };
 
 /* The handlers remorad serves; ends with an entry whose fn is NULL. */
@@ -98,9 +114,14 @@ rm_handler_fn rm_dispatch_handler(const struct rm_dispatch *d, const char *path,
 const ProtobufCMessageDescriptor *rm_dispatch_output(const struct rm_dispatch *d, const char *path,
                                                      const ProtobufCMessageDescriptor **input);
 
+/* The i-th RPC's path ("/runtime.v1.RuntimeService/Version") and how to run it
+ * (i < rm_dispatch_count). Methods without a handler are RM_CALL_QUICK. */
+const char *rm_dispatch_method(const struct rm_dispatch *d, size_t i, enum rm_call_kind *kind);
+
 /* rm_dispatch_fn for the gRPC front end (ctx is the struct rm_dispatch; call is the
- * front end's, zeroed apart from cancel). Unknown or unimplemented method: UNIMPLEMENTED
- * naming it; undecodable request: INVALID_ARGUMENT. */
+ * front end's, zeroed apart from cancel, which is dropped for RM_CALL_PROMISE methods).
+ * Unknown or unimplemented method: UNIMPLEMENTED naming it; undecodable request:
+ * INVALID_ARGUMENT. */
 int rm_dispatch_call(void *ctx, struct rm_call *call, const char *method, const uint8_t *in,
                      size_t in_len, uint8_t **out, size_t *out_len, struct rm_error **err);
 

@@ -1,9 +1,11 @@
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include <grpc/byte_buffer.h>
 #include <grpc/byte_buffer_reader.h>
@@ -12,49 +14,93 @@
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 
-#include "dispatch.h"
 #include "grpc_server.h"
+#include "pool.h"
 #include "remora/cleanup.h"
 #include "remora/log.h"
 #include "remora/xalloc.h"
 
+/* Completion queues the pollers share. gRPC's poller thread takes a completion off its
+ * own queue without waking another thread, so fewer queues mean fewer hand-offs. */
+#ifndef RM_GRPC_QUEUES
+#define RM_GRPC_QUEUES 1
+#endif
+
 /* How long shutdown waits for calls in flight before cancelling them. */
 #define SHUTDOWN_GRACE_SECONDS 30
 
-/* Completion-queue tags. Each worker has only one operation outstanding at a time on its
- * own queue, so fixed tags are unambiguous. */
-static char tag_new_call, tag_recv, tag_send, tag_shutdown;
+static char tag_shutdown;
 
-struct worker {
+enum tag_kind { TAG_NEW, TAG_SEND, TAG_CLOSE };
+
+struct gcall;
+
+/* Completion tags point at one of these, inside the call they belong to. */
+struct tag {
+        enum tag_kind kind;
+        struct gcall *c;
+};
+
+struct poller {
         struct rm_grpc_server *srv;
-        grpc_completion_queue *cq;
+        grpc_completion_queue *cq; /* shared with the pollers of the same queue */
+        bool owns_cq;
         pthread_t thread;
         bool running;
+};
+
+struct reg {
+        const char *path; /* points into the caller's method table */
+        enum rm_call_kind kind;
+        void *handle;
+};
+
+/* One call, from the request posted for it to the last completion. */
+struct gcall {
+        struct tag t_new, t_send, t_close;
+        struct rm_grpc_server *srv;
+        struct poller *p;
+        struct reg *r; /* NULL: a method that is not registered */
+        grpc_call *call;
+        gpr_timespec deadline;
+        grpc_metadata_array md;
+        grpc_call_details details; /* unregistered calls only */
+        grpc_byte_buffer *payload;
+        struct rm_cancel cancel;
+        /* Orders setting the token (poller) against closing its eventfd (pool thread, as
+         * soon as the handler returns: the fd must not outlive the call's work, and must
+         * not be written after it is closed). */
+        pthread_mutex_t cancel_lock;
+        /* The handling (ends when the send completes) and the close watch of pool calls. */
+        atomic_int refs;
+        int cancelled; /* GRPC_OP_RECV_CLOSE_ON_SERVER's verdict */
+        bool send_ok;
+        bool accepted;
+        bool counted_cancelled;
+        struct rm_call rcall; /* what the handler sees; after_send comes back in it */
+        uint8_t *out;
+        size_t out_len;
+        struct rm_error *err;
+        grpc_byte_buffer *resp;
+        grpc_slice status_details;
+        bool have_details;
 };
 
 struct rm_grpc_server {
         grpc_server *server;
         grpc_completion_queue *shutdown_cq;
-        struct worker *workers;
-        int n_workers;
+        struct poller *pollers;
+        int n_pollers;
+        struct reg *regs;
+        size_t n_regs;
         rm_dispatch_fn dispatch;
         void *ctx;
         char *path;
         struct rm_stream_pump *pump;
+        struct rm_pool *pool;
+        atomic_size_t calls;
+        atomic_size_t cancelled_calls;
 };
-
-/* Wait for the one outstanding operation on cq; true when it completed successfully. */
-static bool wait_for(grpc_completion_queue *cq, void *tag)
-{
-        for (;;) {
-                grpc_event ev =
-                    grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
-                if (ev.type == GRPC_QUEUE_SHUTDOWN)
-                        return false;
-                if (ev.type == GRPC_OP_COMPLETE && ev.tag == tag)
-                        return ev.success != 0;
-        }
-}
 
 grpc_slice rm__grpc_flatten(grpc_byte_buffer *bb)
 {
@@ -66,131 +112,317 @@ grpc_slice rm__grpc_flatten(grpc_byte_buffer *bb)
         return s;
 }
 
-/* Sends the response; true when it reached the client as far as the server can tell:
- * the batch completed, the call was not cancelled (the client's cancel or its deadline,
- * which the core enforces, both end the call) and the deadline had not passed. */
-static bool respond(struct worker *w, grpc_call *call, gpr_timespec deadline, uint8_t *out,
-                    size_t out_len, const struct rm_error *err)
+/* ---- posting requests ---- */
+
+static struct gcall *gcall_new(struct rm_grpc_server *srv, struct poller *p, struct reg *r)
+{
+        struct gcall *c = xzalloc(sizeof(*c));
+        c->t_new = (struct tag){TAG_NEW, c};
+        c->t_send = (struct tag){TAG_SEND, c};
+        c->t_close = (struct tag){TAG_CLOSE, c};
+        c->srv = srv;
+        c->p = p;
+        c->r = r;
+        c->cancel.fd = -1;
+        pthread_mutex_init(&c->cancel_lock, NULL);
+        atomic_init(&c->refs, 1);
+        grpc_metadata_array_init(&c->md);
+        grpc_call_details_init(&c->details);
+        return c;
+}
+
+static void gcall_free(struct gcall *c)
+{
+        if (c->call)
+                grpc_call_unref(c->call);
+        if (c->payload)
+                grpc_byte_buffer_destroy(c->payload);
+        if (c->resp)
+                grpc_byte_buffer_destroy(c->resp);
+        if (c->have_details)
+                grpc_slice_unref(c->status_details);
+        grpc_metadata_array_destroy(&c->md);
+        grpc_call_details_destroy(&c->details);
+        rm_cancel_release(&c->cancel);
+        pthread_mutex_destroy(&c->cancel_lock);
+        rm_error_free(c->err);
+        free(c->out);
+        if (c->accepted)
+                atomic_fetch_sub(&c->srv->calls, 1);
+        if (c->counted_cancelled)
+                atomic_fetch_sub(&c->srv->cancelled_calls, 1);
+        free(c);
+}
+
+/* Ask for the next call of r (NULL: of any unregistered method) on p's queue. */
+static void post_request(struct rm_grpc_server *srv, struct poller *p, struct reg *r)
+{
+        struct gcall *c = gcall_new(srv, p, r);
+        grpc_call_error rc;
+        if (r)
+                rc = grpc_server_request_registered_call(srv->server, r->handle, &c->call,
+                                                         &c->deadline, &c->md, &c->payload, p->cq,
+                                                         p->cq, &c->t_new);
+        else
+                rc = grpc_server_request_call(srv->server, &c->call, &c->details, &c->md, p->cq,
+                                              p->cq, &c->t_new);
+        if (rc != GRPC_CALL_OK)
+                gcall_free(c);
+}
+
+/* ---- finishing a call ---- */
+
+struct after_job {
+        void (*fn)(void *arg, bool delivered);
+        void *arg;
+        bool delivered;
+};
+
+static void run_after_job(void *arg)
+{
+        struct after_job *j = arg;
+        j->fn(j->arg, j->delivered);
+        free(j);
+}
+
+/* The last reference went: tell the handler whether its answer arrived, then free. */
+static void finalize(struct gcall *c)
+{
+        if (c->rcall.after_send) {
+                bool delivered = c->send_ok && !c->cancelled && c->err == NULL;
+                if (c->r == NULL || c->r->kind == RM_CALL_QUICK) {
+                        c->rcall.after_send(c->rcall.after_send_arg, delivered);
+                } else {
+                        struct after_job *j = xzalloc(sizeof(*j));
+                        *j = (struct after_job){c->rcall.after_send, c->rcall.after_send_arg,
+                                                delivered};
+                        rm_pool_submit(c->srv->pool, run_after_job, j);
+                }
+        }
+        gcall_free(c);
+}
+
+static void unref(struct gcall *c)
+{
+        if (atomic_fetch_sub(&c->refs, 1) == 1)
+                finalize(c);
+}
+
+/* Send initial metadata, the response (or the error status) and the status in one batch;
+ * with_close also watches for the end of the call there. The handling's reference passes
+ * to the batch: c must not be touched after this. */
+static void start_send(struct gcall *c, bool with_close)
 {
         grpc_op ops[4];
         memset(ops, 0, sizeof(ops));
         size_t n = 0;
-        grpc_byte_buffer *bb = NULL;
-        int cancelled = 0;
-
         ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
-        if (err == NULL) {
-                grpc_slice body = grpc_slice_new(out ? out : xmalloc(1), out_len, free);
-                bb = grpc_raw_byte_buffer_create(&body, 1);
+        if (c->err == NULL) {
+                uint8_t *out = c->out ? c->out : xmalloc(1);
+                c->out = NULL;
+                grpc_slice body = grpc_slice_new(out, c->out_len, free);
+                c->resp = grpc_raw_byte_buffer_create(&body, 1);
                 grpc_slice_unref(body);
                 ops[n].op = GRPC_OP_SEND_MESSAGE;
-                ops[n++].data.send_message.send_message = bb;
-        } else {
-                free(out);
+                ops[n++].data.send_message.send_message = c->resp;
         }
-        grpc_slice details = grpc_slice_from_copied_string(err ? err->msg : "");
+        c->status_details = grpc_slice_from_copied_string(c->err ? c->err->msg : "");
+        c->have_details = true;
         ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
         ops[n].data.send_status_from_server.status =
-            err ? (grpc_status_code)err->code : GRPC_STATUS_OK;
-        ops[n++].data.send_status_from_server.status_details = &details;
-        ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
-        ops[n++].data.recv_close_on_server.cancelled = &cancelled;
-
-        bool sent = grpc_call_start_batch(call, ops, n, &tag_send, NULL) == GRPC_CALL_OK &&
-                    wait_for(w->cq, &tag_send);
-        grpc_slice_unref(details);
-        if (bb)
-                grpc_byte_buffer_destroy(bb);
-        gpr_timespec now = gpr_now(GPR_CLOCK_MONOTONIC);
-        return sent && !cancelled &&
-               gpr_time_cmp(now, gpr_convert_clock_type(deadline, GPR_CLOCK_MONOTONIC)) < 0;
+            c->err ? (grpc_status_code)c->err->code : GRPC_STATUS_OK;
+        ops[n++].data.send_status_from_server.status_details = &c->status_details;
+        if (with_close) {
+                ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+                ops[n++].data.recv_close_on_server.cancelled = &c->cancelled;
+        }
+        if (grpc_call_start_batch(c->call, ops, n, &c->t_send, NULL) != GRPC_CALL_OK) {
+                c->send_ok = false;
+                unref(c);
+        }
 }
 
-static void serve_call(struct worker *w, grpc_call *call, const grpc_call_details *details)
+/* ---- serving ---- */
+
+/* The call's deadline on CLOCK_MONOTONIC in ns, 0 when it has none. */
+static int64_t deadline_ns(gpr_timespec deadline)
 {
-        grpc_byte_buffer *payload = NULL;
+        if (gpr_time_cmp(deadline, gpr_inf_future(deadline.clock_type)) == 0)
+                return 0;
+        gpr_timespec left = gpr_time_sub(deadline, gpr_now(deadline.clock_type));
+        int64_t left_ns = left.tv_sec * 1000000000LL + left.tv_nsec;
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        int64_t now = (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+        return now + (left_ns > 0 ? left_ns : 0) + 1;
+}
+
+static void run_handler(struct gcall *c)
+{
+        if (c->payload == NULL) {
+                rm_error_set(&c->err, RM_INVALID_ARGUMENT, "%s: the request carried no message",
+                             c->r->path);
+                return;
+        }
+        if (c->r->kind == RM_CALL_POOL && rm_cancelled(&c->cancel)) {
+                /* Its client is gone: the answer would reach no one. */
+                bool by_client = atomic_load(&c->cancel.cancelled);
+                rm_error_set(&c->err, by_client ? RM_CANCELLED : RM_DEADLINE_EXCEEDED,
+                             "%s: the client %s before the call started", c->r->path,
+                             by_client ? "cancelled" : "passed its deadline");
+                rm_log_debug("%s", c->err->msg);
+                return;
+        }
+        grpc_slice in = rm__grpc_flatten(c->payload);
+        grpc_byte_buffer_destroy(c->payload);
+        c->payload = NULL;
+        c->rcall.cancel = &c->cancel;
+        c->srv->dispatch(c->srv->ctx, &c->rcall, c->r->path, GRPC_SLICE_START_PTR(in),
+                         GRPC_SLICE_LENGTH(in), &c->out, &c->out_len, &c->err);
+        grpc_slice_unref(in);
+        if (c->err != NULL) {
+                free(c->out);
+                c->out = NULL;
+        }
+}
+
+static void pool_job(void *arg)
+{
+        struct gcall *c = arg;
+        run_handler(c);
+        /* Nobody waits on the token's fd any more; the flag stays readable. */
+        pthread_mutex_lock(&c->cancel_lock);
+        rm_cancel_release(&c->cancel);
+        pthread_mutex_unlock(&c->cancel_lock);
+        start_send(c, false);
+}
+
+static void on_new(struct gcall *c, bool ok)
+{
+        struct rm_grpc_server *srv = c->srv;
+        if (!ok) { /* the server is shutting down */
+                gcall_free(c);
+                return;
+        }
+        post_request(srv, c->p, c->r);
+        c->accepted = true;
+        atomic_fetch_add(&srv->calls, 1);
+
+        if (c->r == NULL) {
+                char *method = grpc_slice_to_c_string(c->details.method);
+                rm_error_set(&c->err, RM_UNIMPLEMENTED, "unknown method %s", method);
+                rm_log_debug("%s", c->err->msg);
+                gpr_free(method);
+                start_send(c, true);
+                return;
+        }
+        if (c->r->kind == RM_CALL_QUICK) {
+                /* No eventfd: a quick call never waits, so nobody polls its token. */
+                atomic_init(&c->cancel.cancelled, false);
+                c->cancel.deadline_ns = deadline_ns(c->deadline);
+                run_handler(c);
+                start_send(c, true);
+                return;
+        }
+        rm_cancel_init(&c->cancel, deadline_ns(c->deadline));
         grpc_op op;
         memset(&op, 0, sizeof(op));
-        op.op = GRPC_OP_RECV_MESSAGE;
-        op.data.recv_message.recv_message = &payload;
-        if (grpc_call_start_batch(call, &op, 1, &tag_recv, NULL) != GRPC_CALL_OK ||
-            !wait_for(w->cq, &tag_recv)) {
-                if (payload)
-                        grpc_byte_buffer_destroy(payload);
-                return; /* the client went away before sending its request */
-        }
-
-        char *method = grpc_slice_to_c_string(details->method);
-        struct rm_call rcall = {0};
-        cleanup_error struct rm_error *err = NULL;
-        uint8_t *out = NULL;
-        size_t out_len = 0;
-        if (payload == NULL) {
-                rm_error_set(&err, RM_INVALID_ARGUMENT, "%s: the request carried no message",
-                             method);
-        } else {
-                grpc_slice in = rm__grpc_flatten(payload);
-                grpc_byte_buffer_destroy(payload);
-                w->srv->dispatch(w->srv->ctx, &rcall, method, GRPC_SLICE_START_PTR(in),
-                                 GRPC_SLICE_LENGTH(in), &out, &out_len, &err);
-                grpc_slice_unref(in);
-        }
-        gpr_free(method);
-        bool delivered = respond(w, call, details->deadline, out, out_len, err);
-        if (rcall.after_send)
-                rcall.after_send(rcall.after_send_arg, delivered && err == NULL);
+        op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+        op.data.recv_close_on_server.cancelled = &c->cancelled;
+        atomic_fetch_add(&c->refs, 1);
+        if (grpc_call_start_batch(c->call, &op, 1, &c->t_close, NULL) != GRPC_CALL_OK)
+                atomic_fetch_sub(&c->refs, 1);
+        rm_pool_submit(srv->pool, pool_job, c);
 }
 
-static void *worker_main(void *arg)
+static void *poller_main(void *arg)
 {
-        struct worker *w = arg;
+        struct poller *p = arg;
         for (;;) {
-                grpc_call *call = NULL;
-                grpc_call_details details;
-                grpc_metadata_array md;
-                grpc_call_details_init(&details);
-                grpc_metadata_array_init(&md);
-
-                /* Fails (success == 0) once the server shuts down: that ends the worker. */
-                bool got = grpc_server_request_call(w->srv->server, &call, &details, &md, w->cq,
-                                                    w->cq, &tag_new_call) == GRPC_CALL_OK &&
-                           wait_for(w->cq, &tag_new_call);
-                if (got)
-                        serve_call(w, call, &details);
-                if (call)
-                        grpc_call_unref(call);
-                grpc_call_details_destroy(&details);
-                grpc_metadata_array_destroy(&md);
-                if (!got)
+                grpc_event ev =
+                    grpc_completion_queue_next(p->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+                if (ev.type == GRPC_QUEUE_SHUTDOWN)
                         return NULL;
+                if (ev.type != GRPC_OP_COMPLETE)
+                        continue;
+                struct tag *t = ev.tag;
+                struct gcall *c = t->c;
+                switch (t->kind) {
+                case TAG_NEW:
+                        on_new(c, ev.success != 0);
+                        break;
+                case TAG_SEND:
+                        /* Sent in time: a status that left after the deadline is not. */
+                        c->send_ok = ev.success != 0 &&
+                                     (c->cancel.deadline_ns == 0 || !rm_cancelled(&c->cancel));
+                        unref(c);
+                        break;
+                case TAG_CLOSE:
+                        /* Cancelled, or past its deadline: tell the handler to give up. */
+                        if (c->cancelled) {
+                                pthread_mutex_lock(&c->cancel_lock);
+                                rm_cancel_set(&c->cancel);
+                                pthread_mutex_unlock(&c->cancel_lock);
+                                c->counted_cancelled = true;
+                                atomic_fetch_add(&c->srv->cancelled_calls, 1);
+                        }
+                        unref(c);
+                        break;
+                }
         }
 }
 
-static void drain_and_destroy(grpc_completion_queue *cq)
+/* ---- start and stop ---- */
+
+static bool is_stream(const char *path, const struct rm_stream_method *streams, size_t n)
 {
-        if (cq == NULL)
-                return;
-        grpc_completion_queue_shutdown(cq);
-        while (grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL).type !=
-               GRPC_QUEUE_SHUTDOWN)
-                ;
-        grpc_completion_queue_destroy(cq);
+        for (size_t i = 0; i < n; i++)
+                if (strcmp(streams[i].path, path) == 0)
+                        return true;
+        return false;
 }
 
-static void release(struct rm_grpc_server *srv)
+static void free_server(struct rm_grpc_server *srv)
 {
         if (srv->server)
                 grpc_server_destroy(srv->server);
         rm_stream_pump_free(srv->pump);
-        for (int i = 0; i < srv->n_workers; i++)
-                drain_and_destroy(srv->workers[i].cq);
-        drain_and_destroy(srv->shutdown_cq);
-        free(srv->workers);
+        bool any_running = false;
+        for (int i = 0; i < srv->n_pollers; i++) {
+                if (srv->pollers[i].owns_cq)
+                        grpc_completion_queue_shutdown(srv->pollers[i].cq);
+                any_running |= srv->pollers[i].running;
+        }
+        for (int i = 0; i < srv->n_pollers; i++) {
+                struct poller *p = &srv->pollers[i];
+                if (p->running)
+                        pthread_join(p->thread, NULL);
+                else if (p->owns_cq && !any_running)
+                        while (grpc_completion_queue_next(p->cq,
+                                                          gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL)
+                                   .type != GRPC_QUEUE_SHUTDOWN)
+                                ;
+        }
+        for (int i = 0; i < srv->n_pollers; i++)
+                if (srv->pollers[i].owns_cq)
+                        grpc_completion_queue_destroy(srv->pollers[i].cq);
+        if (srv->shutdown_cq) {
+                grpc_completion_queue_shutdown(srv->shutdown_cq);
+                while (grpc_completion_queue_next(srv->shutdown_cq,
+                                                  gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL)
+                           .type != GRPC_QUEUE_SHUTDOWN)
+                        ;
+                grpc_completion_queue_destroy(srv->shutdown_cq);
+        }
+        rm_pool_free(srv->pool);
+        free(srv->pollers);
+        free(srv->regs);
         free(srv->path);
         free(srv);
 }
 
-struct rm_grpc_server *rm_grpc_server_start(const char *path, int workers, int max_message_bytes,
+struct rm_grpc_server *rm_grpc_server_start(const char *path, int pollers, int max_message_bytes,
+                                            const struct rm_grpc_method *methods, size_t n_methods,
                                             rm_dispatch_fn dispatch, void *ctx,
                                             const struct rm_stream_method *streams,
                                             size_t n_streams, struct rm_error **err)
@@ -199,8 +431,11 @@ struct rm_grpc_server *rm_grpc_server_start(const char *path, int workers, int m
         srv->dispatch = dispatch;
         srv->ctx = ctx;
         srv->path = xstrdup(path);
-        srv->n_workers = workers;
-        srv->workers = xzalloc(sizeof(struct worker) * (size_t)workers);
+        srv->n_pollers = pollers;
+        srv->pollers = xzalloc(sizeof(struct poller) * (size_t)pollers);
+        srv->pool = rm_pool_new(RM_POOL_MAX_THREADS, RM_POOL_IDLE_MS);
+        atomic_init(&srv->calls, 0);
+        atomic_init(&srv->cancelled_calls, 0);
 
         grpc_arg args[2];
         memset(args, 0, sizeof(args));
@@ -215,10 +450,30 @@ struct rm_grpc_server *rm_grpc_server_start(const char *path, int workers, int m
         srv->server = grpc_server_create(&channel_args, NULL);
         srv->shutdown_cq = grpc_completion_queue_create_for_next(NULL);
         grpc_server_register_completion_queue(srv->server, srv->shutdown_cq, NULL);
-        for (int i = 0; i < workers; i++) {
-                srv->workers[i].srv = srv;
-                srv->workers[i].cq = grpc_completion_queue_create_for_next(NULL);
-                grpc_server_register_completion_queue(srv->server, srv->workers[i].cq, NULL);
+        int queues = pollers < RM_GRPC_QUEUES ? pollers : RM_GRPC_QUEUES;
+        for (int i = 0; i < pollers; i++) {
+                struct poller *p = &srv->pollers[i];
+                p->srv = srv;
+                if (i < queues) {
+                        p->cq = grpc_completion_queue_create_for_next(NULL);
+                        p->owns_cq = true;
+                        grpc_server_register_completion_queue(srv->server, p->cq, NULL);
+                } else {
+                        p->cq = srv->pollers[i % queues].cq;
+                }
+        }
+        /* Registered methods get their request with the call: one wait less per call. */
+        srv->regs = xzalloc(sizeof(struct reg) * (n_methods ? n_methods : 1));
+        for (size_t i = 0; i < n_methods; i++) {
+                if (is_stream(methods[i].path, streams, n_streams))
+                        continue;
+                struct reg *r = &srv->regs[srv->n_regs];
+                r->path = methods[i].path;
+                r->kind = methods[i].kind;
+                r->handle = grpc_server_register_method(
+                    srv->server, r->path, NULL, GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+                if (r->handle != NULL)
+                        srv->n_regs++;
         }
         srv->pump = rm_stream_pump_new(srv->server, streams, n_streams);
 
@@ -235,7 +490,7 @@ struct rm_grpc_server *rm_grpc_server_start(const char *path, int workers, int m
                              addr);
                 grpc_server_destroy(srv->server);
                 srv->server = NULL;
-                release(srv);
+                free_server(srv);
                 return NULL;
         }
         grpc_server_start(srv->server);
@@ -251,17 +506,27 @@ struct rm_grpc_server *rm_grpc_server_start(const char *path, int workers, int m
                 return NULL;
         }
 
-        for (int i = 0; i < workers; i++) {
-                int rc =
-                    pthread_create(&srv->workers[i].thread, NULL, worker_main, &srv->workers[i]);
+        for (int i = 0; i < pollers; i++) {
+                struct poller *p = &srv->pollers[i];
+                post_request(srv, p, NULL);
+                for (size_t m = 0; m < srv->n_regs; m++)
+                        post_request(srv, p, &srv->regs[m]);
+                int rc = pthread_create(&p->thread, NULL, poller_main, p);
                 if (rc != 0) {
-                        rm_error_sys_errno(err, rc, "start gRPC worker thread %d", i);
+                        rm_error_sys_errno(err, rc, "start gRPC thread %d", i);
                         rm_grpc_server_stop(srv);
                         return NULL;
                 }
-                srv->workers[i].running = true;
+                p->running = true;
         }
         return srv;
+}
+
+void rm_grpc_server_load(struct rm_grpc_server *srv, struct rm_grpc_load *load)
+{
+        load->in_flight = atomic_load(&srv->calls);
+        load->cancelled = atomic_load(&srv->cancelled_calls);
+        load->pool_threads = rm_pool_threads(srv->pool, &load->pool_busy);
 }
 
 void rm_grpc_server_stop(struct rm_grpc_server *srv)
@@ -280,17 +545,21 @@ void rm_grpc_server_stop(struct rm_grpc_server *srv)
         if (ev.type == GRPC_QUEUE_TIMEOUT) {
                 rm_log_warn("calls still running after %d s of shutdown; cancelling them",
                             SHUTDOWN_GRACE_SECONDS);
+                /* Their tokens are set as the cancellations come back; handlers give up. */
                 grpc_server_cancel_all_calls(srv->server);
-                wait_for(srv->shutdown_cq, &tag_shutdown);
+                grpc_completion_queue_next(srv->shutdown_cq, gpr_inf_future(GPR_CLOCK_MONOTONIC),
+                                           NULL);
         }
-
-        for (int i = 0; i < srv->n_workers; i++) {
-                if (srv->workers[i].running)
-                        pthread_join(srv->workers[i].thread, NULL);
-        }
+        /* Handlers still running start their sends on the pollers' queues: let them
+         * finish, and the pollers see every call through, before the queues close. */
+        rm_pool_drain(srv->pool);
+        for (int i = 0; i < 5000 && atomic_load(&srv->calls) > 0; i++)
+                nanosleep(&(struct timespec){0, 1000000}, NULL);
+        if (atomic_load(&srv->calls) > 0)
+                rm_log_warn("%zu calls were still held at shutdown", atomic_load(&srv->calls));
 
         struct stat st;
         if (lstat(srv->path, &st) == 0 && S_ISSOCK(st.st_mode) && unlink(srv->path) < 0)
                 rm_log_warn("cannot remove socket %s: %s", srv->path, strerror(errno));
-        release(srv);
+        free_server(srv);
 }

@@ -1,4 +1,5 @@
 /* remorad: the Remora CRI daemon. */
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,6 +38,12 @@ int main(int argc, char **argv)
         }
         rm_log_set_level(cfg.log_level);
         rm_crashpoint_init(); /* tests only: REMORA_CRASH_AT */
+        /* glibc gives each thread that contends for the heap an arena of its own, up to
+         * 8 per core, and rarely returns their memory: with an elastic pool of call
+         * threads that means tens of MB kept after a burst. Two arenas (plus per-thread
+         * caches) serve a daemon whose threads mostly wait; MALLOC_ARENA_MAX overrides. */
+        if (getenv("MALLOC_ARENA_MAX") == NULL)
+                mallopt(M_ARENA_MAX, 2);
 
         /* Block the stop signals in every thread (gRPC's included, so block before
          * grpc_init) and take them synchronously here. */

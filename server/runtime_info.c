@@ -7,6 +7,7 @@
 #include "api.pb-c.h"
 #include "daemon.h"
 #include "dispatch.h"
+#include "grpc_server.h"
 #include "handlers.h"
 #include "remora/cleanup.h"
 #include "remora/log.h"
@@ -161,6 +162,20 @@ static struct json_object *build_json(const struct rm_daemon *d)
         return o;
 }
 
+/* The front end's load: calls in flight, those whose client gave up, the pool. */
+static struct json_object *calls_json(const struct rm_daemon *d)
+{
+        struct rm_grpc_load l = {0};
+        if (d->grpc)
+                rm_grpc_server_load(d->grpc, &l);
+        struct json_object *o = json_object_new_object();
+        json_object_object_add(o, "in_flight", json_object_new_int64((int64_t)l.in_flight));
+        json_object_object_add(o, "cancelled", json_object_new_int64((int64_t)l.cancelled));
+        json_object_object_add(o, "pool_threads", json_object_new_int64((int64_t)l.pool_threads));
+        json_object_object_add(o, "pool_busy", json_object_new_int64((int64_t)l.pool_busy));
+        return o;
+}
+
 RM_HANDLER(status)
 {
         (void)err;
@@ -189,12 +204,14 @@ RM_HANDLER(status)
                 pthread_mutex_lock(&call->daemon->runtime_config_lock);
                 json_object_object_add(rc, "pod_cidr", json_object_new_string(d->pod_cidr));
                 pthread_mutex_unlock(&call->daemon->runtime_config_lock);
-                r->n_info = 4;
-                r->info = (Runtime__V1__StatusResponse__InfoEntry **)rm_arena_ptrs(a, 4);
+                cleanup_json struct json_object *calls = calls_json(d);
+                r->n_info = 5;
+                r->info = (Runtime__V1__StatusResponse__InfoEntry **)rm_arena_ptrs(a, 5);
                 r->info[0] = info_entry(a, "config", config);
                 r->info[1] = info_entry(a, "runtime", runtime);
                 r->info[2] = info_entry(a, "build", build);
                 r->info[3] = info_entry(a, "runtime_config", rc);
+                r->info[4] = info_entry(a, "calls", calls);
         }
         *resp = &r->base;
         return 0;

@@ -7,5 +7,7 @@ int main(void)
         int failed = 0;
         failed += run_config_tests();
         failed += run_dispatch_tests();
+        failed += run_pool_tests();
+        failed += run_frontend_tests();
         return failed ? 1 : 0;
 }

@@ -8,7 +8,7 @@
 #include "remora/cleanup.h"
 #include "tests.h"
 
-static const struct rm_handler_entry no_handlers[] = {{NULL, NULL, NULL}};
+static const struct rm_handler_entry no_handlers[] = {{NULL, NULL, NULL, RM_CALL_POOL}};
 
 static char seen_version[64];
 
@@ -36,9 +36,9 @@ static int refuse(struct rm_call *call, const ProtobufCMessage *req, ProtobufCMe
 }
 
 static const struct rm_handler_entry test_handlers[] = {
-    {"runtime.v1.RuntimeService", "Version", echo_version},
-    {"runtime.v1.ImageService", "ImageStatus", refuse},
-    {NULL, NULL, NULL},
+    {"runtime.v1.RuntimeService", "Version", echo_version, RM_CALL_QUICK},
+    {"runtime.v1.ImageService", "ImageStatus", refuse, RM_CALL_QUICK},
+    {NULL, NULL, NULL, RM_CALL_POOL},
 };
 
 static void test_table_covers_both_services(void **state)
@@ -74,8 +74,8 @@ static void test_handler_for_unknown_method_is_refused(void **state)
 {
         (void)state;
         const struct rm_handler_entry bad[] = {
-            {"runtime.v1.RuntimeService", "Versionn", echo_version},
-            {NULL, NULL, NULL},
+            {"runtime.v1.RuntimeService", "Versionn", echo_version, RM_CALL_QUICK},
+            {NULL, NULL, NULL, RM_CALL_POOL},
         };
         cleanup_error struct rm_error *err = NULL;
         assert_null(rm_dispatch_new(bad, NULL, &err));
@@ -246,6 +246,80 @@ static void test_batches(void **state)
         assert_int_equal(none.n, 0);
 }
 
+static const struct rm_cancel *seen_cancel;
+static void hook(void *arg, bool delivered)
+{
+        (void)arg;
+        (void)delivered;
+}
+
+/* Records the token it was given and asks to hear about delivery. */
+static int note_cancel(struct rm_call *call, const ProtobufCMessage *req, ProtobufCMessage **resp,
+                       struct rm_error **err)
+{
+        (void)req;
+        (void)err;
+        seen_cancel = call->cancel;
+        call->after_send = hook;
+        Runtime__V1__StopContainerResponse *r = rm_arena_alloc(call->arena, sizeof(*r));
+        runtime__v1__stop_container_response__init(r);
+        *resp = &r->base;
+        return 0;
+}
+
+static void test_kinds_cancel_and_after_send(void **state)
+{
+        (void)state;
+        const struct rm_handler_entry h[] = {
+            {"runtime.v1.RuntimeService", "StopContainer", note_cancel, RM_CALL_PROMISE},
+            {"runtime.v1.RuntimeService", "ExecSync", note_cancel, RM_CALL_POOL},
+            {"runtime.v1.RuntimeService", "Version", echo_version, RM_CALL_QUICK},
+            {NULL, NULL, NULL, RM_CALL_POOL},
+        };
+        struct rm_dispatch *d = rm_dispatch_new(h, NULL, NULL);
+        assert_non_null(d);
+        size_t n = rm_dispatch_count(d, NULL);
+        int found = 0;
+        for (size_t i = 0; i < n; i++) {
+                enum rm_call_kind k;
+                const char *path = rm_dispatch_method(d, i, &k);
+                if (strcmp(path, "/runtime.v1.RuntimeService/StopContainer") == 0)
+                        found++, assert_int_equal(k, RM_CALL_PROMISE);
+                else if (strcmp(path, "/runtime.v1.RuntimeService/ExecSync") == 0)
+                        found++, assert_int_equal(k, RM_CALL_POOL);
+                else if (strcmp(path, "/runtime.v1.RuntimeService/Version") == 0)
+                        found++, assert_int_equal(k, RM_CALL_QUICK);
+                else if (strcmp(path, "/runtime.v1.RuntimeService/ListContainers") == 0)
+                        found++, assert_int_equal(k, RM_CALL_QUICK); /* no handler */
+        }
+        assert_int_equal(found, 4);
+
+        struct rm_cancel token;
+        rm_cancel_init(&token, 0);
+        /* A pool method sees the call's token and hands its after_send back in the call;
+         * a promise never sees a token. */
+        struct rm_call rcall = {.cancel = &token};
+        uint8_t *out = NULL;
+        size_t out_len = 0;
+        cleanup_error struct rm_error *err = NULL;
+        assert_int_equal(rm_dispatch_call(d, &rcall, "/runtime.v1.RuntimeService/ExecSync", NULL, 0,
+                                          &out, &out_len, &err),
+                         0);
+        assert_ptr_equal(seen_cancel, &token);
+        assert_ptr_equal(rcall.after_send, hook);
+        assert_null(rcall.arena);
+        free(out);
+        out = NULL;
+        struct rm_call promise = {.cancel = &token};
+        assert_int_equal(rm_dispatch_call(d, &promise, "/runtime.v1.RuntimeService/StopContainer",
+                                          NULL, 0, &out, &out_len, &err),
+                         0);
+        assert_null(seen_cancel);
+        free(out);
+        rm_cancel_release(&token);
+        rm_dispatch_free(d);
+}
+
 int run_dispatch_tests(void)
 {
         const struct CMUnitTest tests[] = {
@@ -256,6 +330,7 @@ int run_dispatch_tests(void)
             cmocka_unit_test(test_round_trip),
             cmocka_unit_test(test_why_and_stream_count),
             cmocka_unit_test(test_batches),
+            cmocka_unit_test(test_kinds_cancel_and_after_send),
         };
         return cmocka_run_group_tests_name("dispatch", tests, NULL, NULL);
 }

@@ -9,5 +9,7 @@
 
 int run_config_tests(void);
 int run_dispatch_tests(void);
+int run_pool_tests(void);
+int run_frontend_tests(void);
 
 #endif
