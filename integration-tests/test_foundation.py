@@ -294,8 +294,12 @@ def test_sigterm_finishes_call_in_flight(make_daemon):
     # daemon had accepted must never be cut off.
     assert len(results) == 1
     if isinstance(results[0], grpc.RpcError):
-        # Only acceptable failure: the connection was refused before the call started.
-        assert results[0].code() == grpc.StatusCode.UNAVAILABLE, results[0]
+        # Only acceptable failure: the call never reached remorad. Either the connection
+        # was refused, or its request was still arriving: gRPC core hands a registered
+        # method's call to the server only with its whole payload, and at shutdown it
+        # cancels the calls it had not handed over yet.
+        assert results[0].code() in (grpc.StatusCode.UNAVAILABLE,
+                                     grpc.StatusCode.CANCELLED), results[0]
     else:
         assert results[0].runtime_name == "remora"
 

@@ -143,11 +143,18 @@ def test_abandoned_calls_do_not_hold_threads(daemon, cri, pod, image_ref):  # no
             assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         took = probe_quick_calls(cri, pod_id, cid, rounds=5)
         assert_fast(took)
-        # The daemon saw each client go: the calls still running hold a cancelled token.
-        deadline = time.monotonic() + 5
-        while load_info(cri)["cancelled"] < 16 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert load_info(cri)["cancelled"] >= 16
+        # The daemon saw each client go, and each ExecSync acted on its cancelled token:
+        # the execs' processes are killed and the calls leave the pool, holding nothing.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            info = load_info(cri)
+            ps = cri.call("ExecSync", container_id=cid, cmd=["/bin/ps", "-o", "args"],
+                          timeout=10).stdout.decode()
+            if info["in_flight"] <= 1 and "sleep 20" not in ps:
+                break
+            time.sleep(0.2)
+        assert "sleep 20" not in ps, ps
+        assert info["in_flight"] <= 1, info  # the ExecSync asking
         # The abandoned stop still keeps its promise.
         deadline = time.monotonic() + 15
         while cri.call("ContainerStatus", container_id=stubborn).status.state != \
