@@ -37,6 +37,8 @@ FAMILIES = {
     "remora_cni_plugin_failures": "counter",
     "remora_exec_sessions": "gauge",
     "remora_streaming_sessions": "gauge",
+    "remora_cri_call_wait_seconds": "histogram",
+    "remora_call_pool_threads": "gauge",
 }
 
 
@@ -130,6 +132,8 @@ def test_counters_move_with_a_lifecycle(mdaemon, image_ref, tmp_path):  # noqa: 
     assert during.value(calls, method="ContainerStatus", code="NOT_FOUND") == \
         before.value(calls, method="ContainerStatus", code="NOT_FOUND") + 1
     assert during.value("remora_cri_call_duration_seconds_count", method="StartContainer") == 1
+    # every call handled waited for a thread, if only a little
+    assert during.value("remora_cri_call_wait_seconds_count") >= 6
     assert during.value("remora_pods", state="ready") == 1
     assert during.value("remora_containers", state="running") == 1
     assert during.value("remora_images") == 1

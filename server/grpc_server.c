@@ -18,6 +18,7 @@
 #include "pool.h"
 #include "remora/cleanup.h"
 #include "remora/log.h"
+#include "remora/metrics.h"
 #include "remora/xalloc.h"
 
 /* Completion queues the pollers share. gRPC's poller thread takes a completion off its
@@ -57,6 +58,7 @@ struct reg {
 
 /* One call, from the request posted for it to the last completion. */
 struct gcall {
+        uint64_t arrived_ns; /* when the call was handed over, for the wait histogram */
         struct tag t_new, t_send, t_close;
         struct rm_grpc_server *srv;
         struct poller *p;
@@ -100,6 +102,7 @@ struct rm_grpc_server {
         struct rm_pool *pool;
         atomic_size_t calls;
         atomic_size_t cancelled_calls;
+        struct rm_histo wait; /* from a call's arrival to its handler starting */
 };
 
 grpc_slice rm__grpc_flatten(grpc_byte_buffer *bb)
@@ -273,6 +276,7 @@ static void run_handler(struct gcall *c)
                 rm_log_debug("%s", c->err->msg);
                 return;
         }
+        rm_histo_observe(&c->srv->wait, rm_metrics_now_ns() - c->arrived_ns);
         grpc_slice in = rm__grpc_flatten(c->payload);
         grpc_byte_buffer_destroy(c->payload);
         c->payload = NULL;
@@ -304,6 +308,7 @@ static void on_new(struct gcall *c, bool ok)
                 gcall_free(c);
                 return;
         }
+        c->arrived_ns = rm_metrics_now_ns();
         post_request(srv, c->p, c->r);
         c->accepted = true;
         atomic_fetch_add(&srv->calls, 1);
@@ -562,4 +567,9 @@ void rm_grpc_server_stop(struct rm_grpc_server *srv)
         if (lstat(srv->path, &st) == 0 && S_ISSOCK(st.st_mode) && unlink(srv->path) < 0)
                 rm_log_warn("cannot remove socket %s: %s", srv->path, strerror(errno));
         free_server(srv);
+}
+
+const struct rm_histo *rm_grpc_server_wait(const struct rm_grpc_server *srv)
+{
+        return &srv->wait;
 }

@@ -17,6 +17,7 @@
 #include "dispatch.h"
 #include "grpc_stream.h"
 #include "remora/error.h"
+#include "remora/metrics.h"
 
 struct rm_call;
 
@@ -60,6 +61,10 @@ struct rm_grpc_load {
         size_t pool_busy;    /* and how many of them run a call */
 };
 void rm_grpc_server_load(struct rm_grpc_server *srv, struct rm_grpc_load *load);
+
+/* How long calls waited from their arrival to their handler starting (for /metrics):
+ * next to nothing for quick calls, a pool thread's pick-up for the others. */
+const struct rm_histo *rm_grpc_server_wait(const struct rm_grpc_server *srv);
 
 /* Stop accepting, wait for calls in flight (cancelling them after a grace period), stop
  * the threads and free everything. */

@@ -14,6 +14,7 @@
 
 #include "daemon.h"
 #include "dispatch.h"
+#include "grpc_server.h"
 #include "metrics.h"
 #include "remora/cleanup.h"
 #include "remora/confsect.h"
@@ -211,6 +212,23 @@ static void write_network(struct rm_daemon *d, FILE *out)
                          &d->counters.net_teardown);
 }
 
+static void write_front_end(struct rm_daemon *d, FILE *out)
+{
+        rm_metrics_family(out, "remora_cri_call_wait_seconds", "histogram",
+                          "How long calls waited from their arrival to a thread starting them.");
+        static const struct rm_histo none;
+        rm_metrics_histo(out, "remora_cri_call_wait_seconds", NULL,
+                         d->grpc ? rm_grpc_server_wait(d->grpc) : &none);
+        struct rm_grpc_load l = {0};
+        if (d->grpc)
+                rm_grpc_server_load(d->grpc, &l);
+        rm_metrics_family(out, "remora_call_pool_threads", "gauge",
+                          "Threads of the elastic pool that runs blocking calls, by state.");
+        rm_metrics_sample(out, "remora_call_pool_threads", "state=\"busy\"", (double)l.pool_busy);
+        rm_metrics_sample(out, "remora_call_pool_threads", "state=\"idle\"",
+                          (double)(l.pool_threads - l.pool_busy));
+}
+
 static void write_sessions(struct rm_daemon *d, FILE *out)
 {
         size_t exec = 0, attach = 0, pf = 0;
@@ -239,6 +257,7 @@ void rm_metrics_write(struct rm_daemon *d, FILE *out)
         write_images(d, out);
         write_network(d, out);
         write_sessions(d, out);
+        write_front_end(d, out);
         write_process(d, out);
 }
 
