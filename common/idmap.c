@@ -1,6 +1,7 @@
 /* Idmapped mounts and throwaway user namespaces. A detached clone of a mount
  * (OPEN_TREE_CLONE) is idmapped with mount_setattr and then attached with move_mount;
  * nothing is visible at target until the mapping is in place. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
@@ -16,6 +17,7 @@
 #include "remora/cleanup.h"
 #include "remora/fsutil.h"
 #include "remora/idmap.h"
+#include "remora/log.h"
 #include "remora/xalloc.h"
 
 static int set_idmap(int tree, int userns_fd, bool recursive)
@@ -167,4 +169,22 @@ int rm_idmap_reachable(const char *path, struct rm_error **err)
                 *slash = '\0';
         }
         return 0;
+}
+
+void rm_idmap_release_all(const char *dir, bool remove)
+{
+        cleanup_free char *base = xasprintf("%s/idmap", dir);
+        cleanup_dir DIR *d = opendir(base);
+        struct dirent *e;
+        while (d && (e = readdir(d))) {
+                if (e->d_name[0] == '.')
+                        continue;
+                cleanup_free char *path = xasprintf("%s/%s", base, e->d_name);
+                if (umount2(path, MNT_DETACH) < 0 && errno != EINVAL && errno != ENOENT)
+                        rm_log_warn("unmount %s: %s", path, strerror(errno));
+                if (remove)
+                        rmdir(path);
+        }
+        if (remove)
+                rmdir(base);
 }

@@ -104,14 +104,5 @@ int rm__ctr_userns_prepare(struct json_object *spec, const char *bundle,
 
 void rm__ctr_userns_release(const char *bundle)
 {
-        cleanup_free char *base = xasprintf("%s/idmap", bundle);
-        cleanup_dir DIR *d = opendir(base);
-        struct dirent *e;
-        while (d && (e = readdir(d))) {
-                if (e->d_name[0] == '.')
-                        continue;
-                cleanup_free char *path = xasprintf("%s/%s", base, e->d_name);
-                if (umount2(path, MNT_DETACH) < 0 && errno != EINVAL && errno != ENOENT)
-                        rm_log_warn("unmount %s: %s", path, strerror(errno));
-        }
+        rm_idmap_release_all(bundle, false);
 }

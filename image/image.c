@@ -500,23 +500,6 @@ int rm_image_lookup(struct rm_image_service *svc, const char *ref, struct rm_are
         return 0;
 }
 
-/* Undo the idmapped layer mounts under <dir>/idmap; missing is fine. */
-static void idmap_release(const char *dir)
-{
-        cleanup_free char *base = xasprintf("%s/idmap", dir);
-        cleanup_dir DIR *d = opendir(base);
-        struct dirent *e;
-        while (d && (e = readdir(d))) {
-                if (e->d_name[0] == '.')
-                        continue;
-                cleanup_free char *path = xasprintf("%s/%s", base, e->d_name);
-                if (umount2(path, MNT_DETACH) < 0 && errno != EINVAL && errno != ENOENT)
-                        rm_log_warn("unmount %s: %s", path, strerror(errno));
-                rmdir(path);
-        }
-        rmdir(base);
-}
-
 /* Append a lower directory to opts: the layer itself, or with idmap the layer attached
  * through an idmapped mount at <dir>/idmap/<its name> (the chain ID, by which
  * RemoveImage finds the layer in use). */
@@ -589,7 +572,7 @@ int rm_image_mount(struct rm_image_service *svc, const char *id, const char *dir
                 rc = rm_error_sys(err, "mount the root filesystem of image %s at %s", id, target);
         pthread_mutex_unlock(&svc->lock);
         if (rc < 0 && idmap)
-                idmap_release(dir);
+                rm_idmap_release_all(dir, true);
         return rc;
 }
 
@@ -624,7 +607,7 @@ int rm_image_unmount(struct rm_image_service *svc, const char *dir, const char *
         if (umount2(target, MNT_DETACH) < 0 && errno != EINVAL && errno != ENOENT)
                 return rm_error_sys(err, "unmount %s", target);
         if (dir)
-                idmap_release(dir);
+                rm_idmap_release_all(dir, true);
         return 0;
 }
 

@@ -91,6 +91,16 @@ static void close_stdin_now(struct rm_hub *h)
         h->stdin_fd = -1;
 }
 
+/* The container closed its stdin (a write failed): nothing will ever read it. */
+static void stdin_closed(struct rm_hub *h)
+{
+        int fd = h->stdin_fd;
+        bool tty = fd == h->tty_fd;
+        rm_hub_stdin_lost(h);
+        if (!tty)
+                close(fd);
+}
+
 /* Write what waits (and then p) without blocking; keep the rest. */
 static void stdin_put(struct rm_hub *h, const unsigned char *p, size_t len)
 {
@@ -103,12 +113,7 @@ static void stdin_put(struct rm_hub *h, const unsigned char *p, size_t len)
                 if (w < 0 && errno == EAGAIN)
                         break;
                 if (w <= 0) {
-                        /* The container closed its stdin: nothing will ever read it. */
-                        int fd = h->stdin_fd;
-                        bool tty = fd == h->tty_fd;
-                        rm_hub_stdin_lost(h);
-                        if (!tty)
-                                close(fd);
+                        stdin_closed(h);
                         return;
                 }
                 h->progress_ms = now_ms();
@@ -145,11 +150,7 @@ static void stdin_drain(struct rm_hub *h)
                 if (w < 0 && errno == EAGAIN)
                         return;
                 if (w <= 0) {
-                        int fd = h->stdin_fd;
-                        bool tty = fd == h->tty_fd;
-                        rm_hub_stdin_lost(h);
-                        if (!tty)
-                                close(fd);
+                        stdin_closed(h);
                         return;
                 }
                 h->in_off += (size_t)w;

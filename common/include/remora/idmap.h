@@ -24,6 +24,10 @@ bool rm_idmap_supported(const char *dir, char **why);
  * O_RDONLY fd of its nsfs file; -1 and *err when it cannot be made. */
 int rm_userns_new(uint32_t uid, uint32_t gid, uint32_t len, struct rm_error **err);
 
+/* Unmount every idmapped mount attached under <dir>/idmap (missing is fine; a failure is
+ * logged). With remove, the mount points and <dir>/idmap go too. */
+void rm_idmap_release_all(const char *dir, bool remove);
+
 /* Whether path and every directory above it let others search them, as a process in a
  * pod's user namespace (which has no power over host files) needs to reach what is below;
  * FAILED_PRECONDITION naming the first that does not. */
