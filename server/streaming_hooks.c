@@ -243,7 +243,7 @@ static int stream_exec(void *ctx, const char *container_id, char *const *argv,
 
         int master = -1, slave = -1;
         cleanup_close int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
-        int reaper[3];
+        int reaper[3] = {-1, -1, -1};
         if (reaper_fds(d->helpers.shim, reaper, err) < 0) {
                 rm_remove_tree(dir, NULL);
                 return -1;
