@@ -139,12 +139,8 @@ static void load_one(struct bench *b, struct endpoint *ep, const char *const *na
 {
         static char *stubborn_cmd[] = {"/bin/sh", "-c", "trap '' TERM; while :; do sleep 1; done"};
         struct cri_result res;
-        if (op_ensure_image(b, ep, b->image, &res) != GRPC_STATUS_OK) {
-                op_fail(ep, names, "pull image", &res);
-                cri_result_clear(&res);
+        if (!op_require_image(b, ep, names))
                 return;
-        }
-        cri_result_clear(&res);
         struct pod p = {0};
         if (op_run_pod(b, ep, &p, &res) != GRPC_STATUS_OK) {
                 op_fail(ep, names, "RunPodSandbox", &res);

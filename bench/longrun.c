@@ -116,12 +116,8 @@ static void set_resources(struct endpoint *ep, const char *rss_name, const char 
 static void soak_one(struct bench *b, struct endpoint *ep, const char *const *names)
 {
         struct cri_result res;
-        if (op_ensure_image(b, ep, b->image, &res) != GRPC_STATUS_OK) {
-                op_fail(ep, names, "pull image", &res);
-                cri_result_clear(&res);
+        if (!op_require_image(b, ep, names))
                 return;
-        }
-        cri_result_clear(&res);
         bool pulls = b->soak_pulls > 0 && strcmp(b->pull_image, b->image) != 0;
         if (b->soak_pulls > 0 && !pulls)
                 fprintf(stderr, "remora-bench: soak: --pull-image is the container image; no "

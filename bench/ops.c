@@ -288,3 +288,13 @@ void op_fail(struct endpoint *ep, const char *const *names, const char *method,
                 fprintf(stderr, "remora-bench: %s: %s\n", ep->label, note);
         fig_mark(ep, names, NULL, unsup ? FIG_UNSUPPORTED : FIG_FAILED, note);
 }
+
+bool op_require_image(struct bench *b, struct endpoint *ep, const char *const *names)
+{
+        struct cri_result res;
+        bool ok = op_ensure_image(b, ep, b->image, &res) == GRPC_STATUS_OK;
+        if (!ok)
+                op_fail(ep, names, "pull image", &res);
+        cri_result_clear(&res);
+        return ok;
+}

@@ -51,6 +51,9 @@ int op_ctr(struct bench *b, struct endpoint *ep, const char *method, const char 
            struct cri_result *res);
 /* Pulls REF unless the endpoint already has it. */
 int op_ensure_image(struct bench *b, struct endpoint *ep, const char *ref, struct cri_result *res);
+/* The container image (b->image) pulled, or names marked failed ("pull image"); false
+ * then. */
+bool op_require_image(struct bench *b, struct endpoint *ep, const char *const *names);
 /* Stop + remove, untimed; returns 0 or the failing status. */
 int op_teardown_pod(struct bench *b, struct endpoint *ep, struct pod *p);
 

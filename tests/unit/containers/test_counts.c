@@ -19,20 +19,9 @@
 #include "remora/spec.h"
 #include <json-c/json.h>
 #include "remora/xalloc.h"
+#include "files.h"
 
 static char *rootfs;
-
-static void write_file(const char *dir, const char *rel, const char *text)
-{
-        cleanup_free char *path = xasprintf("%s/%s", dir, rel);
-        cleanup_free char *parent = xstrdup(path);
-        *strrchr(parent, '/') = '\0';
-        assert_int_equal(rm_mkdir_p(parent, 0755, NULL), 0);
-        FILE *f = fopen(path, "w");
-        assert_non_null(f);
-        fputs(text, f);
-        fclose(f);
-}
 
 static int setup(void **state)
 {

@@ -19,20 +19,9 @@
 #include "remora/pbcanon.h"
 #include "remora/spec.h"
 #include "remora/xalloc.h"
+#include "files.h"
 
 static char *tmpdir;
-
-static void write_file(const char *dir, const char *rel, const char *text)
-{
-        cleanup_free char *path = xasprintf("%s/%s", dir, rel);
-        cleanup_free char *parent = xstrdup(path);
-        *strrchr(parent, '/') = '\0';
-        assert_int_equal(rm_mkdir_p(parent, 0755, NULL), 0);
-        FILE *f = fopen(path, "w");
-        assert_non_null(f);
-        fputs(text, f);
-        fclose(f);
-}
 
 /* A rootfs whose user database differs from any host's. */
 static char *make_rootfs(const char *name)
