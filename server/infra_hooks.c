@@ -3,6 +3,7 @@
  * binary), joining the pod's pinned network, IPC and UTS namespaces. No image is pulled. */
 #include <dirent.h>
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -43,10 +44,16 @@ static int prepare_rootfs(struct rm_daemon *d, const char *rootfs, struct rm_err
         cleanup_free char *bin = rm_read_file(d->helpers.pause, 16 << 20, &len, err);
         if (bin == NULL)
                 return rm_error_wrap(err, "read remora-pause");
-        cleanup_free char *tmp = xasprintf("%s.tmp", pause);
+        /* A temporary file of this thread's own: two RunPodSandbox calls of PID-sharing pods
+         * may install /pause at once (the first rename wins; both copies are the same). */
+        cleanup_free char *tmp = xasprintf("%s.tmp-%lx", pause, (unsigned long)pthread_self());
         cleanup_close int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0755);
-        if (fd < 0 || rm_write_all(fd, bin, len) < 0 || fsync(fd) < 0 || rename(tmp, pause) < 0)
+        if (fd < 0 || rm_write_all(fd, bin, len) < 0 || fsync(fd) < 0 || rename(tmp, pause) < 0) {
+                int e = errno;
+                unlink(tmp);
+                errno = e;
                 return rm_error_sys(err, "install %s", pause);
+        }
         return 0;
 }
 
