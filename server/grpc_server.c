@@ -38,9 +38,12 @@ struct gcall;
 
 /* Completion tags point at one of these, inside the call they belong to. */
 struct tag {
+        struct rm_cq_tag base;
         enum tag_kind kind;
         struct gcall *c;
 };
+
+static void on_event(struct rm_cq_tag *t, bool ok);
 
 struct poller {
         struct rm_grpc_server *srv;
@@ -120,9 +123,9 @@ grpc_slice rm__grpc_flatten(grpc_byte_buffer *bb)
 static struct gcall *gcall_new(struct rm_grpc_server *srv, struct poller *p, struct reg *r)
 {
         struct gcall *c = xzalloc(sizeof(*c));
-        c->t_new = (struct tag){TAG_NEW, c};
-        c->t_send = (struct tag){TAG_SEND, c};
-        c->t_close = (struct tag){TAG_CLOSE, c};
+        c->t_new = (struct tag){{on_event}, TAG_NEW, c};
+        c->t_send = (struct tag){{on_event}, TAG_SEND, c};
+        c->t_close = (struct tag){{on_event}, TAG_CLOSE, c};
         c->srv = srv;
         c->p = p;
         c->r = r;
@@ -340,6 +343,35 @@ static void on_new(struct gcall *c, bool ok)
         rm_pool_submit(srv->pool, pool_job, c);
 }
 
+/* A completion of one of a unary call's tags. */
+static void on_event(struct rm_cq_tag *base, bool ok)
+{
+        struct tag *t = (struct tag *)base;
+        struct gcall *c = t->c;
+        switch (t->kind) {
+        case TAG_NEW:
+                on_new(c, ok);
+                break;
+        case TAG_SEND:
+                /* Sent in time: a status that left after the deadline is not. */
+                c->send_ok = ok && (c->cancel.deadline_ns == 0 || !rm_cancelled(&c->cancel));
+                unref(c);
+                break;
+        case TAG_CLOSE:
+                /* Cancelled, or past its deadline: tell the handler to give up. */
+                if (c->cancelled) {
+                        pthread_mutex_lock(&c->cancel_lock);
+                        rm_cancel_set(&c->cancel);
+                        pthread_mutex_unlock(&c->cancel_lock);
+                        c->counted_cancelled = true;
+                        atomic_fetch_add(&c->srv->cancelled_calls, 1);
+                }
+                unref(c);
+                break;
+        }
+}
+
+/* Unary calls and streams share the queue; each tag says who handles it. */
 static void *poller_main(void *arg)
 {
         struct poller *p = arg;
@@ -350,30 +382,8 @@ static void *poller_main(void *arg)
                         return NULL;
                 if (ev.type != GRPC_OP_COMPLETE)
                         continue;
-                struct tag *t = ev.tag;
-                struct gcall *c = t->c;
-                switch (t->kind) {
-                case TAG_NEW:
-                        on_new(c, ev.success != 0);
-                        break;
-                case TAG_SEND:
-                        /* Sent in time: a status that left after the deadline is not. */
-                        c->send_ok = ev.success != 0 &&
-                                     (c->cancel.deadline_ns == 0 || !rm_cancelled(&c->cancel));
-                        unref(c);
-                        break;
-                case TAG_CLOSE:
-                        /* Cancelled, or past its deadline: tell the handler to give up. */
-                        if (c->cancelled) {
-                                pthread_mutex_lock(&c->cancel_lock);
-                                rm_cancel_set(&c->cancel);
-                                pthread_mutex_unlock(&c->cancel_lock);
-                                c->counted_cancelled = true;
-                                atomic_fetch_add(&c->srv->cancelled_calls, 1);
-                        }
-                        unref(c);
-                        break;
-                }
+                struct rm_cq_tag *t = ev.tag;
+                t->fn(t, ev.success != 0);
         }
 }
 
@@ -391,7 +401,6 @@ static void free_server(struct rm_grpc_server *srv)
 {
         if (srv->server)
                 grpc_server_destroy(srv->server);
-        rm_stream_pump_free(srv->pump);
         bool any_running = false;
         for (int i = 0; i < srv->n_pollers; i++) {
                 if (srv->pollers[i].owns_cq)
@@ -411,6 +420,8 @@ static void free_server(struct rm_grpc_server *srv)
         for (int i = 0; i < srv->n_pollers; i++)
                 if (srv->pollers[i].owns_cq)
                         grpc_completion_queue_destroy(srv->pollers[i].cq);
+        /* Its tags came to the pollers' queue, which is drained now. */
+        rm_stream_pump_free(srv->pump);
         if (srv->shutdown_cq) {
                 grpc_completion_queue_shutdown(srv->shutdown_cq);
                 while (grpc_completion_queue_next(srv->shutdown_cq,
@@ -480,7 +491,7 @@ struct rm_grpc_server *rm_grpc_server_start(const char *path, int pollers, int m
                 if (r->handle != NULL)
                         srv->n_regs++;
         }
-        srv->pump = rm_stream_pump_new(srv->server, streams, n_streams);
+        srv->pump = rm_stream_pump_new(srv->server, srv->pollers[0].cq, streams, n_streams);
 
         cleanup_free char *addr = xasprintf("unix:%s", path);
         grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
@@ -499,10 +510,7 @@ struct rm_grpc_server *rm_grpc_server_start(const char *path, int pollers, int m
                 return NULL;
         }
         grpc_server_start(srv->server);
-        if (rm_stream_pump_start(srv->pump, err) < 0) {
-                rm_grpc_server_stop(srv);
-                return NULL;
-        }
+        rm_stream_pump_start(srv->pump);
 
         /* kubelet runs as root; a group may be granted access by chgrp'ing the socket. */
         if (chmod(path, 0660) < 0) {

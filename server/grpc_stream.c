@@ -17,13 +17,18 @@ enum tag_kind { TAG_NEW, TAG_SEND, TAG_STATUS, TAG_CLOSE };
 
 /* Completion tags point at one of these; kind says which operation completed. */
 struct tag {
+        struct rm_cq_tag base;
         enum tag_kind kind;
         void *owner;
 };
 
+static void on_event(struct rm_cq_tag *t, bool ok);
+#define TAG(kind, owner) ((struct tag){{on_event}, (kind), (owner)})
+
 struct registered {
         struct rm_stream_method m;
         void *handle;
+        struct rm_stream_pump *pump;
 };
 
 /* One posted request for a new call of a registered method. */
@@ -67,11 +72,9 @@ struct rm_grpc_stream {
 
 struct rm_stream_pump {
         grpc_server *server;
-        grpc_completion_queue *cq;
+        grpc_completion_queue *cq; /* the server's, not ours */
         struct registered *methods;
         size_t n_methods;
-        pthread_t thread;
-        bool running;
         pthread_mutex_t lock; /* the open list and shutting_down */
         struct rm_grpc_stream *open;
         size_t n_open;
@@ -252,8 +255,7 @@ void rm_grpc_stream_finish(struct rm_grpc_stream *s, const struct rm_error *err)
 static void post_request(struct rm_stream_pump *p, struct registered *r)
 {
         struct pending *pc = xzalloc(sizeof(*pc));
-        pc->tag.kind = TAG_NEW;
-        pc->tag.owner = pc;
+        pc->tag = TAG(TAG_NEW, pc);
         pc->r = r;
         grpc_metadata_array_init(&pc->md);
         if (grpc_server_request_registered_call(p->server, r->handle, &pc->call, &pc->deadline,
@@ -271,9 +273,9 @@ static void accept_call(struct rm_stream_pump *p, struct pending *pc)
         s->pump = p;
         s->call = pc->call;
         s->refs = 2; /* the owner and the close watch */
-        s->t_send = (struct tag){TAG_SEND, s};
-        s->t_status = (struct tag){TAG_STATUS, s};
-        s->t_close = (struct tag){TAG_CLOSE, s};
+        s->t_send = TAG(TAG_SEND, s);
+        s->t_status = TAG(TAG_STATUS, s);
+        s->t_close = TAG(TAG_CLOSE, s);
         pthread_mutex_lock(&p->lock);
         s->next = p->open;
         if (p->open)
@@ -327,79 +329,67 @@ static void on_close(struct rm_grpc_stream *s)
         unref_unlock(s);
 }
 
-static void *pump_main(void *arg)
+/* A completion of one of the pump's tags, on whichever poller took it. */
+static void on_event(struct rm_cq_tag *base, bool ok)
 {
-        struct rm_stream_pump *p = arg;
-        for (;;) {
-                grpc_event ev =
-                    grpc_completion_queue_next(p->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
-                if (ev.type == GRPC_QUEUE_SHUTDOWN)
-                        return NULL;
-                if (ev.type != GRPC_OP_COMPLETE)
-                        continue;
-                struct tag *t = ev.tag;
-                if (t->kind == TAG_NEW) {
-                        struct pending *pc = t->owner;
-                        pthread_mutex_lock(&p->lock);
-                        bool down = p->shutting_down;
-                        pthread_mutex_unlock(&p->lock);
-                        if (ev.success && !down)
-                                post_request(p, pc->r);
-                        if (ev.success)
-                                accept_call(p, pc);
-                        else if (pc->call)
-                                grpc_call_unref(pc->call);
-                        if (pc->payload)
-                                grpc_byte_buffer_destroy(pc->payload);
-                        grpc_metadata_array_destroy(&pc->md);
-                        free(pc);
-                        continue;
-                }
-                struct rm_grpc_stream *s = t->owner;
-                if (t->kind == TAG_CLOSE) {
-                        on_close(s);
-                        continue;
-                }
-                pthread_mutex_lock(&s->lock);
-                if (t->kind == TAG_SEND) {
-                        s->sending = false;
-                        grpc_byte_buffer_destroy(s->in_flight);
-                        s->in_flight = NULL;
-                        if (!ev.success)
-                                s->gone = true;
-                        pump_locked(s);
-                }
-                unref_unlock(s);
+        struct tag *t = (struct tag *)base;
+        if (t->kind == TAG_NEW) {
+                struct pending *pc = t->owner;
+                struct rm_stream_pump *p = pc->r->pump;
+                pthread_mutex_lock(&p->lock);
+                bool down = p->shutting_down;
+                pthread_mutex_unlock(&p->lock);
+                if (ok && !down)
+                        post_request(p, pc->r);
+                if (ok)
+                        accept_call(p, pc);
+                else if (pc->call)
+                        grpc_call_unref(pc->call);
+                if (pc->payload)
+                        grpc_byte_buffer_destroy(pc->payload);
+                grpc_metadata_array_destroy(&pc->md);
+                free(pc);
+                return;
         }
+        struct rm_grpc_stream *s = t->owner;
+        if (t->kind == TAG_CLOSE) {
+                on_close(s);
+                return;
+        }
+        pthread_mutex_lock(&s->lock);
+        if (t->kind == TAG_SEND) {
+                s->sending = false;
+                grpc_byte_buffer_destroy(s->in_flight);
+                s->in_flight = NULL;
+                if (!ok)
+                        s->gone = true;
+                pump_locked(s);
+        }
+        unref_unlock(s);
 }
 
-struct rm_stream_pump *rm_stream_pump_new(grpc_server *server,
+struct rm_stream_pump *rm_stream_pump_new(grpc_server *server, grpc_completion_queue *cq,
                                           const struct rm_stream_method *methods, size_t n)
 {
         struct rm_stream_pump *p = xzalloc(sizeof(*p));
         pthread_mutex_init(&p->lock, NULL);
         p->server = server;
-        p->cq = grpc_completion_queue_create_for_next(NULL);
-        grpc_server_register_completion_queue(server, p->cq, NULL);
+        p->cq = cq;
         p->methods = xzalloc(sizeof(*p->methods) * (n ? n : 1));
         p->n_methods = n;
         for (size_t i = 0; i < n; i++) {
                 p->methods[i].m = methods[i];
+                p->methods[i].pump = p;
                 p->methods[i].handle = grpc_server_register_method(
                     server, methods[i].path, NULL, GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
         }
         return p;
 }
 
-int rm_stream_pump_start(struct rm_stream_pump *p, struct rm_error **err)
+void rm_stream_pump_start(struct rm_stream_pump *p)
 {
         for (size_t i = 0; i < p->n_methods; i++)
                 post_request(p, &p->methods[i]);
-        int rc = pthread_create(&p->thread, NULL, pump_main, p);
-        if (rc != 0)
-                return rm_error_sys_errno(err, rc, "start the gRPC stream thread");
-        p->running = true;
-        return 0;
 }
 
 void rm_stream_pump_cancel_all(struct rm_stream_pump *p)
@@ -418,16 +408,8 @@ void rm_stream_pump_free(struct rm_stream_pump *p)
 {
         if (p == NULL)
                 return;
-        grpc_completion_queue_shutdown(p->cq);
-        if (p->running)
-                pthread_join(p->thread, NULL);
-        else
-                while (grpc_completion_queue_next(p->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL)
-                           .type != GRPC_QUEUE_SHUTDOWN)
-                        ;
         if (p->n_open)
                 rm_log_warn("%zu event streams were still held at shutdown", p->n_open);
-        grpc_completion_queue_destroy(p->cq);
         free(p->methods);
         pthread_mutex_destroy(&p->lock);
         free(p);

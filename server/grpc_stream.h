@@ -1,11 +1,13 @@
-/* Server-streaming calls (GetContainerEvents): registered with the gRPC server so their
- * calls bind to a completion queue of their own, served by one pump thread, never by a
- * worker, so an open stream holds no worker. Messages are queued per stream and sent one
- * at a time; a stream whose queue overflows ends with RESOURCE_EXHAUSTED. */
+/* Server-streaming calls (GetContainerEvents, the Stream* lists): registered with the
+ * gRPC server on the unary calls' completion queue, so the same pollers see their
+ * completions (one queue: a completion never has to wake another thread to be taken). An
+ * open stream holds no thread. Messages are queued per stream and sent one at a time; a
+ * stream whose queue overflows ends with RESOURCE_EXHAUSTED. */
 #ifndef REMORA_GRPC_STREAM_H
 #define REMORA_GRPC_STREAM_H
 
 #include <grpc/grpc.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -16,13 +18,19 @@
 
 struct rm_grpc_stream;
 
-/* Called on the pump thread when a client opens a stream, with its request. On success
- * the callee owns the stream: it sends with rm_grpc_stream_send and ends it with
+/* A tag on the server's completion queue: the poller that takes the completion calls fn
+ * with its result. Every tag the front end posts starts with one. */
+struct rm_cq_tag {
+        void (*fn)(struct rm_cq_tag *t, bool ok);
+};
+
+/* Called on a poller thread (it must not block) when a client opens a stream, with its request. On
+ * success the callee owns the stream: it sends with rm_grpc_stream_send and ends it with
  * rm_grpc_stream_finish (exactly once). On failure the call ends with *err's status. */
 typedef int (*rm_stream_open_fn)(void *ctx, const uint8_t *in, size_t in_len,
                                  struct rm_grpc_stream *stream, struct rm_error **err);
 
-/* Called on the pump thread, once, when the client has gone (cancelled, disconnected, or
+/* Called on a poller thread, once, when the client has gone (cancelled, disconnected, or
  * the stream ended for overflow): the owner should drop it and call
  * rm_grpc_stream_finish. */
 typedef void (*rm_stream_gone_fn)(void *data, struct rm_grpc_stream *stream);
@@ -45,14 +53,15 @@ void rm_grpc_stream_finish(struct rm_grpc_stream *s, const struct rm_error *err)
 
 struct rm_stream_pump;
 
-/* Register methods (before grpc_server_start) and the pump's completion queue. */
-struct rm_stream_pump *rm_stream_pump_new(grpc_server *server,
+/* Register methods (before grpc_server_start); their calls come to cq, whose pollers
+ * dispatch rm_cq_tag completions. */
+struct rm_stream_pump *rm_stream_pump_new(grpc_server *server, grpc_completion_queue *cq,
                                           const struct rm_stream_method *methods, size_t n);
-/* After grpc_server_start: post the first requests and start the pump thread. */
-int rm_stream_pump_start(struct rm_stream_pump *p, struct rm_error **err);
+/* After grpc_server_start: post the first requests. */
+void rm_stream_pump_start(struct rm_stream_pump *p);
 /* During shutdown: end every open stream with UNAVAILABLE so the server can finish. */
 void rm_stream_pump_cancel_all(struct rm_stream_pump *p);
-/* After the server has shut down: stop the thread and free. */
+/* After the server has shut down and its queue's pollers have stopped: free. */
 void rm_stream_pump_free(struct rm_stream_pump *p);
 
 /* How many streams are open (for tests and Status). */

@@ -13,7 +13,7 @@
 #define RM_DEFAULT_ROOT        "/var/lib/remora"
 #define RM_DEFAULT_STATE       "/run/remora"
 #define RM_DEFAULT_RUNTIME     "runc"
-#define RM_DEFAULT_WORKERS     8
+#define RM_DEFAULT_WORKERS     1
 #define RM_MAX_WORKERS         256
 #define RM_MAX_MESSAGE_BYTES   (16 * 1024 * 1024)
 
