@@ -68,7 +68,9 @@ int main(int argc, char **argv)
         sigwait(&stop, &sig);
         rm_log_info("received %s: no new calls, finishing calls in flight", strsignal(sig));
         rm_daemon_stop(d);
-        grpc_shutdown();
+        /* No grpc_shutdown here: everything of ours is saved and freed, the socket is
+         * gone, and gRPC's shutdown can wait up to 10 s for an executor thread polling
+         * connections whose clients are still open. Exiting ends them all at once. */
         rm_log_info("remorad stopped");
         rm_config_release(&cfg);
         return 0;
