@@ -196,6 +196,23 @@ static void test_arena(void **state)
                 assert_null(ptrs[i]);
         uint64_t *big = rm_arena_alloc(a, 1 << 20);
         assert_int_equal(big[(1 << 17) - 1], 0);
+
+        /* Many small and middling allocations: each zeroed, aligned and its own (filled
+         * with its index, every one is checked after all were made). */
+        enum { N = 5000 };
+        static unsigned char *blocks[N];
+        static size_t sizes[N];
+        for (size_t i = 0; i < N; i++) {
+                sizes[i] = (i * 37) % 3000;
+                blocks[i] = rm_arena_alloc(a, sizes[i]);
+                assert_int_equal((uintptr_t)blocks[i] % _Alignof(max_align_t), 0);
+                for (size_t k = 0; k < sizes[i]; k++)
+                        assert_int_equal(blocks[i][k], 0);
+                memset(blocks[i], (int)(i & 0xff), sizes[i]);
+        }
+        for (size_t i = 0; i < N; i++)
+                for (size_t k = 0; k < sizes[i]; k++)
+                        assert_int_equal(blocks[i][k], i & 0xff);
         rm_arena_free(a);
         rm_arena_free(NULL);
 }
