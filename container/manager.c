@@ -857,6 +857,37 @@ Runtime__V1__ListContainersResponse *rm_containers_list(struct rm_container_mana
         return r;
 }
 
+struct list_ctx {
+        const Runtime__V1__ContainerFilter *f;
+        struct rm_arena *a; /* for repacking, made on the first one */
+};
+
+static const struct rm_pb_packed *list_item(void *obj, void *ctx)
+{
+        struct ctr *c = obj;
+        struct list_ctx *l = ctx;
+        if (!rm__ctr_matches(c, l->f))
+                return NULL;
+        int version = (int)c->state;
+        if (!c->summary.valid || c->summary.version != version) {
+                if (l->a == NULL)
+                        l->a = rm_arena_new();
+                rm_pb_packed_set(&c->summary, &rm__ctr_summary(c, l->a)->base, version);
+        }
+        return &c->summary;
+}
+
+uint8_t *rm_containers_list_packed(struct rm_container_manager *mgr,
+                                   const Runtime__V1__ContainerFilter *f, size_t *len)
+{
+        struct list_ctx l = {f, NULL};
+        pthread_mutex_lock(&mgr->lock);
+        uint8_t *out = rm_pb_list_build((void *const *)mgr->ctrs, mgr->n, list_item, &l, len);
+        pthread_mutex_unlock(&mgr->lock);
+        rm_arena_free(l.a);
+        return out;
+}
+
 bool rm_containers_use_image(struct rm_container_manager *mgr, const char *image_id)
 {
         bool used = false;

@@ -8,6 +8,7 @@
 
 #include "remora/containers.h"
 #include "remora/ids.h"
+#include "remora/pblist.h"
 
 struct ctr {
         char id[RM_ID_LEN + 1];
@@ -50,6 +51,10 @@ struct ctr {
         bool removed;         /* gone from the index; freed when the last reference drops */
         bool runtime_deleted; /* exited and already deleted from the runtime */
         bool recovered;       /* rebuilt at start-up from a damaged record, not saved yet */
+        /* Its ListContainers item, packed; repacked when state is not the version it was
+         * packed at (nothing else in it changes once the container is created). Read and
+         * written under the manager's lock. */
+        struct rm_pb_packed summary;
         int refs;
         pthread_mutex_t op; /* serializes lifecycle operations on this container */
         /* Held from a record's snapshot to its write: two saves racing (the exit watcher

@@ -290,6 +290,7 @@ void rm__ctr_free(struct ctr *c)
         json_object_put(c->resources);
         free(c->reason);
         free(c->message);
+        rm_pb_packed_clear(&c->summary);
         pthread_mutex_destroy(&c->op);
         pthread_mutex_destroy(&c->save_lock);
         free(c);

@@ -281,7 +281,12 @@ def test_duplicates_and_prefixes(make_daemon):
     # Filters.
     f = cri.message("PodSandboxFilter", label_selector={"app": "p3"})
     assert [i.metadata.name for i in cri.call("ListPodSandbox", filter=f).items] == ["p3"]
+    before = {i.id: i.state for i in cri.call("ListPodSandbox").items}
     cri.call("StopPodSandbox", pod_sandbox_id=first)
+    # Each pod's list item is kept packed: a state change must show in the next list.
+    after = {i.id: i.state for i in cri.call("ListPodSandbox").items}
+    assert (before[first], after[first]) == (cri.api.SANDBOX_READY, cri.api.SANDBOX_NOTREADY)
+    assert all(after[i] == cri.api.SANDBOX_READY for i in ids if i != first)
     f = cri.message("PodSandboxFilter", state=cri.message("PodSandboxStateValue",
                                                           state=cri.api.SANDBOX_NOTREADY))
     assert [i.id for i in cri.call("ListPodSandbox", filter=f).items] == [first]

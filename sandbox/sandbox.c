@@ -62,6 +62,7 @@ static void note_net_time(struct rm_sandbox_manager *mgr, struct pod *p, const c
 void rm__pod_free(struct pod *p)
 {
         json_object_put(p->doc);
+        rm_pb_packed_clear(&p->summary);
         pthread_mutex_destroy(&p->op);
         free(p);
 }
@@ -882,6 +883,37 @@ Runtime__V1__ListPodSandboxResponse *rm_sandbox_list(struct rm_sandbox_manager *
         }
         pthread_mutex_unlock(&mgr->lock);
         return r;
+}
+
+struct list_ctx {
+        const Runtime__V1__PodSandboxFilter *f;
+        struct rm_arena *a; /* for repacking, made on the first one */
+};
+
+static const struct rm_pb_packed *list_item(void *obj, void *ctx)
+{
+        struct pod *p = obj;
+        struct list_ctx *l = ctx;
+        if (!matches(p, l->f))
+                return NULL;
+        int version = (int)p->state;
+        if (!p->summary.valid || p->summary.version != version) {
+                if (l->a == NULL)
+                        l->a = rm_arena_new();
+                rm_pb_packed_set(&p->summary, &summary(p, l->a)->base, version);
+        }
+        return &p->summary;
+}
+
+uint8_t *rm_sandbox_list_packed(struct rm_sandbox_manager *mgr,
+                                const Runtime__V1__PodSandboxFilter *f, size_t *len)
+{
+        struct list_ctx l = {f, NULL};
+        pthread_mutex_lock(&mgr->lock);
+        uint8_t *out = rm_pb_list_build((void *const *)mgr->pods, mgr->n, list_item, &l, len);
+        pthread_mutex_unlock(&mgr->lock);
+        rm_arena_free(l.a);
+        return out;
 }
 
 static const char *or_null(struct rm_arena *a, const char *s)

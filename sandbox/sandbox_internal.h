@@ -10,6 +10,7 @@
 #include <json-c/json.h>
 
 #include "remora/ids.h"
+#include "remora/pblist.h"
 #include "remora/sandbox.h"
 
 #define POD_KIND "sandboxes"
@@ -24,6 +25,9 @@ struct pod {
         bool removed;
         int refs;
         pthread_mutex_t op; /* serializes lifecycle operations on this pod */
+        /* Its ListPodSandbox item, packed; repacked when state is not the version it was
+         * packed at (the rest is fixed once the pod is made). Under the manager's lock. */
+        struct rm_pb_packed summary;
 };
 
 struct rm_sandbox_manager {

@@ -89,8 +89,9 @@ RM_HANDLER(remove_container)
 RM_HANDLER(list_containers)
 {
         (void)err;
+        (void)resp; /* answered with the encoded list */
         REQ(Runtime__V1__ListContainersRequest);
-        *resp = &rm_containers_list(call->daemon->containers, in->filter, call->arena)->base;
+        call->raw = rm_containers_list_packed(call->daemon->containers, in->filter, &call->raw_len);
         return 0;
 }
 

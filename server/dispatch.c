@@ -192,14 +192,20 @@ static int call_handler(struct rm_dispatch *d, struct rm_call *call, struct meth
         ProtobufCMessage *resp = NULL;
         int rc = m->fn(call, req, &resp, err);
         protobuf_c_message_free_unpacked(req, NULL);
-        if (rc == 0 && resp == NULL)
+        if (rc == 0 && resp == NULL && call->raw == NULL)
                 rc =
                     rm_error_set(err, RM_INTERNAL, "%s: the handler produced no response", m->path);
-        if (rc == 0) {
+        if (rc == 0 && resp != NULL) {
                 *out_len = protobuf_c_message_get_packed_size(resp);
                 *out = xmalloc(*out_len ? *out_len : 1);
                 protobuf_c_message_pack(resp, *out);
+        } else if (rc == 0) {
+                *out = call->raw;
+                *out_len = call->raw_len;
+                call->raw = NULL;
         }
+        free(call->raw);
+        call->raw = NULL;
         rm_arena_free(call->arena);
         call->arena = NULL;
         return rc;

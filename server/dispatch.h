@@ -35,6 +35,11 @@ struct rm_call {
          * the polling thread for RM_CALL_QUICK ones. */
         void (*after_send)(void *arg, bool delivered);
         void *after_send_arg;
+        /* A handler may answer with bytes it encoded itself (malloc'd, the response
+         * message's encoding, e.g. a list from rm_pb_packed items): it sets these and
+         * leaves *resp NULL. */
+        uint8_t *raw;
+        size_t raw_len;
 };
 
 typedef int (*rm_handler_fn)(struct rm_call *call, const ProtobufCMessage *req,

@@ -12,6 +12,7 @@
 #include "remora/cleanup.h"
 #include "remora/log.h"
 #include "remora/metrics.h"
+#include "remora/pblist.h"
 #include "remora/xalloc.h"
 
 #define RUNTIME "/runtime.v1.RuntimeService/"
@@ -34,7 +35,7 @@ struct list_method {
         struct rm_list_streams *ls;
         const char *path; /* the Stream method */
         rm_handler_fn fn; /* the List method's handler */
-        const ProtobufCMessageDescriptor *list_in, *stream_out;
+        const ProtobufCMessageDescriptor *list_in;
 };
 
 struct rm_list_streams {
@@ -77,37 +78,28 @@ static bool one_list(const ProtobufCMessageDescriptor *d)
                d->fields[0].type == PROTOBUF_C_TYPE_MESSAGE;
 }
 
-int rm_list_stream_batches(const ProtobufCMessage *resp, const ProtobufCMessageDescriptor *out,
-                           size_t max_bytes, int (*send)(void *ctx, const uint8_t *msg, size_t len),
-                           void *ctx)
+int rm_list_stream_batches(const uint8_t *list, size_t len, size_t max_bytes,
+                           int (*send)(void *ctx, const uint8_t *msg, size_t len), void *ctx)
 {
-        const ProtobufCFieldDescriptor *lf = &resp->descriptor->fields[0];
-        const ProtobufCFieldDescriptor *sf = &out->fields[0];
-        size_t n = *(const size_t *)((const char *)resp + lf->quantifier_offset);
-        ProtobufCMessage *const *items =
-            *(ProtobufCMessage *const *const *)((const char *)resp + lf->offset);
-        cleanup_free ProtobufCMessage *msg = xzalloc(out->sizeof_message);
-        out->message_init(msg);
-        int rc = 0;
-        for (size_t start = 0; start < n && rc == 0;) {
-                size_t end = start, bytes = 0;
-                while (end < n) {
-                        /* the item, its field tag and its length prefix (at most 10 bytes) */
-                        size_t sz = protobuf_c_message_get_packed_size(items[end]) + 11;
-                        if (end > start && bytes + sz > max_bytes)
-                                break;
-                        bytes += sz;
-                        end++;
+        const uint8_t *end = list + len, *start = list, *p = list;
+        size_t entry = 0;
+        int more;
+        /* A Stream response has the List response's one field, so a run of its entries
+         * is a Stream response as it stands. */
+        while ((more = rm_pb_list_next(&p, end, &entry)) == 1) {
+                size_t batch = (size_t)(p - start);
+                if (batch > max_bytes && batch > entry) {
+                        /* This entry starts the next batch. */
+                        if (send(ctx, start, batch - entry) < 0)
+                                return -1;
+                        start = p - entry;
                 }
-                *(size_t *)((char *)msg + sf->quantifier_offset) = end - start;
-                *(ProtobufCMessage *const **)((char *)msg + sf->offset) = &items[start];
-                size_t len = protobuf_c_message_get_packed_size(msg);
-                cleanup_free uint8_t *buf = xmalloc(len ? len : 1);
-                protobuf_c_message_pack(msg, buf);
-                rc = send(ctx, buf, len);
-                start = end;
         }
-        return rc;
+        if (more < 0)
+                return -2;
+        if (p > start && send(ctx, start, (size_t)(p - start)) < 0)
+                return -1;
+        return 0;
 }
 
 static int send_to_stream(void *ctx, const uint8_t *msg, size_t len)
@@ -129,9 +121,18 @@ static void *job_main(void *arg)
                 struct rm_call call = {
                     .daemon = lm->ls->daemon, .arena = rm_arena_new(), .method = lm->path};
                 ProtobufCMessage *resp = NULL;
-                if (lm->fn(&call, req, &resp, &err) == 0 && resp)
-                        rm_list_stream_batches(resp, lm->stream_out, RM_LIST_BATCH_BYTES,
-                                               send_to_stream, j->stream);
+                if (lm->fn(&call, req, &resp, &err) == 0 && (resp || call.raw)) {
+                        if (resp) {
+                                call.raw_len = protobuf_c_message_get_packed_size(resp);
+                                call.raw = xmalloc(call.raw_len ? call.raw_len : 1);
+                                protobuf_c_message_pack(resp, call.raw);
+                        }
+                        if (rm_list_stream_batches(call.raw, call.raw_len, RM_LIST_BATCH_BYTES,
+                                                   send_to_stream, j->stream) == -2)
+                                rm_error_set(&err, RM_INTERNAL,
+                                             "%s: the list did not encode as its items", lm->path);
+                }
+                free(call.raw);
                 protobuf_c_message_free_unpacked(req, NULL);
                 rm_arena_free(call.arena);
         }
@@ -217,7 +218,7 @@ struct rm_list_streams *rm_list_streams_new(struct rm_dispatch *d, struct rm_dae
                         return NULL;
                 }
                 struct list_method *lm = &ls->lm[ls->n];
-                *lm = (struct list_method){ls, pairs[i].stream, fn, list_in, stream_out};
+                *lm = (struct list_method){ls, pairs[i].stream, fn, list_in};
                 ls->methods[ls->n] = (struct rm_stream_method){pairs[i].stream, open_stream, lm};
                 ls->n++;
         }

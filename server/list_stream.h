@@ -30,11 +30,11 @@ void rm_list_streams_free(struct rm_list_streams *ls);
 /* The stream methods to register with the gRPC server (and mark in the dispatch table). */
 const struct rm_stream_method *rm_list_streams_methods(const struct rm_list_streams *ls, size_t *n);
 
-/* Split resp (a List response: one repeated message field) into Stream responses of
- * type out, each packed under max_bytes, and hand each to send; stops when send fails
- * (-1). For the unit tests as much as for the calls. */
-int rm_list_stream_batches(const ProtobufCMessage *resp, const ProtobufCMessageDescriptor *out,
-                           size_t max_bytes, int (*send)(void *ctx, const uint8_t *msg, size_t len),
-                           void *ctx);
+/* Split list (an encoded List response: entries of its one repeated field) into Stream
+ * responses of at most max_bytes each (an entry larger than that goes alone), and hand
+ * each to send. 0 when all went, -1 when send failed (the client left), -2 when list is
+ * not such an encoding. For the unit tests as much as for the calls. */
+int rm_list_stream_batches(const uint8_t *list, size_t len, size_t max_bytes,
+                           int (*send)(void *ctx, const uint8_t *msg, size_t len), void *ctx);
 
 #endif

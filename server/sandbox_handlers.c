@@ -134,9 +134,10 @@ RM_HANDLER(pod_sandbox_status)
 RM_HANDLER(list_pod_sandbox)
 {
         (void)err;
+        (void)resp; /* answered with the encoded list */
         const Runtime__V1__ListPodSandboxRequest *in =
             (const Runtime__V1__ListPodSandboxRequest *)req;
-        *resp = &rm_sandbox_list(call->daemon->sandboxes, in->filter, call->arena)->base;
+        call->raw = rm_sandbox_list_packed(call->daemon->sandboxes, in->filter, &call->raw_len);
         return 0;
 }
 

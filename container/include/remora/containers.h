@@ -160,6 +160,10 @@ Runtime__V1__ContainerStatusResponse *rm_containers_status(struct rm_container_m
 Runtime__V1__ListContainersResponse *rm_containers_list(struct rm_container_manager *mgr,
                                                         const Runtime__V1__ContainerFilter *f,
                                                         struct rm_arena *a);
+/* The same response, encoded (malloc'd, *len bytes): each container's item is packed
+ * once and kept until its state changes, so a list is mostly a copy. */
+uint8_t *rm_containers_list_packed(struct rm_container_manager *mgr,
+                                   const Runtime__V1__ContainerFilter *f, size_t *len);
 /* ExecSync. cancel (may be NULL): once it is set the exec's processes are killed. */
 int rm_containers_exec_sync(struct rm_container_manager *mgr,
                             const Runtime__V1__ExecSyncRequest *req, const struct rm_cancel *cancel,

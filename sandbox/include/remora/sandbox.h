@@ -128,6 +128,10 @@ Runtime__V1__PodSandboxStatusResponse *rm_sandbox_status(struct rm_sandbox_manag
 Runtime__V1__ListPodSandboxResponse *rm_sandbox_list(struct rm_sandbox_manager *mgr,
                                                      const Runtime__V1__PodSandboxFilter *f,
                                                      struct rm_arena *a);
+/* The same response, encoded (malloc'd, *len bytes): each pod's item is packed once and
+ * kept until its state changes. */
+uint8_t *rm_sandbox_list_packed(struct rm_sandbox_manager *mgr,
+                                const Runtime__V1__PodSandboxFilter *f, size_t *len);
 
 /* A pod as its containers see it. Strings live in the arena. */
 struct rm_sandbox_view {

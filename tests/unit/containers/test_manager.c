@@ -690,6 +690,49 @@ static void test_list_filters_and_prefixes(void **state)
         rm_arena_free(a);
 }
 
+/* The packed list is byte for byte the list message packed, for every filter, and its
+ * kept items follow a state change. */
+static void expect_packed_equal(struct world *w, const Runtime__V1__ContainerFilter *f,
+                                size_t n_expected)
+{
+        struct rm_arena *a = rm_arena_new();
+        Runtime__V1__ListContainersResponse *l = rm_containers_list(w->mgr, f, a);
+        assert_int_equal(l->n_containers, n_expected);
+        size_t want_len = runtime__v1__list_containers_response__get_packed_size(l);
+        cleanup_free uint8_t *want = xmalloc(want_len + 1);
+        runtime__v1__list_containers_response__pack(l, want);
+        size_t len = 0;
+        cleanup_free uint8_t *got = rm_containers_list_packed(w->mgr, f, &len);
+        assert_int_equal(len, want_len);
+        assert_memory_equal(got, want, len);
+        rm_arena_free(a);
+}
+
+static void test_list_packed(void **state)
+{
+        struct world *w = *state;
+        struct request a1, a2;
+        request_init(&a1, "one", "front");
+        request_init(&a2, "two", "back");
+        expect_packed_equal(w, NULL, 0);
+        cleanup_free char *id1 = create(w, &a1);
+        cleanup_free char *id2 = create(w, &a2);
+        expect_packed_equal(w, NULL, 2);
+        struct rm_error *err = NULL;
+        assert_int_equal(rm_containers_start(w->mgr, id2, &err), 0);
+        expect_packed_equal(w, NULL, 2); /* id2's kept item was CREATED */
+        Runtime__V1__ContainerFilter f = RUNTIME__V1__CONTAINER_FILTER__INIT;
+        Runtime__V1__ContainerStateValue sv = RUNTIME__V1__CONTAINER_STATE_VALUE__INIT;
+        sv.state = RUNTIME__V1__CONTAINER_STATE__CONTAINER_RUNNING;
+        f.state = &sv;
+        expect_packed_equal(w, &f, 1);
+        assert_int_equal(rm_containers_stop(w->mgr, id2, 10, NULL, &err), 0);
+        expect_packed_equal(w, &f, 0);
+        expect_packed_equal(w, NULL, 2);
+        assert_int_equal(rm_containers_remove(w->mgr, id1, &err), 0);
+        expect_packed_equal(w, NULL, 1);
+}
+
 static void test_exec_sync_needs_running(void **state)
 {
         struct world *w = *state;
@@ -783,6 +826,7 @@ int main(void)
             cmocka_unit_test_setup_teardown(test_stop_before_start, setup, teardown),
             cmocka_unit_test_setup_teardown(test_failed_start_leaves_nothing, setup, teardown),
             cmocka_unit_test_setup_teardown(test_list_filters_and_prefixes, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_list_packed, setup, teardown),
             cmocka_unit_test_setup_teardown(test_exec_sync_needs_running, setup, teardown),
             cmocka_unit_test_setup_teardown(test_stop_races_own_exit, setup, teardown),
             cmocka_unit_test_setup_teardown(test_restart_recovers_state, setup, teardown),

@@ -6,6 +6,8 @@
 #include "dispatch.h"
 #include "list_stream.h"
 #include "remora/cleanup.h"
+#include "remora/pblist.h"
+#include "remora/xalloc.h"
 #include "tests.h"
 
 static const struct rm_handler_entry no_handlers[] = {{NULL, NULL, NULL, RM_CALL_POOL}};
@@ -223,11 +225,11 @@ static void test_batches(void **state)
         Runtime__V1__ListContainersResponse l = RUNTIME__V1__LIST_CONTAINERS_RESPONSE__INIT;
         l.containers = ptrs;
         l.n_containers = N;
+        size_t len = runtime__v1__list_containers_response__get_packed_size(&l);
+        cleanup_free uint8_t *bytes = xmalloc(len);
+        runtime__v1__list_containers_response__pack(&l, bytes);
         struct collected c = {0};
-        assert_int_equal(
-            rm_list_stream_batches(&l.base, &runtime__v1__stream_containers_response__descriptor,
-                                   8192, collect, &c),
-            0);
+        assert_int_equal(rm_list_stream_batches(bytes, len, 8192, collect, &c), 0);
         assert_true(c.n > 1);
         assert_true(c.max_len <= 8192);
         size_t seen = 0;
@@ -239,11 +241,64 @@ static void test_batches(void **state)
         assert_int_equal(seen, N);
 
         /* An empty list sends nothing. */
-        l.n_containers = 0;
         struct collected none = {0};
-        rm_list_stream_batches(&l.base, &runtime__v1__stream_containers_response__descriptor, 8192,
-                               collect, &none);
+        assert_int_equal(rm_list_stream_batches(bytes, 0, 8192, collect, &none), 0);
         assert_int_equal(none.n, 0);
+
+        /* Bytes that are not a list's (another field; an entry cut short) are refused. */
+        const uint8_t other_field[] = {0x12, 0x00};
+        assert_int_equal(rm_list_stream_batches(other_field, 2, 8192, collect, &none), -2);
+        assert_int_equal(rm_list_stream_batches(bytes, len - 1, 1u << 30, collect, &none), -2);
+        assert_int_equal(none.n, 0);
+}
+
+/* Objects for rm_pb_list_build: a packed item each, odd ones left out. */
+static const struct rm_pb_packed *every_other(void *obj, void *ctx)
+{
+        size_t *asked = ctx;
+        (*asked)++;
+        const struct rm_pb_packed *p = obj;
+        return p->version % 2 ? NULL : p;
+}
+
+/* A list built from kept items is the list message packed, byte for byte. */
+static void test_list_build(void **state)
+{
+        (void)state;
+        enum { N = 300 };
+        Runtime__V1__Container ctrs[N], *kept[N];
+        struct rm_pb_packed packed[N];
+        void *objs[N];
+        char ids[N][16];
+        size_t n_kept = 0;
+        for (size_t i = 0; i < N; i++) {
+                runtime__v1__container__init(&ctrs[i]);
+                snprintf(ids[i], sizeof(ids[i]), "c%05zu", i);
+                ctrs[i].id = ids[i];
+                ctrs[i].created_at = (int64_t)i * 1000;
+                packed[i] = (struct rm_pb_packed){0};
+                rm_pb_packed_set(&packed[i], &ctrs[i].base, (int)i);
+                objs[i] = &packed[i];
+                if (i % 2 == 0)
+                        kept[n_kept++] = &ctrs[i];
+        }
+        Runtime__V1__ListContainersResponse l = RUNTIME__V1__LIST_CONTAINERS_RESPONSE__INIT;
+        l.containers = kept;
+        l.n_containers = n_kept;
+        size_t want_len = runtime__v1__list_containers_response__get_packed_size(&l);
+        cleanup_free uint8_t *want = xmalloc(want_len);
+        runtime__v1__list_containers_response__pack(&l, want);
+        size_t asked = 0, len = 0;
+        cleanup_free uint8_t *got = rm_pb_list_build(objs, N, every_other, &asked, &len);
+        assert_int_equal(asked, N);
+        assert_int_equal(len, want_len);
+        assert_memory_equal(got, want, len);
+        size_t none_len = 1;
+        cleanup_free uint8_t *none = rm_pb_list_build(objs, 0, every_other, &asked, &none_len);
+        assert_non_null(none);
+        assert_int_equal(none_len, 0);
+        for (size_t i = 0; i < N; i++)
+                rm_pb_packed_clear(&packed[i]);
 }
 
 static const struct rm_cancel *seen_cancel;
@@ -330,6 +385,7 @@ int run_dispatch_tests(void)
             cmocka_unit_test(test_round_trip),
             cmocka_unit_test(test_why_and_stream_count),
             cmocka_unit_test(test_batches),
+            cmocka_unit_test(test_list_build),
             cmocka_unit_test(test_kinds_cancel_and_after_send),
         };
         return cmocka_run_group_tests_name("dispatch", tests, NULL, NULL);
