@@ -285,6 +285,9 @@ static void release(struct rm_daemon *d)
         free(d->socket_path);
         free(d->pod_cidr);
         pthread_mutex_destroy(&d->runtime_config_lock);
+        pthread_mutex_destroy(&d->ready.lock);
+        free(d->ready.reason);
+        free(d->ready.message);
         free(d);
 }
 
@@ -296,6 +299,7 @@ struct rm_daemon *rm_daemon_start(struct rm_config *cfg, struct rm_error **err)
         d->lock_fds[0] = d->lock_fds[1] = -1;
         d->started = time(NULL);
         pthread_mutex_init(&d->runtime_config_lock, NULL);
+        pthread_mutex_init(&d->ready.lock, NULL);
         d->pod_cidr = xstrdup("");
 
         d->socket_path = rm_config_socket_path(cfg->listen, err);

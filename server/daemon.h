@@ -54,6 +54,16 @@ struct rm_daemon {
         struct rm_metrics_server *metrics; /* NULL unless metrics.address is set */
         char **runtime_roots;              /* every handler's root, and dropped ones', NULL-ended */
         struct rm_server_counters counters;
+        /* Status's RuntimeReady verdict: it stats the runtime binary and probes two
+         * directories, so it is checked at most once per RM_READY_CHECK_NS. */
+        struct {
+                pthread_mutex_t lock;
+                int64_t checked_ns; /* CLOCK_MONOTONIC; 0: never */
+                bool ok;
+                char *reason, *message; /* when not ok */
+        } ready;
 };
+
+#define RM_READY_CHECK_NS 1000000000LL
 
 #endif

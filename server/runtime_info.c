@@ -11,6 +11,7 @@
 #include "handlers.h"
 #include "remora/cleanup.h"
 #include "remora/log.h"
+#include "remora/metrics.h"
 #include "remora/xalloc.h"
 #include "version.h"
 
@@ -46,22 +47,44 @@ static Runtime__V1__RuntimeCondition *condition(struct rm_arena *arena, const ch
 
 /* The runtime can run containers when its OCI runtime binary is there and the daemon's
  * directories are writable. */
-static Runtime__V1__RuntimeCondition *runtime_ready(struct rm_call *call)
+static bool check_ready(const struct rm_daemon *d, const char **reason, struct rm_error **why)
 {
-        const struct rm_daemon *d = call->daemon;
-        cleanup_error struct rm_error *why = NULL;
-        if (!rm_runtime_usable(d->runtime, &why))
-                return condition(call->arena, "RuntimeReady", false, "OCIRuntimeUnavailable",
-                                 why->msg);
+        if (!rm_runtime_usable(d->runtime, why)) {
+                *reason = "OCIRuntimeUnavailable";
+                return false;
+        }
         const char *dirs[] = {d->cfg->root, d->cfg->state};
         for (size_t i = 0; i < 2; i++) {
                 if (access(dirs[i], W_OK | X_OK) < 0) {
-                        rm_error_sys(&why, "directory %s is not writable", dirs[i]);
-                        return condition(call->arena, "RuntimeReady", false,
-                                         "StateDirectoryUnavailable", why->msg);
+                        rm_error_sys(why, "directory %s is not writable", dirs[i]);
+                        *reason = "StateDirectoryUnavailable";
+                        return false;
                 }
         }
-        return condition(call->arena, "RuntimeReady", true, "", "");
+        return true;
+}
+
+/* The verdict of check_ready, at most RM_READY_CHECK_NS old: kubelet asks every few
+ * seconds, a polling client may ask thousands of times a second. */
+static Runtime__V1__RuntimeCondition *runtime_ready(struct rm_call *call)
+{
+        struct rm_daemon *d = call->daemon;
+        int64_t now = rm_metrics_now_ns();
+        pthread_mutex_lock(&d->ready.lock);
+        if (d->ready.checked_ns == 0 || now - d->ready.checked_ns >= RM_READY_CHECK_NS) {
+                cleanup_error struct rm_error *why = NULL;
+                const char *reason = "";
+                d->ready.ok = check_ready(d, &reason, &why);
+                free(d->ready.reason);
+                free(d->ready.message);
+                d->ready.reason = xstrdup(reason);
+                d->ready.message = xstrdup(why ? why->msg : "");
+                d->ready.checked_ns = now;
+        }
+        Runtime__V1__RuntimeCondition *c =
+            condition(call->arena, "RuntimeReady", d->ready.ok, d->ready.reason, d->ready.message);
+        pthread_mutex_unlock(&d->ready.lock);
+        return c;
 }
 
 static Runtime__V1__StatusResponse__InfoEntry *info_entry(struct rm_arena *arena, const char *key,
