@@ -59,6 +59,12 @@ static bool refresh_exit_locked(struct rm_container_manager *mgr, struct ctr *c)
         /* The cgroup is still there: runc's delete comes after this, from the watcher. */
         bool oom = code != 0 && *cgroup && mgr->ops.oom_killed &&
                    mgr->ops.oom_killed(mgr->ops.ctx, cgroup);
+        /* The root filesystem goes with the process, before the exit is published (as
+         * containerd's shim unmounts it at task delete): whoever waits for EXITED, a
+         * StopContainer or a RemoveContainer, finds it gone, and RemoveContainer only
+         * removes directories. */
+        rm__ctr_rootfs_release(mgr, c);
+        rm_crashpoint("exit.unmounted");
         pthread_mutex_lock(&mgr->lock);
         c->state = RUNTIME__V1__CONTAINER_STATE__CONTAINER_EXITED;
         c->exit_code = code;
@@ -110,6 +116,12 @@ static void reap_exited(struct rm_container_manager *mgr)
                         bool due = c->state == RUNTIME__V1__CONTAINER_STATE__CONTAINER_EXITED &&
                                    c->pid != 0 && !c->runtime_deleted;
                         pthread_mutex_unlock(&mgr->lock);
+                        /* An exited container's calls (RemoveContainer) need nothing of its
+                         * runtime state, so they do not wait for this delete: one that
+                         * removes the container meanwhile still sees it in the runtime and
+                         * queues its own delete, which runs after this one on this thread
+                         * and finds nothing left. */
+                        pthread_mutex_unlock(&c->op);
                         cleanup_error struct rm_error *e = NULL;
                         if (due && mgr->ops.delete(mgr->ops.ctx, c->id, false, &e) == 0) {
                                 pthread_mutex_lock(&mgr->lock);
@@ -119,7 +131,6 @@ static void reap_exited(struct rm_container_manager *mgr)
                                 rm_log_debug("container %s: deleting its runtime state: %s", c->id,
                                              e->msg);
                         }
-                        pthread_mutex_unlock(&c->op);
                         rm__ctr_put(mgr, c);
                 }
                 free(ids[i]);
@@ -260,6 +271,12 @@ void *rm__exit_watcher(void *arg)
                 }
                 delete_gone(mgr);
                 reap_exited(mgr);
+                pthread_mutex_lock(&mgr->lock);
+                bool trash = mgr->trash_pending;
+                mgr->trash_pending = false;
+                pthread_mutex_unlock(&mgr->lock);
+                if (trash)
+                        rm__trash_empty(mgr);
         }
 }
 

@@ -691,6 +691,21 @@ static bool exited_meanwhile(struct rm_container_manager *mgr, struct ctr *c, st
 }
 
 /* Signal, wait, escalate. Caller holds c->op. */
+void rm__ctr_rootfs_release(struct rm_container_manager *mgr, struct ctr *c)
+{
+        struct paths p;
+        paths_init(mgr, c->id, &p);
+        pthread_mutex_lock(&mgr->lock);
+        cleanup_free char *image_id = xstrdup(c->image_id);
+        pthread_mutex_unlock(&mgr->lock);
+        cleanup_error struct rm_error *err = NULL;
+        if (mgr->ops.rootfs_unmount(mgr->ops.ctx, image_id, p.dir, p.rootfs, &err) < 0)
+                rm_log_warn("container %s exited; its root filesystem stays mounted until it is "
+                            "removed: %s",
+                            c->id, err->msg);
+        paths_release(&p);
+}
+
 static int stop_locked(struct rm_container_manager *mgr, struct ctr *c, int64_t timeout,
                        struct rm_error **err)
 {
@@ -765,6 +780,43 @@ static void forget_runtime(struct rm_container_manager *mgr, const struct ctr *c
                 mgr->ops.cgroup_remove(mgr->ops.ctx, c->cgroup_path);
 }
 
+/* Move a removed container's directory into trash (one rename; the watcher removes
+ * it), or remove it here when it cannot move. */
+static int to_trash(struct rm_container_manager *mgr, const char *path, const char *trash,
+                    struct rm_error **err)
+{
+        const char *name = strrchr(path, '/') + 1;
+        cleanup_free char *target = xasprintf("%s/%s", trash, name);
+        if (rename(path, target) == 0) {
+                pthread_mutex_lock(&mgr->lock);
+                mgr->trash_pending = true;
+                pthread_mutex_unlock(&mgr->lock);
+                char one = 1;
+                if (mgr->wake[1] >= 0 && write(mgr->wake[1], &one, 1) < 0)
+                        rm_log_debug("waking the container watcher: %s", strerror(errno));
+                return 0;
+        }
+        if (errno == ENOENT)
+                return 0; /* a remove cut off earlier moved or removed it */
+        return rm_remove_tree(path, err);
+}
+
+void rm__trash_empty(struct rm_container_manager *mgr)
+{
+        for (size_t i = 0; i < 2; i++) {
+                cleanup_dir DIR *d = opendir(mgr->trash[i]);
+                struct dirent *e;
+                while (d && (e = readdir(d))) {
+                        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+                                continue;
+                        cleanup_free char *path = xasprintf("%s/%s", mgr->trash[i], e->d_name);
+                        cleanup_error struct rm_error *err = NULL;
+                        if (rm_remove_tree(path, &err) < 0)
+                                rm_log_warn("removing a removed container's files: %s", err->msg);
+                }
+        }
+}
+
 int rm_containers_remove(struct rm_container_manager *mgr, const char *id, struct rm_error **err)
 {
         struct rm_error *lookup = NULL;
@@ -795,7 +847,8 @@ int rm_containers_remove(struct rm_container_manager *mgr, const char *id, struc
                 rm__ctr_userns_release(p.bundle);
         if (rc == 0)
                 rm_crashpoint("removecontainer.unmounted");
-        if (rc == 0 && (rm_remove_tree(p.bundle, err) < 0 || rm_remove_tree(p.dir, err) < 0))
+        if (rc == 0 && (to_trash(mgr, p.bundle, mgr->trash[0], err) < 0 ||
+                        to_trash(mgr, p.dir, mgr->trash[1], err) < 0))
                 rc = -1;
         if (rc == 0)
                 rm_crashpoint("removecontainer.dirs");
@@ -939,6 +992,8 @@ struct rm_container_manager *rm_containers_open(const char *root, const char *st
         struct rm_container_manager *mgr = xzalloc(sizeof(*mgr));
         mgr->dir = xasprintf("%s/containers", root);
         mgr->bundles = xasprintf("%s/containers", state);
+        mgr->trash[0] = xasprintf("%s/.trash", mgr->bundles);
+        mgr->trash[1] = xasprintf("%s/.trash", mgr->dir);
         mgr->store = store;
         mgr->ops = *ops;
         mgr->host = *host;
@@ -951,7 +1006,7 @@ struct rm_container_manager *rm_containers_open(const char *root, const char *st
         pthread_condattr_init(&ca);
         pthread_cond_init(&mgr->changed, &ca);
         pthread_condattr_destroy(&ca);
-        if (rm_mkdir_p(mgr->dir, 0700, err) < 0 || rm_mkdir_p(mgr->bundles, 0700, err) < 0 ||
+        if (rm_mkdir_p(mgr->trash[0], 0700, err) < 0 || rm_mkdir_p(mgr->trash[1], 0700, err) < 0 ||
             rm_store_list(store, CTR_KIND, rm__ctr_load_one, mgr, err) < 0) {
                 rm_containers_close(mgr);
                 return NULL;
@@ -1007,5 +1062,7 @@ void rm_containers_close(struct rm_container_manager *mgr)
         free(mgr->layers);
         free(mgr->dir);
         free(mgr->bundles);
+        free(mgr->trash[0]);
+        free(mgr->trash[1]);
         free(mgr);
 }

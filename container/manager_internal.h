@@ -111,6 +111,11 @@ struct rm_container_manager {
         } * gone;
         size_t n_gone;
         const char *deleting_pod; /* pod of the container being deleted, or NULL */
+        /* RemoveContainer renames a removed container's bundle and writable layer into
+         * these (<bundles>/.trash, <dir>/.trash: same filesystems) and the watcher removes
+         * them; start-up empties them. trash_pending (under lock): something went in. */
+        char *trash[2];
+        bool trash_pending;
 
         struct rm_answers *answers; /* which CreateContainer answers reached their client */
         size_t repairs;             /* what start-up finished, undid or removed (for /metrics) */
@@ -200,5 +205,11 @@ int rm__ctr_resources_limits(const Runtime__V1__LinuxContainerResources *r, cons
 int rm__ctr_userns_prepare(struct json_object *spec, const char *bundle,
                            const struct rm_spec_userns *userns, struct rm_error **err);
 void rm__ctr_userns_release(const char *bundle);
+/* Unmount an exited container's root filesystem (lazily: a process of the container
+ * that outlived its init keeps its own mount namespace's view); failures are logged and
+ * left to RemoveContainer. */
+void rm__ctr_rootfs_release(struct rm_container_manager *mgr, struct ctr *c);
+/* Remove what is in the trash directories (the watcher, and start-up). */
+void rm__trash_empty(struct rm_container_manager *mgr);
 
 #endif

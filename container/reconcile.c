@@ -290,6 +290,7 @@ static bool reconcile_one(struct rm_container_manager *mgr, struct ctr *c)
 
 void rm__ctr_reconcile(struct rm_container_manager *mgr)
 {
+        rm__trash_empty(mgr); /* removes cut off after their directories moved */
         sweep_dirs(mgr, mgr->bundles, true);
         sweep_dirs(mgr, mgr->dir, false);
         sweep_runtime(mgr);

@@ -138,9 +138,11 @@ def _dirs(path):
 
 
 def _bundles(d, ids, parents):
-    """Per-object directories: bundles, writable layers, pod files, shm dirs."""
+    """Per-object directories: bundles, writable layers, pod files, shm dirs, and removed
+    containers' directories still in the trash (the watcher empties it)."""
     return sum(_dirs(os.path.join(d.state, k)) for k in ("containers", "sandboxes", "infra")) + \
-        sum(_dirs(os.path.join(d.root, k)) for k in ("containers", "sandboxes"))
+        sum(_dirs(os.path.join(d.root, k)) for k in ("containers", "sandboxes")) + \
+        sum(_dirs(os.path.join(b, "containers", ".trash")) for b in (d.state, d.root))
 
 
 def _cgroups(d, ids, parents):

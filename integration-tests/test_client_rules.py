@@ -220,7 +220,7 @@ def test_create_container_retried_after_the_client_gave_up(make_daemon, tmp_path
         remove_pod(cri, pod_id)
         assert len(cri.call("ListContainers").containers) == 0
         assert mounts_under(d.base) == before, "no root filesystem or pin left"
-        assert os.listdir(os.path.join(d.root, "containers")) == []
+        assert os.listdir(os.path.join(d.root, "containers")) == [".trash"]
         wait_until(lambda: runc_states(d) == [], "no container left in runc")
         cri.close()
         assert d.stop() == 0, "clean exit (sanitizers report leaks at exit)"

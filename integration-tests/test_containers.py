@@ -17,7 +17,7 @@ from ctr_helpers import (POD, container_config, create, image_ref, log_lines,  #
                          pod, status, wait_exited, wait_until)
 
 
-def test_run_to_completion_with_logs_env_user_cwd(cri, pod, image_ref):
+def test_run_to_completion_with_logs_env_user_cwd(daemon, cri, pod, image_ref):
     cfg = container_config(cri, image_ref, "hello",
                            ["/bin/sh", "-c", "echo out-$FROM_IMAGE-$MINE; echo err >&2; id -u; "
                                              "pwd; exit 3"],
@@ -35,6 +35,9 @@ def test_run_to_completion_with_logs_env_user_cwd(cri, pod, image_ref):
     assert ("stdout", "out-1-yes") in streams and ("stderr", "err") in streams
     assert ("stdout", "1000") in streams and ("stdout", "/srv/work") in streams
     assert all(l[2] == "F" for l in lines)
+    # Its root filesystem was unmounted when the exit was recorded, before any remove.
+    rootfs = os.path.join(daemon.state, "containers", cid, "rootfs")
+    assert " %s " % rootfs not in open("/proc/self/mountinfo").read()
     cri.call("RemoveContainer", container_id=cid)
     with pytest.raises(grpc.RpcError) as e:
         status(cri, cid)
@@ -59,9 +62,15 @@ def test_long_running_exec_stop_and_leaks(daemon, cri, pod, image_ref):
     st = status(cri, cid)
     assert st.state == cri.api.CONTAINER_EXITED and st.exit_code == 137
     assert 2 <= time.monotonic() - t0 < 10
+    rootfs = os.path.join(daemon.state, "containers", cid, "rootfs")
+    assert " %s " % rootfs not in open("/proc/self/mountinfo").read()
     cri.call("RemoveContainer", container_id=cid)
     assert open("/proc/self/mountinfo").read().count(daemon.base) == before_mounts
-    assert os.listdir(os.path.join(daemon.root, "containers")) == []
+    assert os.listdir(os.path.join(daemon.root, "containers")) == [".trash"]
+    # The directories went to the trash in one rename each; the watcher empties it.
+    for base in (daemon.root, daemon.state):
+        trash = os.path.join(base, "containers", ".trash")
+        wait_until(lambda: os.listdir(trash) == [], "%s is not emptied" % trash)
     runc_root = os.path.join(daemon.state, "runc")
     wait_until(lambda: not os.path.isdir(runc_root) or os.listdir(runc_root) == [],
                "runc's state of the removed container stays")

@@ -234,6 +234,8 @@ CASES = (
     [Case("startcontainer.saved", scene_created, call_start, check_started, False)] +
     [Case("stopcontainer." + s, scene_running, call_stop_grace, check_stop, False)
      for s in ("signalled", "killed")] +
+    # the exit is being recorded: the root filesystem is unmounted, EXITED not yet saved
+    [Case("exit.unmounted", scene_running, call_stop_grace, check_stop, False)] +
     [Case("removecontainer.stopped", scene_exited, call_remove, check_remove, False)] +
     [Case("removecontainer." + s, scene_running, call_remove, check_remove, False)
      for s in ("stopped", "unmounted", "dirs", "record")] +

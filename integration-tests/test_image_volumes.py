@@ -124,7 +124,7 @@ def test_image_volume_whole_and_sub_path_read_only(daemon, cri, pod, images):
 
     cri.call("RemoveContainer", container_id=cid)
     assert mounts_under(daemon) == before
-    assert os.listdir(os.path.join(daemon.state, "containers")) == []
+    assert os.listdir(os.path.join(daemon.state, "containers")) == [".trash"]
 
 
 @pytest.mark.parametrize("sub,why", [
@@ -144,7 +144,7 @@ def test_bad_sub_path_is_refused(daemon, cri, pod, images, sub, why):
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "mounts[0].image_sub_path" in e.value.details() and why in e.value.details()
     assert mounts_under(daemon) == before
-    assert os.listdir(os.path.join(daemon.state, "containers")) == []
+    assert os.listdir(os.path.join(daemon.state, "containers")) == [".trash"]
     assert list(cri.call("ListContainers").containers) == []
 
 
@@ -177,7 +177,7 @@ def test_other_bad_image_mounts(daemon, cri, pod, images, tmp_path):
             create(cri, pod, sleeper(cri, images, "bad", [m]))
         assert e.value.code() == code and text in e.value.details(), e.value.details()
     assert mounts_under(daemon) == before
-    assert os.listdir(os.path.join(daemon.state, "containers")) == []
+    assert os.listdir(os.path.join(daemon.state, "containers")) == [".trash"]
 
 
 def test_restart_keeps_image_volume_and_removal_cleans_up(daemon, cri, pod, images):
@@ -231,7 +231,7 @@ def test_crash_during_create_leaves_no_image_volume_mount(make_daemon, images, t
     c = d.client()
     try:
         assert mounts_under(d) == before
-        assert os.listdir(os.path.join(d.state, "containers")) == []
+        assert os.listdir(os.path.join(d.state, "containers")) == [".trash"]
         c.call("StopPodSandbox", pod_sandbox_id=pod_id)
         c.call("RemovePodSandbox", pod_sandbox_id=pod_id)
     finally:
