@@ -386,7 +386,8 @@ def test_defaults(remorad_bin, tmp_path):
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == {
         "listen": "unix:///run/remora/remora.sock", "root": "/var/lib/remora",
-        "state": "/run/remora", "log_level": "info", "workers": 1, "runtime_path": "runc"}
+        "state": "/run/remora", "log_level": "info", "workers": 1, "poll_spin_us": 50,
+        "runtime_path": "runc"}
 
 
 def test_flags_override_config_file(remorad_bin, tmp_path):

@@ -18,6 +18,7 @@ void rm_config_init(struct rm_config *cfg)
         cfg->state = xstrdup(RM_DEFAULT_STATE);
         cfg->log_level = RM_LOG_INFO;
         cfg->workers = RM_DEFAULT_WORKERS;
+        cfg->poll_spin_us = RM_DEFAULT_POLL_SPIN_US;
         cfg->runtime_path = xstrdup(RM_DEFAULT_RUNTIME);
 }
 
@@ -72,6 +73,22 @@ static int want_string(struct json_object *v, const char *key, const char **out,
         return 0;
 }
 
+static int want_int(struct json_object *v, const char *key, int min, int max, int *out,
+                    struct rm_error **err)
+{
+        if (!json_object_is_type(v, json_type_int))
+                return rm_error_set(err, RM_INVALID_ARGUMENT,
+                                    "config key \"%s\" must be an integer, got %s", key,
+                                    json_type_to_name(json_object_get_type(v)));
+        int64_t n = json_object_get_int64(v);
+        if (n < min || n > max)
+                return rm_error_set(err, RM_INVALID_ARGUMENT,
+                                    "config key \"%s\" must be between %d and %d, got %lld", key,
+                                    min, max, (long long)n);
+        *out = (int)n;
+        return 0;
+}
+
 static int want_abs_path(struct json_object *v, const char *key, const char **out,
                          struct rm_error **err)
 {
@@ -93,7 +110,7 @@ int rm_config_apply_json(struct rm_config *cfg, struct json_object *doc, struct 
 
         /* Validate everything first so a bad file leaves cfg untouched. */
         const char *listen = NULL, *root = NULL, *state = NULL, *level = NULL, *runtime = NULL;
-        int workers = -1;
+        int workers = -1, spin = -1;
         enum rm_log_level lvl = cfg->log_level;
         struct json_object *sections[RM_CONFIG_SECTIONS] = {NULL};
         json_object_object_foreach(doc, key, val)
@@ -127,27 +144,21 @@ int rm_config_apply_json(struct rm_config *cfg, struct json_object *doc, struct 
                                                     "error, warn, info, debug; got \"%s\"",
                                                     level);
                 } else if (strcmp(key, "workers") == 0) {
-                        if (!json_object_is_type(val, json_type_int))
-                                return rm_error_set(err, RM_INVALID_ARGUMENT,
-                                                    "config key \"workers\" must be an integer, "
-                                                    "got %s",
-                                                    json_type_to_name(json_object_get_type(val)));
-                        int64_t n = json_object_get_int64(val);
-                        if (n < 1 || n > RM_MAX_WORKERS)
-                                return rm_error_set(err, RM_INVALID_ARGUMENT,
-                                                    "config key \"workers\" must be between 1 "
-                                                    "and %d, got %lld",
-                                                    RM_MAX_WORKERS, (long long)n);
-                        workers = (int)n;
+                        if (want_int(val, key, 1, RM_MAX_WORKERS, &workers, err) < 0)
+                                return -1;
+                } else if (strcmp(key, "poll_spin_us") == 0) {
+                        if (want_int(val, key, 0, RM_MAX_POLL_SPIN_US, &spin, err) < 0)
+                                return -1;
                 } else if (strcmp(key, "runtime_path") == 0) {
                         if (want_string(val, key, &runtime, err) < 0)
                                 return -1;
                 } else {
-                        return rm_error_set(err, RM_INVALID_ARGUMENT,
-                                            "unknown config key \"%s\" (known keys: listen, root, "
-                                            "state, log_level, workers, runtime_path, image, "
-                                            "sandbox, network, streaming, metrics, runtimes)",
-                                            key);
+                        return rm_error_set(
+                            err, RM_INVALID_ARGUMENT,
+                            "unknown config key \"%s\" (known keys: listen, root, "
+                            "state, log_level, workers, poll_spin_us, runtime_path, image, "
+                            "sandbox, network, streaming, metrics, runtimes)",
+                            key);
                 }
         }
 
@@ -161,6 +172,8 @@ int rm_config_apply_json(struct rm_config *cfg, struct json_object *doc, struct 
                 cfg->log_level = lvl;
         if (workers > 0)
                 cfg->workers = workers;
+        if (spin >= 0)
+                cfg->poll_spin_us = spin;
         if (runtime)
                 replace(&cfg->runtime_path, runtime);
         for (int i = 0; i < RM_CONFIG_SECTIONS; i++) {
@@ -266,6 +279,7 @@ struct json_object *rm_config_to_json(const struct rm_config *cfg)
         json_object_object_add(o, "log_level",
                                json_object_new_string(rm_log_level_name(cfg->log_level)));
         json_object_object_add(o, "workers", json_object_new_int(cfg->workers));
+        json_object_object_add(o, "poll_spin_us", json_object_new_int(cfg->poll_spin_us));
         json_object_object_add(o, "runtime_path", json_object_new_string(cfg->runtime_path));
         for (int i = 0; i < RM_CONFIG_SECTIONS; i++) {
                 if (cfg->sections[i])

@@ -329,9 +329,9 @@ struct rm_daemon *rm_daemon_start(struct rm_config *cfg, struct rm_error **err)
         struct rm_grpc_method *methods = xzalloc(sizeof(*methods) * n_methods);
         for (size_t i = 0; i < n_methods; i++)
                 methods[i].path = rm_dispatch_method(d->dispatch, i, &methods[i].kind);
-        d->grpc = rm_grpc_server_start(d->socket_path, cfg->workers, RM_MAX_MESSAGE_BYTES, methods,
-                                       n_methods, rm_dispatch_call, d->dispatch, streams,
-                                       1 + n_lists, err);
+        d->grpc = rm_grpc_server_start(d->socket_path, cfg->workers, cfg->poll_spin_us,
+                                       RM_MAX_MESSAGE_BYTES, methods, n_methods, rm_dispatch_call,
+                                       d->dispatch, streams, 1 + n_lists, err);
         free(methods);
         if (d->grpc == NULL) {
                 release(d);

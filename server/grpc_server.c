@@ -106,6 +106,7 @@ struct rm_grpc_server {
         atomic_size_t calls;
         atomic_size_t cancelled_calls;
         struct rm_histo wait; /* from a call's arrival to its handler starting */
+        int64_t spin_ns;      /* how long a poller polls without sleeping after a completion */
 };
 
 grpc_slice rm__grpc_flatten(grpc_byte_buffer *bb)
@@ -375,15 +376,23 @@ static void on_event(struct rm_cq_tag *base, bool ok)
 static void *poller_main(void *arg)
 {
         struct poller *p = arg;
+        int64_t spin_ns = p->srv->spin_ns, busy_until = 0;
         for (;;) {
-                grpc_event ev =
-                    grpc_completion_queue_next(p->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+                /* Right after a completion, poll without sleeping for a while: the next
+                 * call of a burst is then taken without a wake-up. */
+                bool spin = spin_ns > 0 && (int64_t)rm_metrics_now_ns() < busy_until;
+                grpc_event ev = grpc_completion_queue_next(
+                    p->cq,
+                    spin ? gpr_now(GPR_CLOCK_MONOTONIC) : gpr_inf_future(GPR_CLOCK_MONOTONIC),
+                    NULL);
                 if (ev.type == GRPC_QUEUE_SHUTDOWN)
                         return NULL;
                 if (ev.type != GRPC_OP_COMPLETE)
                         continue;
                 struct rm_cq_tag *t = ev.tag;
                 t->fn(t, ev.success != 0);
+                if (spin_ns > 0)
+                        busy_until = (int64_t)rm_metrics_now_ns() + spin_ns;
         }
 }
 
@@ -437,7 +446,8 @@ static void free_server(struct rm_grpc_server *srv)
         free(srv);
 }
 
-struct rm_grpc_server *rm_grpc_server_start(const char *path, int pollers, int max_message_bytes,
+struct rm_grpc_server *rm_grpc_server_start(const char *path, int pollers, int poll_spin_us,
+                                            int max_message_bytes,
                                             const struct rm_grpc_method *methods, size_t n_methods,
                                             rm_dispatch_fn dispatch, void *ctx,
                                             const struct rm_stream_method *streams,
@@ -450,6 +460,7 @@ struct rm_grpc_server *rm_grpc_server_start(const char *path, int pollers, int m
         srv->n_pollers = pollers;
         srv->pollers = xzalloc(sizeof(struct poller) * (size_t)pollers);
         srv->pool = rm_pool_new(RM_POOL_MAX_THREADS, RM_POOL_IDLE_MS);
+        srv->spin_ns = (int64_t)poll_spin_us * 1000;
         atomic_init(&srv->calls, 0);
         atomic_init(&srv->cancelled_calls, 0);
 

@@ -41,10 +41,12 @@ struct rm_grpc_method {
 
 struct rm_grpc_server;
 
-/* Listen on the unix socket at path (mode 0660) with `pollers` completion-queue threads.
+/* Listen on the unix socket at path (mode 0660) with `pollers` completion-queue threads,
+ * each polling without sleeping for poll_spin_us after handling a completion (0: never).
  * Calls of methods go to dispatch; unknown methods answer UNIMPLEMENTED; calls of the
  * n_streams server-streaming methods go to their open functions instead. */
-struct rm_grpc_server *rm_grpc_server_start(const char *path, int pollers, int max_message_bytes,
+struct rm_grpc_server *rm_grpc_server_start(const char *path, int pollers, int poll_spin_us,
+                                            int max_message_bytes,
                                             const struct rm_grpc_method *methods, size_t n_methods,
                                             rm_dispatch_fn dispatch, void *ctx,
                                             const struct rm_stream_method *streams,

@@ -9,13 +9,15 @@
 #include "remora/error.h"
 #include "remora/log.h"
 
-#define RM_DEFAULT_CONFIG_PATH "/etc/remora/config.json"
-#define RM_DEFAULT_ROOT        "/var/lib/remora"
-#define RM_DEFAULT_STATE       "/run/remora"
-#define RM_DEFAULT_RUNTIME     "runc"
-#define RM_DEFAULT_WORKERS     1
-#define RM_MAX_WORKERS         256
-#define RM_MAX_MESSAGE_BYTES   (16 * 1024 * 1024)
+#define RM_DEFAULT_CONFIG_PATH  "/etc/remora/config.json"
+#define RM_DEFAULT_ROOT         "/var/lib/remora"
+#define RM_DEFAULT_STATE        "/run/remora"
+#define RM_DEFAULT_RUNTIME      "runc"
+#define RM_DEFAULT_WORKERS      1
+#define RM_DEFAULT_POLL_SPIN_US 50
+#define RM_MAX_POLL_SPIN_US     1000
+#define RM_MAX_WORKERS          256
+#define RM_MAX_MESSAGE_BYTES    (16 * 1024 * 1024)
 
 #define RM_CONFIG_SECTIONS 6
 
@@ -26,6 +28,7 @@ struct rm_config {
         char *state;
         enum rm_log_level log_level;
         int workers;
+        int poll_spin_us; /* a poller polls this long without sleeping after a completion */
         char *runtime_path;
         char *config_path; /* the file the config came from, NULL when none */
         /* Sections owned by a module ("image", "sandbox", "network", "streaming",

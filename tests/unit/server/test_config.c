@@ -30,6 +30,7 @@ static void expect_rejected(const char *text, const char *needle)
         assert_string_equal(cfg.root, RM_DEFAULT_ROOT);
         assert_string_equal(cfg.state, RM_DEFAULT_STATE);
         assert_int_equal(cfg.workers, RM_DEFAULT_WORKERS);
+        assert_int_equal(cfg.poll_spin_us, RM_DEFAULT_POLL_SPIN_US);
         assert_null(cfg.listen);
         rm_config_release(&cfg);
 }
@@ -55,7 +56,8 @@ static void test_apply_all_keys(void **state)
         rm_config_init(&cfg);
         cleanup_json struct json_object *doc =
             parse("{\"listen\":\"unix:/tmp/x.sock\",\"root\":\"/a\",\"state\":\"/b\","
-                  "\"log_level\":\"debug\",\"workers\":3,\"runtime_path\":\"/usr/sbin/runc\"}");
+                  "\"log_level\":\"debug\",\"workers\":3,\"poll_spin_us\":0,"
+                  "\"runtime_path\":\"/usr/sbin/runc\"}");
         cleanup_error struct rm_error *err = NULL;
         assert_int_equal(rm_config_apply_json(&cfg, doc, &err), 0);
         assert_null(err);
@@ -64,6 +66,7 @@ static void test_apply_all_keys(void **state)
         assert_string_equal(cfg.state, "/b");
         assert_int_equal(cfg.log_level, RM_LOG_DEBUG);
         assert_int_equal(cfg.workers, 3);
+        assert_int_equal(cfg.poll_spin_us, 0);
         assert_string_equal(cfg.runtime_path, "/usr/sbin/runc");
         rm_config_release(&cfg);
 }
@@ -91,6 +94,8 @@ static void test_rejections(void **state)
         expect_rejected("{\"workers\":1.5}", "\"workers\" must be an integer");
         expect_rejected("{\"workers\":0}", "between 1 and 256");
         expect_rejected("{\"workers\":100000}", "between 1 and 256");
+        expect_rejected("{\"poll_spin_us\":-1}", "\"poll_spin_us\" must be between 0 and 1000");
+        expect_rejected("{\"poll_spin_us\":\"50\"}", "\"poll_spin_us\" must be an integer");
         expect_rejected("{\"log_level\":\"verbose\"}", "\"log_level\"");
         expect_rejected("{\"listen\":\"tcp://1.2.3.4:5\"}", "\"listen\"");
         expect_rejected("{\"listen\":\"unix://relative.sock\"}", "absolute socket path");

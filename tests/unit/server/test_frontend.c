@@ -164,8 +164,8 @@ static void test_front_end(void **state)
         snprintf(target, sizeof(target), "unix:%s", path);
         grpc_init();
         struct rm_error *err = NULL;
-        struct rm_grpc_server *srv =
-            rm_grpc_server_start(path, 2, 1 << 20, methods, 3, fake_dispatch, NULL, NULL, 0, &err);
+        struct rm_grpc_server *srv = rm_grpc_server_start(path, 2, 50, 1 << 20, methods, 3,
+                                                          fake_dispatch, NULL, NULL, 0, &err);
         assert_non_null(srv);
         grpc_channel_credentials *creds = grpc_insecure_credentials_create();
         grpc_channel *ch = grpc_channel_create(target, creds, NULL);
