@@ -1,5 +1,6 @@
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -383,12 +384,15 @@ static void *poller_main(void *arg)
                 bool spin = spin_ns > 0 && (int64_t)rm_metrics_now_ns() < busy_until;
                 grpc_event ev = grpc_completion_queue_next(
                     p->cq,
-                    spin ? gpr_now(GPR_CLOCK_MONOTONIC) : gpr_inf_future(GPR_CLOCK_MONOTONIC),
+                    spin ? gpr_inf_past(GPR_CLOCK_MONOTONIC) : gpr_inf_future(GPR_CLOCK_MONOTONIC),
                     NULL);
                 if (ev.type == GRPC_QUEUE_SHUTDOWN)
                         return NULL;
-                if (ev.type != GRPC_OP_COMPLETE)
+                if (ev.type != GRPC_OP_COMPLETE) {
+                        if (spin)
+                                sched_yield(); /* anything else runnable here goes first */
                         continue;
+                }
                 struct rm_cq_tag *t = ev.tag;
                 t->fn(t, ev.success != 0);
                 if (spin_ns > 0)
