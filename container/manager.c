@@ -915,19 +915,18 @@ struct list_ctx {
         struct rm_arena *a; /* for repacking, made on the first one */
 };
 
+static ProtobufCMessage *summary_of(const void *obj, struct rm_arena *a)
+{
+        return &rm__ctr_summary(obj, a)->base;
+}
+
 static const struct rm_pb_packed *list_item(void *obj, void *ctx)
 {
         struct ctr *c = obj;
         struct list_ctx *l = ctx;
         if (!rm__ctr_matches(c, l->f))
                 return NULL;
-        int version = (int)c->state;
-        if (!c->summary.valid || c->summary.version != version) {
-                if (l->a == NULL)
-                        l->a = rm_arena_new();
-                rm_pb_packed_set(&c->summary, &rm__ctr_summary(c, l->a)->base, version);
-        }
-        return &c->summary;
+        return rm_pb_packed_fresh(&c->summary, (int)c->state, summary_of, c, &l->a);
 }
 
 uint8_t *rm_containers_list_packed(struct rm_container_manager *mgr,

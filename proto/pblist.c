@@ -22,6 +22,19 @@ void rm_pb_packed_set(struct rm_pb_packed *p, const ProtobufCMessage *msg, int v
         *p = (struct rm_pb_packed){bytes, len, version, true};
 }
 
+const struct rm_pb_packed *rm_pb_packed_fresh(struct rm_pb_packed *p, int version,
+                                              ProtobufCMessage *(*build)(const void *obj,
+                                                                         struct rm_arena *a),
+                                              const void *obj, struct rm_arena **arena)
+{
+        if (p->valid && p->version == version)
+                return p;
+        if (*arena == NULL)
+                *arena = rm_arena_new();
+        rm_pb_packed_set(p, build(obj, *arena), version);
+        return p;
+}
+
 static size_t varint_size(size_t v)
 {
         size_t n = 1;

@@ -890,19 +890,18 @@ struct list_ctx {
         struct rm_arena *a; /* for repacking, made on the first one */
 };
 
+static ProtobufCMessage *summary_of(const void *obj, struct rm_arena *a)
+{
+        return &summary(obj, a)->base;
+}
+
 static const struct rm_pb_packed *list_item(void *obj, void *ctx)
 {
         struct pod *p = obj;
         struct list_ctx *l = ctx;
         if (!matches(p, l->f))
                 return NULL;
-        int version = (int)p->state;
-        if (!p->summary.valid || p->summary.version != version) {
-                if (l->a == NULL)
-                        l->a = rm_arena_new();
-                rm_pb_packed_set(&p->summary, &summary(p, l->a)->base, version);
-        }
-        return &p->summary;
+        return rm_pb_packed_fresh(&p->summary, (int)p->state, summary_of, p, &l->a);
 }
 
 uint8_t *rm_sandbox_list_packed(struct rm_sandbox_manager *mgr,

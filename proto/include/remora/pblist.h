@@ -11,6 +11,8 @@
 #include <stdint.h>
 #include <protobuf-c/protobuf-c.h>
 
+#include "remora/arena.h"
+
 /* One item, packed; version says what it was packed from (e.g. a state), for its owner to
  * compare. Zero-initialised: empty. */
 struct rm_pb_packed {
@@ -23,6 +25,13 @@ struct rm_pb_packed {
 /* Pack msg into p, replacing what it held. */
 void rm_pb_packed_set(struct rm_pb_packed *p, const ProtobufCMessage *msg, int version);
 void rm_pb_packed_clear(struct rm_pb_packed *p);
+
+/* p, repacked first when it is not at version: build makes the message from obj in
+ * *arena, which is made on the first repack (the caller frees it). */
+const struct rm_pb_packed *rm_pb_packed_fresh(struct rm_pb_packed *p, int version,
+                                              ProtobufCMessage *(*build)(const void *obj,
+                                                                         struct rm_arena *a),
+                                              const void *obj, struct rm_arena **arena);
 
 /* The bytes p takes as an item of field 1: tag, length, body. */
 size_t rm_pb_list_entry_size(const struct rm_pb_packed *p);
