@@ -58,6 +58,7 @@ struct bench {
         int soak_pods, soak_execs, soak_pulls;    /* soak: lifecycles, ExecSyncs, pulls */
         int node_pods;                            /* node: pods of 2 containers each */
         int load_execs, load_stops, load_pulls;   /* load: slow calls held in flight */
+        int load_seconds;                         /* load: how long they last */
         const char *restart[BENCH_MAX_ENDPOINTS]; /* node: command that starts the daemon */
         char run_id[32];
         unsigned long seq; /* name counter, under seq_lock */

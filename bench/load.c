@@ -13,8 +13,7 @@
 #include "ops.h"
 #include "remora/xalloc.h"
 
-#define LOAD_SECONDS  20 /* how long the slow calls last (sleep, grace period) */
-#define PROBE_SECONDS 8  /* how long the quick calls are timed, inside that */
+#define PROBE_SECONDS 8 /* how long the quick calls are timed, inside --load-seconds */
 
 struct load {
         struct bench *b;
@@ -43,12 +42,14 @@ struct job {
 static void *exec_thread(void *arg)
 {
         struct job *j = arg;
-        static char *argv[] = {"/bin/sleep", "20"};
+        char secs[16];
+        snprintf(secs, sizeof(secs), "%d", j->l->b->load_seconds);
+        char *argv[] = {"/bin/sleep", secs};
         Runtime__V1__ExecSyncRequest r = RUNTIME__V1__EXEC_SYNC_REQUEST__INIT;
         r.container_id = j->cid;
         r.cmd = argv;
         r.n_cmd = 2;
-        r.timeout = 60;
+        r.timeout = j->l->b->load_seconds + 40;
         struct cri_result res;
         if (op_call(j->l->b, j->l->ep, RT "ExecSync", &r.base, NULL, NULL, &res) != GRPC_STATUS_OK)
                 note_failure(j->l, "ExecSync", &res);
@@ -61,7 +62,7 @@ static void *stop_thread(void *arg)
         struct job *j = arg;
         Runtime__V1__StopContainerRequest r = RUNTIME__V1__STOP_CONTAINER_REQUEST__INIT;
         r.container_id = j->cid;
-        r.timeout = LOAD_SECONDS;
+        r.timeout = j->l->b->load_seconds;
         struct cri_result res;
         if (op_call(j->l->b, j->l->ep, RT "StopContainer", &r.base, NULL, NULL, &res) !=
             GRPC_STATUS_OK)
@@ -225,7 +226,7 @@ void scenario_load(struct bench *b)
                 fprintf(stderr,
                         "remora-bench: load %s: %d ExecSync sleep, %d stops waiting out %d s, "
                         "%d pull loops\n",
-                        b->ep[e].label, b->load_execs, b->load_stops, LOAD_SECONDS,
+                        b->ep[e].label, b->load_execs, b->load_stops, b->load_seconds,
                         strcmp(b->pull_image, b->image) ? b->load_pulls : 0);
                 load_one(b, &b->ep[e], names);
         }

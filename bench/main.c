@@ -33,6 +33,7 @@ static void usage(FILE *out)
                 "                    [--soak-pods N] [--soak-execs N] [--soak-pulls N]\n"
                 "                    [--node-pods N] [--restart CMD]...\n"
                 "                    [--load-execs N] [--load-stops N] [--load-pulls N]\n"
+                "                    [--load-seconds S]\n"
                 "                    [--json FILE] [--html FILE]\n"
                 "       remora-bench --from-json FILE --html FILE\n"
                 "\n"
@@ -48,8 +49,9 @@ static void usage(FILE *out)
                 "  --only LIST     scenarios: rpc,pod,network,container,parallel,lists,image,\n"
                 "                  memory (the default set), soak, node, load (only when\n"
                 "                  named)\n"
-                "  --load-execs N  load: ExecSync sleep 20 in flight (default 64)\n"
-                "  --load-stops N  load: StopContainer waiting out 20 s (default 16)\n"
+                "  --load-execs N  load: ExecSync sleep S in flight (default 64)\n"
+                "  --load-stops N  load: StopContainer waiting out S s (default 16)\n"
+                "  --load-seconds S  load: how long those last (default 20, at least 10)\n"
                 "  --load-pulls N  load: threads pulling --pull-image in a loop (default 4)\n"
                 "  --soak-pods N   soak: pod lifecycles, each with one container (default 200)\n"
                 "  --soak-execs N  soak: ExecSyncs spread over them (default 2000)\n"
@@ -123,6 +125,7 @@ int main(int argc, char **argv)
         b.node_pods = 110;
         b.load_execs = 64;
         b.load_stops = 16;
+        b.load_seconds = 20;
         b.load_pulls = 4;
         size_t nrestart = 0;
         b.list_sizes[0] = 10, b.list_sizes[1] = 100, b.list_sizes[2] = 500, b.nlist = 3;
@@ -156,6 +159,7 @@ int main(int argc, char **argv)
                                                  {"load-execs", required_argument, NULL, 1006},
                                                  {"load-stops", required_argument, NULL, 1007},
                                                  {"load-pulls", required_argument, NULL, 1008},
+                                                 {"load-seconds", required_argument, NULL, 1009},
                                                  {"help", no_argument, NULL, 'h'},
                                                  {NULL, 0, NULL, 0}};
         int c;
@@ -242,6 +246,9 @@ int main(int argc, char **argv)
                         break;
                 case 1008:
                         b.load_pulls = parse_int(optarg, "--load-pulls", 0);
+                        break;
+                case 1009:
+                        b.load_seconds = parse_int(optarg, "--load-seconds", 10);
                         break;
                 case 'S':
                         b.shared_pid = true;
