@@ -583,6 +583,36 @@ static size_t count_entries(const char *dir)
         return n;
 }
 
+/* RemoveContainer renames the directories into the trash, which the watcher empties;
+ * a name already taken there (no rename possible) means removing them in place. */
+static void test_remove_through_trash(void **state)
+{
+        struct world *w = *state;
+        cleanup_free char *dir = xasprintf("%s/containers", w->root);
+        cleanup_free char *trash = xasprintf("%s/containers/.trash", w->root);
+        cleanup_free char *state_trash = xasprintf("%s/containers/.trash", w->state);
+        struct request r1, r2;
+        request_init(&r1, "one", "x");
+        request_init(&r2, "two", "x");
+        cleanup_free char *id1 = create(w, &r1);
+        cleanup_free char *id2 = create(w, &r2);
+        struct rm_error *err = NULL;
+        assert_int_equal(rm_containers_remove(w->mgr, id1, &err), 0);
+        cleanup_free char *gone1 = xasprintf("%s/%s", dir, id1);
+        assert_int_equal(access(gone1, F_OK), -1);
+        for (int i = 0; i < 500 && (count_entries(trash) || count_entries(state_trash)); i++)
+                usleep(10000);
+        assert_int_equal(count_entries(trash), 0);
+        assert_int_equal(count_entries(state_trash), 0);
+
+        cleanup_free char *taken = xasprintf("%s/%s/x", trash, id2);
+        assert_int_equal(rm_mkdir_p(taken, 0700, &err), 0);
+        assert_int_equal(rm_containers_remove(w->mgr, id2, &err), 0);
+        cleanup_free char *gone2 = xasprintf("%s/%s", dir, id2);
+        assert_int_equal(access(gone2, F_OK), -1);
+        assert_int_equal(count_entries(dir), 0); /* records included */
+}
+
 static void test_failed_start_leaves_nothing(void **state)
 {
         struct world *w = *state;
@@ -829,6 +859,7 @@ int main(void)
             cmocka_unit_test_setup_teardown(test_failed_start_leaves_nothing, setup, teardown),
             cmocka_unit_test_setup_teardown(test_list_filters_and_prefixes, setup, teardown),
             cmocka_unit_test_setup_teardown(test_list_packed, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_remove_through_trash, setup, teardown),
             cmocka_unit_test_setup_teardown(test_exec_sync_needs_running, setup, teardown),
             cmocka_unit_test_setup_teardown(test_stop_races_own_exit, setup, teardown),
             cmocka_unit_test_setup_teardown(test_restart_recovers_state, setup, teardown),
