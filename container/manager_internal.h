@@ -205,6 +205,10 @@ int rm__ctr_resources_limits(const Runtime__V1__LinuxContainerResources *r, cons
 int rm__ctr_userns_prepare(struct json_object *spec, const char *bundle,
                            const struct rm_spec_userns *userns, struct rm_error **err);
 void rm__ctr_userns_release(const char *bundle);
+/* The container id_or_prefix names (a unique prefix will do); NOT_FOUND or
+ * INVALID_ARGUMENT (ambiguous) otherwise. Caller holds mgr->lock. */
+struct ctr *rm__ctr_find_locked(struct rm_container_manager *mgr, const char *id_or_prefix,
+                                struct rm_error **err);
 /* Unmount an exited container's root filesystem (lazily: a process of the container
  * that outlived its init keeps its own mount namespace's view); failures are logged and
  * left to RemoveContainer. */
