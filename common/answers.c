@@ -4,6 +4,7 @@
 #include <time.h>
 
 #include "remora/answers.h"
+#include "remora/clock.h"
 #include "remora/xalloc.h"
 
 /* One object whose answers are not all settled as delivered. */
@@ -24,11 +25,7 @@ struct rm_answers *rm_answers_new(void)
 {
         struct rm_answers *a = xzalloc(sizeof(*a));
         pthread_mutex_init(&a->lock, NULL);
-        pthread_condattr_t attr;
-        pthread_condattr_init(&attr);
-        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-        pthread_cond_init(&a->settled, &attr);
-        pthread_condattr_destroy(&attr);
+        rm_cond_init_monotonic(&a->settled);
         return a;
 }
 

@@ -11,6 +11,7 @@
 
 #include "manager_internal.h"
 #include "remora/cleanup.h"
+#include "remora/clock.h"
 #include "remora/crashpoint.h"
 #include "remora/log.h"
 #include "remora/xalloc.h"
@@ -183,20 +184,16 @@ static void delete_gone(struct rm_container_manager *mgr)
 /* Wait until c exits or timeout_ms passes; true when it exited. */
 bool rm__ctr_wait_exit(struct rm_container_manager *mgr, struct ctr *c, int64_t timeout_ms)
 {
-        struct timespec deadline;
-        clock_gettime(CLOCK_REALTIME, &deadline);
-        int64_t end_ns =
-            (int64_t)deadline.tv_sec * 1000000000LL + deadline.tv_nsec + timeout_ms * 1000000LL;
+        int64_t end_ns = rm_mono_ns() + timeout_ms * 1000000LL;
         for (;;) {
                 if (rm__ctr_refresh_exit(mgr, c))
                         return true;
-                int64_t now = rm__now_ns();
+                int64_t now = rm_mono_ns();
                 if (now >= end_ns)
                         return false;
                 /* Woken by the watcher on an exit; re-check at least every 50 ms anyway. */
                 int64_t until = now + 50000000LL < end_ns ? now + 50000000LL : end_ns;
-                struct timespec ts = {.tv_sec = until / 1000000000LL,
-                                      .tv_nsec = until % 1000000000LL};
+                struct timespec ts = rm_mono_timespec(until);
                 pthread_mutex_lock(&mgr->lock);
                 pthread_cond_timedwait(&mgr->changed, &mgr->lock, &ts);
                 pthread_mutex_unlock(&mgr->lock);
@@ -284,19 +281,18 @@ void rm_containers_settle(struct rm_container_manager *mgr, const char *pod_id)
 {
         /* runc delete has its own deadline in the driver; this bound only keeps a wedged
          * runtime from holding RemovePodSandbox for ever */
-        int64_t end = rm__now_ns() + 60 * 1000000000LL;
+        int64_t end = rm_mono_ns() + 60 * 1000000000LL;
         pthread_mutex_lock(&mgr->lock);
         while (rm__gone_pending(mgr, pod_id)) {
-                int64_t now = rm__now_ns();
+                int64_t now = rm_mono_ns();
                 if (now >= end) {
                         rm_log_warn("pod %s: its containers' runtime state is still being "
                                     "deleted; going on without waiting",
                                     pod_id);
                         break;
                 }
-                int64_t until = now + 100000000LL; /* re-check at least every 100 ms */
-                struct timespec ts = {.tv_sec = until / 1000000000LL,
-                                      .tv_nsec = until % 1000000000LL};
+                /* re-check at least every 100 ms */
+                struct timespec ts = rm_mono_timespec(now + 100000000LL);
                 pthread_cond_timedwait(&mgr->changed, &mgr->lock, &ts);
         }
         pthread_mutex_unlock(&mgr->lock);

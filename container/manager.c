@@ -15,6 +15,7 @@
 #include "manager_internal.h"
 #include "remora/answers.h"
 #include "remora/cleanup.h"
+#include "remora/clock.h"
 #include "remora/crashpoint.h"
 #include "remora/fsutil.h"
 #include "remora/log.h"
@@ -901,10 +902,7 @@ struct rm_container_manager *rm_containers_open(const char *root, const char *st
         pthread_mutex_init(&mgr->lock, NULL);
         pthread_mutex_init(&mgr->rates_lock, NULL);
         pthread_mutex_init(&mgr->exit_lock, NULL);
-        pthread_condattr_t ca;
-        pthread_condattr_init(&ca);
-        pthread_cond_init(&mgr->changed, &ca);
-        pthread_condattr_destroy(&ca);
+        rm_cond_init_monotonic(&mgr->changed); /* waits in exits.c */
         if (rm_mkdir_p(mgr->trash[0], 0700, err) < 0 || rm_mkdir_p(mgr->trash[1], 0700, err) < 0 ||
             rm_store_list(store, CTR_KIND, rm__ctr_load_one, mgr, err) < 0) {
                 rm_containers_close(mgr);

@@ -20,6 +20,7 @@
 #include "grpc_server.h"
 #include "metrics.h"
 #include "remora/cleanup.h"
+#include "remora/clock.h"
 #include "remora/confsect.h"
 #include "remora/fsutil.h"
 #include "remora/log.h"
@@ -420,11 +421,7 @@ struct rm_metrics_server *rm_metrics_server_open(struct json_object *section, st
         m->d = d;
         atomic_init(&m->shims, -1);
         pthread_mutex_init(&m->lock, NULL);
-        pthread_condattr_t ca;
-        pthread_condattr_init(&ca);
-        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-        pthread_cond_init(&m->stop_cv, &ca);
-        pthread_condattr_destroy(&ca);
+        rm_cond_init_monotonic(&m->stop_cv);
         m->counting = pthread_create(&m->counter, NULL, count_shims, m) == 0;
         int fd = listen_on(address, m, err);
         if (fd < 0) {

@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "pool.h"
+#include "remora/clock.h"
 #include "remora/log.h"
 #include "remora/xalloc.h"
 
@@ -130,11 +131,7 @@ struct rm_pool *rm_pool_new(size_t max_threads, int idle_ms)
 {
         struct rm_pool *p = xzalloc(sizeof(*p));
         pthread_mutex_init(&p->lock, NULL);
-        pthread_condattr_t attr;
-        pthread_condattr_init(&attr);
-        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-        pthread_cond_init(&p->work, &attr);
-        pthread_condattr_destroy(&attr);
+        rm_cond_init_monotonic(&p->work);
         pthread_cond_init(&p->idle, NULL);
         p->max = max_threads ? max_threads : 1;
         p->idle_ms = idle_ms > 0 ? idle_ms : 1;

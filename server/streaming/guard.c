@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <microhttpd.h>
+#include "remora/clock.h"
 #include "remora/xalloc.h"
 #include "streaming_int.h"
 
@@ -101,11 +102,7 @@ struct rm_conn_guard *rm__guard_new(int64_t timeout_ms, int64_t max_pending)
         g->timeout_ms = timeout_ms;
         g->max_pending = max_pending;
         pthread_mutex_init(&g->lock, NULL);
-        pthread_condattr_t ca;
-        pthread_condattr_init(&ca);
-        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-        pthread_cond_init(&g->wake, &ca);
-        pthread_condattr_destroy(&ca);
+        rm_cond_init_monotonic(&g->wake);
         if (pthread_create(&g->sweeper, NULL, sweeper_main, g) != 0)
                 abort();
         return g;

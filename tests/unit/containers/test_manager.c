@@ -45,6 +45,23 @@ struct fake {
 
 static struct fake F;
 
+/* The wall clock as the code under test reads it: the real one plus a step (NTP at a
+ * node's boot, an operator's date). Linked in with --wrap=clock_gettime. */
+static _Atomic int64_t realtime_step_ns;
+int __real_clock_gettime(clockid_t clk, struct timespec *ts);
+int __wrap_clock_gettime(clockid_t clk, struct timespec *ts);
+int __wrap_clock_gettime(clockid_t clk, struct timespec *ts)
+{
+        int rc = __real_clock_gettime(clk, ts);
+        int64_t step = realtime_step_ns;
+        if (rc == 0 && clk == CLOCK_REALTIME && step != 0) {
+                int64_t ns = (int64_t)ts->tv_sec * 1000000000LL + ts->tv_nsec + step;
+                ts->tv_sec = ns / 1000000000LL;
+                ts->tv_nsec = ns % 1000000000LL;
+        }
+        return rc;
+}
+
 static int find_fake(const char *id)
 {
         for (size_t i = 0; i < F.n; i++) {
@@ -265,6 +282,7 @@ static void close_world(struct world *w)
 static int setup(void **state)
 {
         memset(&F, 0, sizeof(F));
+        realtime_step_ns = 0;
         pthread_mutex_init(&F.lock, NULL);
         char tmpl[] = "/tmp/remora-unit-ctr-XXXXXX";
         assert_non_null(mkdtemp(tmpl));
@@ -485,6 +503,42 @@ static void test_stop_escalates_to_sigkill(void **state)
         struct rm_arena *a = rm_arena_new();
         assert_int_equal(status(w, id, a)->exit_code, 128 + SIGKILL);
         rm_arena_free(a);
+}
+
+/* The grace period is time that passes, not a wall-clock reading: a step of the clock
+ * during the wait neither ends it early (the SIGKILL kubelet's grace period promises not
+ * to send yet) nor stretches it. */
+static void *step_clock_soon(void *arg)
+{
+        (void)arg;
+        struct timespec pause = {0, 200 * 1000000L};
+        nanosleep(&pause, NULL);
+        realtime_step_ns = 3600 * 1000000000LL;
+        return NULL;
+}
+
+static void test_stop_grace_ignores_wall_clock_steps(void **state)
+{
+        struct world *w = *state;
+        struct request r;
+        request_init(&r, "stubborn", "back");
+        cleanup_free char *id = create(w, &r);
+        struct rm_error *err = NULL;
+        assert_int_equal(rm_containers_start(w->mgr, id, &err), 0);
+        F.ignore_term = true;
+        struct timespec t0, t1;
+        pthread_t stepper;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        assert_int_equal(pthread_create(&stepper, NULL, step_clock_soon, NULL), 0);
+        assert_int_equal(rm_containers_stop(w->mgr, id, 1, NULL, &err), 0);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        pthread_join(stepper, NULL);
+        realtime_step_ns = 0;
+        assert_int_equal(F.kills, 2);
+        assert_int_equal(F.last_signal, SIGKILL);
+        double waited = (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
+        assert_true(waited >= 0.9);
+        assert_true(waited < 5);
 }
 
 /* A stop racing the container's own exit: runc refuses the signal, the stop is still OK
@@ -852,6 +906,8 @@ int main(void)
         const struct CMUnitTest tests[] = {
             cmocka_unit_test_setup_teardown(test_lifecycle, setup, teardown),
             cmocka_unit_test_setup_teardown(test_stop_escalates_to_sigkill, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_stop_grace_ignores_wall_clock_steps, setup,
+                                            teardown),
             cmocka_unit_test_setup_teardown(test_stop_signal_from_config, setup, teardown),
             cmocka_unit_test_setup_teardown(test_exit_noticed_without_a_call, setup, teardown),
             cmocka_unit_test_setup_teardown(test_names_and_retries, setup, teardown),
