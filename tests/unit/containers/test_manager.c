@@ -483,31 +483,8 @@ static void test_stop_signal_from_config(void **state)
         rm_arena_free(a);
 }
 
-static void test_stop_escalates_to_sigkill(void **state)
-{
-        struct world *w = *state;
-        struct request r;
-        request_init(&r, "stubborn", "back");
-        cleanup_free char *id = create(w, &r);
-        struct rm_error *err = NULL;
-        assert_int_equal(rm_containers_start(w->mgr, id, &err), 0);
-        F.ignore_term = true;
-        struct timespec t0, t1;
-        clock_gettime(CLOCK_MONOTONIC, &t0);
-        assert_int_equal(rm_containers_stop(w->mgr, id, 1, NULL, &err), 0);
-        clock_gettime(CLOCK_MONOTONIC, &t1);
-        assert_int_equal(F.last_signal, SIGKILL);
-        assert_int_equal(F.kills, 2); /* the stop signal, then SIGKILL after the timeout */
-        double waited = (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
-        assert_true(waited >= 0.9);
-        struct rm_arena *a = rm_arena_new();
-        assert_int_equal(status(w, id, a)->exit_code, 128 + SIGKILL);
-        rm_arena_free(a);
-}
-
-/* The grace period is time that passes, not a wall-clock reading: a step of the clock
- * during the wait neither ends it early (the SIGKILL kubelet's grace period promises not
- * to send yet) nor stretches it. */
+/* A container that ignores SIGTERM stopped with a 1 s timeout, the wall clock stepping
+ * an hour ahead 200 ms in when step_clock is set: the seconds the stop took. */
 static void *step_clock_soon(void *arg)
 {
         (void)arg;
@@ -517,26 +494,48 @@ static void *step_clock_soon(void *arg)
         return NULL;
 }
 
-static void test_stop_grace_ignores_wall_clock_steps(void **state)
+static double stop_stubborn(struct world *w, const char *id, bool step_clock)
 {
-        struct world *w = *state;
-        struct request r;
-        request_init(&r, "stubborn", "back");
-        cleanup_free char *id = create(w, &r);
         struct rm_error *err = NULL;
         assert_int_equal(rm_containers_start(w->mgr, id, &err), 0);
         F.ignore_term = true;
         struct timespec t0, t1;
         pthread_t stepper;
         clock_gettime(CLOCK_MONOTONIC, &t0);
-        assert_int_equal(pthread_create(&stepper, NULL, step_clock_soon, NULL), 0);
+        if (step_clock)
+                assert_int_equal(pthread_create(&stepper, NULL, step_clock_soon, NULL), 0);
         assert_int_equal(rm_containers_stop(w->mgr, id, 1, NULL, &err), 0);
         clock_gettime(CLOCK_MONOTONIC, &t1);
-        pthread_join(stepper, NULL);
+        if (step_clock)
+                pthread_join(stepper, NULL);
         realtime_step_ns = 0;
-        assert_int_equal(F.kills, 2);
         assert_int_equal(F.last_signal, SIGKILL);
-        double waited = (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
+        assert_int_equal(F.kills, 2); /* the stop signal, then SIGKILL after the timeout */
+        return (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
+}
+
+static void test_stop_escalates_to_sigkill(void **state)
+{
+        struct world *w = *state;
+        struct request r;
+        request_init(&r, "stubborn", "back");
+        cleanup_free char *id = create(w, &r);
+        assert_true(stop_stubborn(w, id, false) >= 0.9);
+        struct rm_arena *a = rm_arena_new();
+        assert_int_equal(status(w, id, a)->exit_code, 128 + SIGKILL);
+        rm_arena_free(a);
+}
+
+/* The grace period is time that passes, not a wall-clock reading: a step of the clock
+ * during the wait neither ends it early (the SIGKILL kubelet's grace period promises not
+ * to send yet) nor stretches it. */
+static void test_stop_grace_ignores_wall_clock_steps(void **state)
+{
+        struct world *w = *state;
+        struct request r;
+        request_init(&r, "stubborn", "back");
+        cleanup_free char *id = create(w, &r);
+        double waited = stop_stubborn(w, id, true);
         assert_true(waited >= 0.9);
         assert_true(waited < 5);
 }
