@@ -17,8 +17,8 @@ from google.protobuf import json_format
 
 from remora_fixtures import Daemon, it_network_setting
 
-VETH_PREFIX = it_network_setting("veth_prefix", "rmveth")
-NFT_TABLE = it_network_setting("nft_table", "remora")
+VETH_PREFIX = it_network_setting("veth_prefix")
+NFT_TABLE = it_network_setting("nft_table")
 
 
 class CrashDaemon(Daemon):

@@ -81,27 +81,51 @@ class Cri:
         self.channel.close()
 
 
-def with_test_network(config):
-    """REMORA_IT_NETWORK (a JSON object) becomes the "network" section of every daemon
-    config that has none, so that two suites can run at once on one host, each with its
-    own bridge, subnet, nft table and veth prefix instead of the built-in remora0."""
+# remorad's built-in "network" section (network/config.c, README "Pod networking").
+BUILTIN_NETWORK = {"bridge": "remora0", "subnet": "10.77.0.0/16", "nft_table": "remora",
+                   "veth_prefix": "rmv"}
+# What the suite's daemons use instead: the built-in names belong to a remorad the host
+# may be running, whose nft table a test daemon would rebuild at its start, and whose
+# bridge the suite would otherwise leave behind.
+SUITE_NETWORK = {"bridge": "rmit0", "subnet": "10.76.0.0/16", "nft_table": "remora_it",
+                 "veth_prefix": "rit"}
+
+
+def suite_network():
+    """REMORA_IT_NETWORK (a JSON object) when set, so that two suites can run at once on
+    one host, each with its own bridge, subnet, nft table and veth prefix; else
+    SUITE_NETWORK."""
     extra = os.environ.get("REMORA_IT_NETWORK")
-    if not extra:
-        return config
+    return json.loads(extra) if extra else dict(SUITE_NETWORK)
+
+
+def with_test_network(config):
+    """The suite's network (suite_network) becomes the "network" section of every daemon
+    config that has none."""
     try:
         doc = json.loads(config)
     except ValueError:
         return config  # a test feeding remorad a broken config on purpose
     if isinstance(doc, dict) and "network" not in doc:
-        doc["network"] = json.loads(extra)
+        doc["network"] = suite_network()
         return json.dumps(doc)
     return config
 
 
-def it_network_setting(key, default):
+def it_network_setting(key):
     """What the daemons of this run use for one network key (see with_test_network)."""
-    extra = os.environ.get("REMORA_IT_NETWORK")
-    return json.loads(extra).get(key, default) if extra else default
+    return suite_network().get(key, BUILTIN_NETWORK[key])
+
+
+def remove_suite_network():
+    """The bridge and nft tables the suite's daemons made (remorad leaves its bridge at
+    exit on purpose, as CNI's bridge plugin does); never the built-in ones."""
+    bridge, table = it_network_setting("bridge"), it_network_setting("nft_table")
+    if bridge != BUILTIN_NETWORK["bridge"]:
+        subprocess.run(["ip", "link", "del", bridge], capture_output=True)
+    if table != BUILTIN_NETWORK["nft_table"]:
+        for family in ("ip", "ip6"):
+            subprocess.run(["nft", "delete", "table", family, table], capture_output=True)
 
 
 class Daemon:
@@ -188,6 +212,13 @@ class Daemon:
             self.stop(signal.SIGKILL)
         finally:
             shutil.rmtree(self.base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def suite_network_removed():
+    """After the last test: no bridge or nft table of the suite's left on the host."""
+    yield
+    remove_suite_network()
 
 
 @pytest.fixture

@@ -290,3 +290,24 @@ def test_crash_point(world, case):
             except Exception:
                 pass
         d.stop()
+
+
+def test_every_counter_sees_a_running_pod(world):
+    """The matrix compares counts with a baseline, so a counter that never counts
+    anything (a wrong veth prefix, a moved directory) would pass every case: each must
+    rise while a pod with a host port runs a container, and fall back after removal."""
+    w, d = world, world.d
+    d.start()
+    w.connect()
+    try:
+        st = scene_running(w)
+        ids = {st["pod"], st["ctr"]}
+        now = H.leftovers(d, ids, w.parents)
+        idle = ("exit_files", "blobs")  # an exit, a pull: not part of a running pod
+        flat = sorted(k for k in H.COUNTERS if k not in idle and now[k] <= w.baseline[k])
+        assert not flat, "counters that missed a running pod: %s (baseline %s, now %s)" % (
+            flat, w.baseline, now)
+        H.remove_everything(w.cri)
+        H.wait_baseline(d, w.baseline, ids, w.parents)
+    finally:
+        d.stop()

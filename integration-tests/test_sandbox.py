@@ -85,7 +85,7 @@ def test_pod_lifecycle_with_real_namespaces(daemon, cri):
     links = nsenter("net", p["netns"], "ip", "-o", "link", "show")
     assert links.count(": ") // 2 == 2 and "lo:" in links and "eth0@" in links
     ip = st.status.network.ip
-    subnet_head = it_network_setting("subnet", "10.77.0.0/16").split(".")[:2]
+    subnet_head = it_network_setting("subnet").split(".")[:2]
     assert ip.startswith(".".join(subnet_head) + ".") and ip in nsenter("net", p["netns"], "ip", "-o", "addr")
     assert nsenter("uts", p["utsns"], "hostname") == "web-host"
     assert nsenter("net", p["netns"], "cat", "/proc/sys/net/ipv4/ip_unprivileged_port_start") == "81"
@@ -101,7 +101,7 @@ def test_pod_lifecycle_with_real_namespaces(daemon, cri):
         hosts = f.read()
     assert "localhost" in hosts and "%s\tweb-host" % ip in hosts
 
-    veth = it_network_setting("veth_prefix", "rmv") + pod_id[:12]
+    veth = it_network_setting("veth_prefix") + pod_id[:12]
     assert os.path.exists("/sys/class/net/" + veth)
     cri.call("StopPodSandbox", pod_sandbox_id=pod_id)
     st = status(cri, pod_id, verbose=True)
@@ -176,11 +176,12 @@ def test_container_port_without_host_port_publishes_nothing(cri):
     # kubelet sends a mapping for every declared containerPort, most with hostPort 0
     cfg = pod_config(cri.api, name="ports", uid="ports",
                      port_mappings=[{"container_port": 80}, {"container_port": 53, "protocol": 1}])
-    before = subprocess.run(["nft", "list", "table", "ip", "remora"], capture_output=True,
+    table = it_network_setting("nft_table")
+    before = subprocess.run(["nft", "list", "table", "ip", table], capture_output=True,
                             text=True).stdout
     pod_id = run_pod(cri, cfg)
     assert status(cri, pod_id).status.state == cri.api.SANDBOX_READY
-    after = subprocess.run(["nft", "list", "table", "ip", "remora"], capture_output=True,
+    after = subprocess.run(["nft", "list", "table", "ip", table], capture_output=True,
                            text=True).stdout
     assert after == before, "no DNAT element for a mapping without a host port"
     cri.call("StopPodSandbox", pod_sandbox_id=pod_id)
