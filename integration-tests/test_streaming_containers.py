@@ -34,7 +34,7 @@ def processes(cri, cid):
     return r.stdout.decode()
 
 
-def test_exec_over_websocket(cri, pod, image_ref):
+def test_exec_over_websocket(daemon, cri, pod, image_ref):
     cid = running(cri, pod, image_ref, "ws", ["/bin/sleep", "1000"])
     s = collect(connect(exec_url(cri, cid[:12], ["/bin/sh", "-c", "hostname; id -u"])))
     assert s[STDOUT] == b"ctr-pod\n0\n"
@@ -52,6 +52,8 @@ def test_exec_over_websocket(cri, pod, image_ref):
     send(ws, CLOSE, bytes([STDIN]))
     s = collect(ws)
     assert s[STDOUT] == b"through the pipe\n" and exec_status(s)["status"] == "Success"
+    wait_log(daemon, "streaming: exec session for container %s over WebSocket started" %
+             cid[:12])
 
 
 def test_exec_with_a_tty(cri, pod, image_ref):
@@ -112,7 +114,14 @@ def test_exec_refusals(cri, pod, image_ref):
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
-def test_port_forward_reaches_the_pod(cri, pod, image_ref):
+def wait_log(daemon, needle, timeout=10):
+    deadline = time.monotonic() + timeout
+    while needle not in daemon.read_log():
+        assert time.monotonic() < deadline, "%r not in remorad's log" % needle
+        time.sleep(0.05)
+
+
+def test_port_forward_reaches_the_pod(daemon, cri, pod, image_ref):
     running(cri, pod, image_ref, "srv", ["/bin/sh", "-c",
                                          "while true; do echo hello-from-pod | nc -l -p 8080; "
                                          "done"])
@@ -125,7 +134,17 @@ def test_port_forward_reaches_the_pod(cri, pod, image_ref):
     d = c.syn(streamtype="data", port="8080", requestid="0")
     assert c.until(lambda: d in c.replied and e in c.replied)
     assert c.until(lambda: c.data.get(d, b"").endswith(b"hello-from-pod\n"))
+    # Nothing listens on 8081: the client hears why on the error stream, the operator in
+    # the log, and the session goes on.
+    e2 = c.syn(streamtype="error", port="8081", requestid="1")
+    c.syn(streamtype="data", port="8081", requestid="1")
+    assert c.until(lambda: b"refused" in c.data.get(e2, b""))
+    wait_log(daemon, "streaming: port forward: connect to port 8081 in pod %s" % pod[0])
     c.close()
+    # Each session is logged where it starts and where it ends.
+    wait_log(daemon, "streaming: port forward session for pod %s over SPDY started" %
+             pod[0][:12])
+    wait_log(daemon, "streaming: port forward session for pod %s ended after" % pod[0][:12])
 
     with pytest.raises(grpc.RpcError) as err:
         cri.call("PortForward", pod_sandbox_id="0" * 64, port=[8080])

@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 #include <microhttpd.h>
+#include "remora/clock.h"
 #include "remora/log.h"
 #include "remora/xalloc.h"
 #include "streaming_int.h"
@@ -52,6 +53,19 @@ void rm__cancel_backend(struct rm_session *s)
         pthread_mutex_unlock(&s->srv->lock);
 }
 
+static const char *kind_name(enum rm_stream_kind kind)
+{
+        switch (kind) {
+        case RM_STREAM_EXEC:
+                return "exec";
+        case RM_STREAM_ATTACH:
+                return "attach";
+        case RM_STREAM_PORTFORWARD:
+                return "port forward";
+        }
+        return "?";
+}
+
 static void *worker_main(void *arg)
 {
         struct rm_worker *w = arg;
@@ -72,6 +86,8 @@ static void *worker_main(void *arg)
         }
         if (w->rc < 0 && w->err == NULL)
                 rm_error_set(&w->err, RM_INTERNAL, "backend failed without saying why");
+        if (w->rc < 0) /* the client gets it on its error stream; the operator here */
+                rm_log_info("streaming: %s: %s", kind_name(s->req->kind), w->err->msg);
         atomic_store(&w->returned, true);
         char b = 1;
         ssize_t ignored = write(w->done_fd, &b, 1);
@@ -302,10 +318,19 @@ void *rm__session_main(void *arg)
         int fl = fcntl(s->sock, F_GETFL);
         if (fl >= 0)
                 fcntl(s->sock, F_SETFL, fl & ~O_NONBLOCK);
-        if (s->req->kind == RM_STREAM_PORTFORWARD)
+        /* Who opened what into which container: one line at the start, one at the end. */
+        const char *kind = kind_name(s->req->kind);
+        bool pf = s->req->kind == RM_STREAM_PORTFORWARD;
+        int64_t t0 = rm_mono_ns();
+        rm_log_info("streaming: %s session for %s %.12s over %s started", kind,
+                    pf ? "pod" : "container", s->req->id, s->spdy ? "SPDY" : "WebSocket");
+        if (pf)
                 s->spdy ? rm__spdy_portforward(s) : rm__ws_portforward(s);
         else
                 s->spdy ? rm__spdy_exec(s) : rm__ws_exec(s);
+        rm_log_info("streaming: %s session for %s %.12s ended after %lld ms", kind,
+                    pf ? "pod" : "container", s->req->id,
+                    (long long)((rm_mono_ns() - t0) / 1000000));
 
         struct rm_streaming *srv = s->srv;
         pthread_mutex_lock(&srv->lock);

@@ -111,6 +111,7 @@ int rm_streaming_portforward_url(struct rm_streaming *srv,
 
 static enum MHD_Result reply(struct MHD_Connection *c, unsigned int status, const char *text)
 {
+        rm_log_debug("streaming: refused with %u: %.*s", status, (int)strcspn(text, "\n"), text);
         struct MHD_Response *resp =
             MHD_create_response_from_buffer(strlen(text), (void *)text, MHD_RESPMEM_MUST_COPY);
         MHD_add_response_header(resp, "Content-Type", "text/plain; charset=utf-8");
