@@ -14,6 +14,7 @@
 #include "remora/xalloc.h"
 
 #define PROBE_SECONDS 8 /* how long the quick calls are timed, inside --load-seconds */
+#define LOAD_PULLS    "under load: pulls completed"
 
 struct load {
         struct bench *b;
@@ -21,6 +22,7 @@ struct load {
         const char *cid; /* ExecSync target, or StopContainer target */
         atomic_bool stop;
         atomic_int failed;
+        atomic_int pulled; /* PullImage calls that succeeded */
         char *first_error;
         pthread_mutex_t lock;
 };
@@ -90,6 +92,7 @@ static void *pull_thread(void *arg)
                         cri_result_clear(&res);
                         break;
                 }
+                atomic_fetch_add(&j->l->pulled, 1);
                 cri_result_clear(&res);
         }
         return NULL;
@@ -201,6 +204,9 @@ static void load_one(struct bench *b, struct endpoint *ep, const char *const *na
         if (atomic_load(&l.failed))
                 fprintf(stderr, "remora-bench: load %s: %d slow calls failed, first: %s\n",
                         ep->label, atomic_load(&l.failed), l.first_error);
+        /* That the pulls were load at all: how many went through while the rest ran. */
+        if (ok && pulls)
+                fig_set_value(ep, LOAD_PULLS, "pulls", atomic_load(&l.pulled));
         free(l.first_error);
         pthread_mutex_destroy(&l.lock);
         free(t);
@@ -223,6 +229,8 @@ void scenario_load(struct bench *b)
         for (size_t e = 0; e < b->nep && !bench_interrupted; e++) {
                 for (int k = 0; names[k]; k++)
                         fig_get(&b->ep[e], names[k], "ms", false);
+                if (strcmp(b->pull_image, b->image) != 0)
+                        fig_get(&b->ep[e], LOAD_PULLS, "pulls", true);
                 fprintf(stderr,
                         "remora-bench: load %s: %d ExecSync sleep, %d stops waiting out %d s, "
                         "%d pull loops\n",
