@@ -97,17 +97,10 @@ void rm_answers_forget(struct rm_answers *a, const char *id)
         pthread_mutex_unlock(&a->lock);
 }
 
-static int64_t mono_ns(void)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
 enum rm_answer rm_answers_claim(struct rm_answers *a, const char *id,
                                 const struct rm_cancel *cancel, int64_t timeout_ms)
 {
-        int64_t until = mono_ns() + timeout_ms * 1000000LL;
+        int64_t until = rm_mono_ns() + timeout_ms * 1000000LL;
         enum rm_answer r;
         pthread_mutex_lock(&a->lock);
         for (;;) {
@@ -121,7 +114,7 @@ enum rm_answer rm_answers_claim(struct rm_answers *a, const char *id,
                         r = RM_ANSWER_LOST;
                         break;
                 }
-                int64_t now = mono_ns();
+                int64_t now = rm_mono_ns();
                 if (now >= until || rm_cancelled(cancel)) {
                         r = RM_ANSWER_PENDING;
                         break;

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include "remora/cancel.h"
+#include "remora/clock.h"
 
 void rm_cancel_init(struct rm_cancel *c, int64_t deadline_ns)
 {
@@ -36,7 +37,5 @@ bool rm_cancelled(const struct rm_cancel *c)
                 return true;
         if (c->deadline_ns == 0)
                 return false;
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec >= c->deadline_ns;
+        return rm_mono_ns() >= c->deadline_ns;
 }

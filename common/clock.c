@@ -8,6 +8,11 @@ int64_t rm_mono_ns(void)
         return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
+int64_t rm_mono_ms(void)
+{
+        return rm_mono_ns() / 1000000;
+}
+
 struct timespec rm_mono_timespec(int64_t ns)
 {
         return (struct timespec){.tv_sec = ns / 1000000000LL, .tv_nsec = ns % 1000000000LL};

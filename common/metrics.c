@@ -2,6 +2,7 @@
 #include <time.h>
 
 #include "remora/metrics.h"
+#include "remora/clock.h"
 
 const double rm_histo_bounds[RM_HISTO_BUCKETS] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
                                                   0.01,   0.025,   0.05,   0.1,   0.25,   0.5,
@@ -20,9 +21,7 @@ void rm_histo_observe(struct rm_histo *h, uint64_t ns)
 
 uint64_t rm_metrics_now_ns(void)
 {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+        return (uint64_t)rm_mono_ns();
 }
 
 void rm_metrics_family(FILE *out, const char *name, const char *type, const char *help)

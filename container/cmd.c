@@ -13,6 +13,7 @@
 #include "cmd.h"
 #include "remora/cancel.h"
 #include "remora/cleanup.h"
+#include "remora/clock.h"
 #include "remora/xalloc.h"
 
 extern char **environ;
@@ -41,13 +42,6 @@ static void sink_add(struct sink *s, const char *p, size_t n)
         memcpy(s->buf + s->len, p, n);
         s->len += n;
         s->buf[s->len] = '\0';
-}
-
-static long long now_ms(void)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 void rm__cmd_result_clear(struct rm__cmd_result *r)
@@ -92,9 +86,9 @@ static void stop_program(const struct rm__cmd *c, pid_t pid, int *ws)
 {
         if (c->on_timeout) {
                 c->on_timeout(pid, c->data);
-                long long until = now_ms() + (c->stop_grace_ms > 0 ? c->stop_grace_ms : 0);
+                long long until = rm_mono_ms() + (c->stop_grace_ms > 0 ? c->stop_grace_ms : 0);
                 while (!reaped(pid, ws)) {
-                        if (now_ms() >= until) {
+                        if (rm_mono_ms() >= until) {
                                 kill(pid, SIGKILL);
                                 break;
                         }
@@ -202,7 +196,7 @@ int rm__cmd_run(const struct rm__cmd *c, struct rm__cmd_result *r, struct rm_err
         if (in[1] >= 0)
                 fcntl(in[1], F_SETFL, O_NONBLOCK);
         int timeout_ms = c->timeout_ms > 0 ? c->timeout_ms : 30000;
-        long long deadline = now_ms() + timeout_ms;
+        long long deadline = rm_mono_ms() + timeout_ms;
         long long cancel_at = cancel_deadline_ms(c->cancel);
         int cancel_fd = c->cancel ? c->cancel->fd : -1;
         bool timed_out = false, cancelled = false;
@@ -211,7 +205,7 @@ int rm__cmd_run(const struct rm__cmd *c, struct rm__cmd_result *r, struct rm_err
                                        {.fd = out[0], .events = POLLIN},
                                        {.fd = errp[0], .events = POLLIN},
                                        {.fd = cancel_fd, .events = POLLIN}};
-                long long now = now_ms();
+                long long now = rm_mono_ms();
                 if ((cancelled = rm_cancelled(c->cancel)) || (timed_out = now >= deadline))
                         break;
                 long long left = deadline - now;
@@ -248,7 +242,7 @@ int rm__cmd_run(const struct rm__cmd *c, struct rm__cmd_result *r, struct rm_err
         /* The pipes closed; the program may still be running (when stdio was handed over,
          * there were no pipes at all), so the deadline and the token still hold. */
         while (!timed_out && !cancelled && !reaped(pid, &ws)) {
-                if ((cancelled = rm_cancelled(c->cancel)) || (timed_out = now_ms() >= deadline))
+                if ((cancelled = rm_cancelled(c->cancel)) || (timed_out = rm_mono_ms() >= deadline))
                         break;
                 pause_ms(1);
         }

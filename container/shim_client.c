@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "remora/cleanup.h"
+#include "remora/clock.h"
 #include "remora/fsutil.h"
 #include "remora/shim.h"
 #include "remora/xalloc.h"
@@ -63,13 +64,6 @@ void rm_helpers_clear(struct rm_helpers *h)
         free(h->shim);
         free(h->pause);
         h->shim = h->pause = NULL;
-}
-
-static long long now_ms(void)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 int rm_shim_spawn(const struct rm_shim_request *req, struct rm_shim_result *res,
@@ -161,11 +155,11 @@ int rm_shim_spawn(const struct rm_shim_request *req, struct rm_shim_result *res,
 
         /* Read the report until the shim closes the pipe (after "ok", or as it exits). */
         int timeout = req->timeout_ms > 0 ? req->timeout_ms : req->oci->timeout_ms;
-        long long deadline = now_ms() + timeout + 1000;
+        long long deadline = rm_mono_ms() + timeout + 1000;
         char buf[4096];
         size_t len = 0;
         for (;;) {
-                long long left = deadline - now_ms();
+                long long left = deadline - rm_mono_ms();
                 if (left <= 0) {
                         /* the shim's process group is the first child's pid */
                         kill(-mid, SIGKILL);

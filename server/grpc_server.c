@@ -18,6 +18,7 @@
 #include "grpc_server.h"
 #include "pool.h"
 #include "remora/cleanup.h"
+#include "remora/clock.h"
 #include "remora/log.h"
 #include "remora/metrics.h"
 #include "remora/xalloc.h"
@@ -259,10 +260,7 @@ static int64_t deadline_ns(gpr_timespec deadline)
                 return 0;
         gpr_timespec left = gpr_time_sub(deadline, gpr_now(deadline.clock_type));
         int64_t left_ns = left.tv_sec * 1000000000LL + left.tv_nsec;
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        int64_t now = (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-        return now + (left_ns > 0 ? left_ns : 0) + 1;
+        return rm_mono_ns() + (left_ns > 0 ? left_ns : 0) + 1;
 }
 
 static void run_handler(struct gcall *c)

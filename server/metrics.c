@@ -397,9 +397,8 @@ static void *count_shims(void *arg)
                 pthread_mutex_unlock(&m->lock);
                 atomic_store(&m->shims, (long)count_processes("remora-shim"));
                 pthread_mutex_lock(&m->lock);
-                struct timespec ts;
-                clock_gettime(CLOCK_MONOTONIC, &ts);
-                ts.tv_sec += SHIM_COUNT_MS / 1000;
+                struct timespec ts =
+                    rm_mono_timespec(rm_mono_ns() + (SHIM_COUNT_MS / 1000) * 1000000000LL);
                 while (!m->stop && pthread_cond_timedwait(&m->stop_cv, &m->lock, &ts) == 0)
                         ;
         }

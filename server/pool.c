@@ -35,13 +35,7 @@ struct rm_pool {
 
 static void deadline_in(struct timespec *ts, int ms)
 {
-        clock_gettime(CLOCK_MONOTONIC, ts);
-        ts->tv_sec += ms / 1000;
-        ts->tv_nsec += (long)(ms % 1000) * 1000000L;
-        if (ts->tv_nsec >= 1000000000L) {
-                ts->tv_sec++;
-                ts->tv_nsec -= 1000000000L;
-        }
+        *ts = rm_mono_timespec(rm_mono_ns() + (int64_t)ms * 1000000LL);
 }
 
 /* Caller holds p->lock. */

@@ -27,6 +27,7 @@
 #include "daemon.h"
 #include "hooks.h"
 #include "remora/cleanup.h"
+#include "remora/clock.h"
 #include "remora/exec_reaper.h"
 #include "remora/fsutil.h"
 #include "remora/log.h"
@@ -109,13 +110,6 @@ struct exec_run {
         const char *pid_file;
 };
 
-static long long now_ms(void)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Relay until runc exits. When the client goes away, closing the reaper's control pipe
  * makes it kill and reap everything the exec started, and runc then exits; runc is
  * SIGKILLed only if that takes longer than the grace. */
@@ -133,14 +127,14 @@ static void exec_loop(struct exec_run *r, const struct rm_stream_io *io)
                                       {.fd = resize, .events = POLLIN}};
                 int wait_ms = -1;
                 if (kill_at) {
-                        long long left = kill_at - now_ms();
+                        long long left = kill_at - rm_mono_ms();
                         if (left <= 0) {
                                 int pid = read_pid_file(r->pid_file);
                                 if (pid > 1)
                                         kill(pid, SIGKILL);
                                 kill(r->runc, SIGKILL);
                                 left = 1000;
-                                kill_at = now_ms() + 1000;
+                                kill_at = rm_mono_ms() + 1000;
                         }
                         wait_ms = (int)left;
                 }
@@ -152,7 +146,7 @@ static void exec_loop(struct exec_run *r, const struct rm_stream_io *io)
                 if (p[1].revents) {
                         close(r->ctl);
                         r->ctl = -1;
-                        kill_at = now_ms() + RM_OCI_EXEC_STOP_GRACE_MS;
+                        kill_at = rm_mono_ms() + RM_OCI_EXEC_STOP_GRACE_MS;
                         in = -1;
                         resize = -1;
                 }

@@ -34,13 +34,6 @@ struct rm_conn_guard {
         int64_t live;                     /* listed and not dropped */
 };
 
-static int64_t now_ms(void)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void unlink_conn(struct rm_conn_guard *g, struct pending_conn *p)
 {
         if (!p->listed)
@@ -84,7 +77,7 @@ static void *sweeper_main(void *arg)
         struct rm_conn_guard *g = arg;
         pthread_mutex_lock(&g->lock);
         while (!g->stop) {
-                int64_t next = sweep(g, now_ms());
+                int64_t next = sweep(g, rm_mono_ms());
                 if (next < 0) {
                         pthread_cond_wait(&g->wake, &g->lock);
                         continue;
@@ -146,7 +139,7 @@ void rm__guard_notify(void *cls, struct MHD_Connection *c, void **socket_context
         p->listed = true;
         *socket_context = p;
         pthread_mutex_lock(&g->lock);
-        p->deadline_ms = now_ms() + g->timeout_ms;
+        p->deadline_ms = rm_mono_ms() + g->timeout_ms;
         p->prev = g->tail;
         if (g->tail)
                 g->tail->next = p;

@@ -6,8 +6,9 @@
 #include <stdint.h>
 #include <time.h>
 
-/* CLOCK_MONOTONIC now, in ns. */
+/* CLOCK_MONOTONIC now, in ns; and in ms. */
 int64_t rm_mono_ns(void);
+int64_t rm_mono_ms(void);
 
 /* ns on CLOCK_MONOTONIC as the absolute time pthread_cond_timedwait takes. */
 struct timespec rm_mono_timespec(int64_t ns);
